@@ -1,0 +1,229 @@
+"""Stage configs: one dataclass per stage, each mirrored by one section of params.yaml.
+
+Every knob of the pipeline is a field here with a one-line docstring under it (cleanrl style).
+`load_section(params.yaml, "policy", PolicyConfig)` builds a config and fails with the file,
+line and key on an unknown key or a wrong type, so a typo in params.yaml never runs silently
+with a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from prmflow.io import DataError
+
+C = TypeVar("C")
+
+
+# --------------------------------------------------------------------------- stage configs
+
+
+@dataclass(frozen=True)
+class ProblemsConfig:
+    """Stage `problems`: sample synthetic word problems (or load a real source)."""
+
+    seed: int = 0
+    """seed of the problem generator"""
+    source: str = "synthetic"
+    """`synthetic`, `gsm8k` or `math`: where problems come from"""
+    source_path: str = ""
+    """JSONL file for a real source (ignored for synthetic)"""
+    n_train: int = 20000
+    """problems whose canonical solutions train the policy"""
+    n_eval: int = 300
+    """held-out problems for the policy's solve rate (and synthetic ProcessBench later)"""
+    n_pool: int = 400
+    """problems the policy solves to make PRM training data"""
+    min_steps: int = 2
+    """fewest arithmetic lines in a problem"""
+    max_steps: int = 6
+    """most arithmetic lines in a problem"""
+    start_max: int = 40
+    """largest starting quantity"""
+    add_max: int = 40
+    """largest operand of + and -"""
+    mul_max: int = 9
+    """largest multiplier"""
+    div_max: int = 9
+    """largest divisor (divisions are always exact)"""
+    max_value: int = 999
+    """no intermediate result exceeds this"""
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Stage `policy`: train a tiny causal LM from scratch on canonical solutions."""
+
+    seed: int = 0
+    """seed of init, data order and evaluation sampling"""
+    arch: str = "llama"
+    """`llama` or `qwen2`: which transformers config family the tiny policy uses"""
+    hidden_size: int = 128
+    """model width"""
+    num_layers: int = 4
+    """transformer blocks"""
+    num_heads: int = 4
+    """attention heads"""
+    max_len: int = 256
+    """context length in tokens (prompt + solution)"""
+    vocab_size: int = 384
+    """BPE vocabulary size of the locally trained tokenizer (digits are always single tokens)"""
+    steps: int = 1500
+    """optimizer steps"""
+    batch_size: int = 32
+    """sequences per optimizer step"""
+    lr: float = 3e-3
+    """peak AdamW learning rate (linear warmup, cosine decay)"""
+    warmup_steps: int = 100
+    """linear warmup steps"""
+    weight_decay: float = 0.01
+    """AdamW weight decay"""
+    eval_temperature: float = 1.0
+    """sampling temperature for the held-out solve rate (1.0 = the policy's own distribution)"""
+    eval_max_new_tokens: int = 160
+    """generation budget per held-out solution"""
+    eval_batch_size: int = 64
+    """prompts per generation batch during evaluation"""
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """Stage `generate`: sample solutions with per-token entropy from the policy."""
+
+    seed: int = 0
+    """sampling seed"""
+    backend: str = "transformers"
+    """`transformers` (CPU/GPU, full-vocabulary entropy); more backends arrive with scale-out"""
+    model: str = "models/policy"
+    """local HF model dir or hub id (hub only when online)"""
+    n: int = 4
+    """samples per problem"""
+    temperature: float = 1.0
+    """sampling temperature"""
+    top_p: float = 1.0
+    """nucleus sampling mass"""
+    max_new_tokens: int = 160
+    """generation budget per sample"""
+    top_logprobs: int = 3
+    """top-k logprobs stored per token (0 = none)"""
+    batch_size: int = 32
+    """prompts per forward batch (each expanded to n samples); speed only, output is independent"""
+    decimals: int = 5
+    """entropies and logprobs are rounded to this many decimals in the artifact"""
+
+
+@dataclass(frozen=True)
+class Params:
+    """All sections of params.yaml, for code that needs more than one."""
+
+    problems: ProblemsConfig = field(default_factory=ProblemsConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _key_lines(path: Path, text: str) -> dict[tuple[str, ...], int]:
+    """Map each mapping key path (('policy', 'lr')) to its 1-based line in the YAML file."""
+    lines: dict[tuple[str, ...], int] = {}
+
+    def walk(node: yaml.Node, prefix: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                key = (*prefix, str(k.value))
+                lines[key] = k.start_mark.line + 1
+                walk(v, key)
+
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise DataError(path, mark.line + 1 if mark else None, None, f"invalid YAML: {getattr(e, 'problem', e)}") from None
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def read_params(path: str | os.PathLike[str] = "params.yaml") -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
+    """Parse params.yaml into (mapping, key -> line)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(p, None, None, "params file not found")
+    text = p.read_text(encoding="utf-8")
+    lines = _key_lines(p, text)
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise DataError(p, 1, None, "expected a mapping of stage sections")
+    return data, lines
+
+
+def _check_type(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_check_type(value, a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple))
+    if origin is dict:
+        return isinstance(value, dict)
+    return isinstance(value, tp)
+
+
+def build_config(cls: type[C], values: dict[str, Any], *, path: str | os.PathLike[str] = "<params>",
+                 section: str = "", lines: dict[tuple[str, ...], int] | None = None) -> C:
+    """Build dataclass `cls` from `values`, rejecting unknown keys and wrong types by name."""
+    lines = lines or {}
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        where = lines.get((section, str(key)), lines.get((section,)))
+        name = f"{section}.{key}" if section else str(key)
+        if key not in known:
+            hint = ", ".join(sorted(known))
+            raise DataError(path, where, name, f"unknown param (known keys: {hint})")
+        tp = hints[key]
+        if not _check_type(value, tp):
+            raise DataError(path, where, name, f"expected {getattr(tp, '__name__', tp)}, got {type(value).__name__} {value!r}")
+        kwargs[key] = float(value) if tp is float else value
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise DataError(path, lines.get((section,)), section or None, str(e)) from None
+
+
+def load_section(path: str | os.PathLike[str], section: str, cls: type[C]) -> C:
+    """Read one stage's section of params.yaml as its config dataclass."""
+    data, lines = read_params(path)
+    if section not in data:
+        raise DataError(path, None, section, "section missing from params file")
+    values = data[section] or {}
+    if not isinstance(values, dict):
+        raise DataError(path, lines.get((section,)), section, f"expected a mapping, got {type(values).__name__}")
+    return build_config(cls, values, path=path, section=section, lines=lines)
+
+
+def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
+    """Read every known section; unknown top-level sections are an error too."""
+    data, lines = read_params(path)
+    sections = {f.name: f for f in dataclasses.fields(Params)}
+    for key in data:
+        if key not in sections:
+            raise DataError(path, lines.get((str(key),)), str(key), f"unknown section (known: {', '.join(sections)})")
+    hints = typing.get_type_hints(Params)
+    built = {name: load_section(path, name, hints[name]) for name in sections if name in data}
+    return Params(**built)

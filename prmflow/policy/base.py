@@ -1,0 +1,84 @@
+"""The generation interface every policy backend implements.
+
+    backend.generate(prompts, n, sampling) -> completions[prompt][sample]
+
+Each `Completion` carries its token ids, the character span of each token in its text, the
+entropy of the full next-token distribution before each token (nats, temperature 1), and
+optionally the top-k logprobs there. Later stages (partitioning, MC labeling, EDU sampling)
+need nothing else from a backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How to sample. temperature 0 means greedy."""
+
+    temperature: float = 1.0
+    """softmax temperature for sampling (entropy is always reported at temperature 1)"""
+    top_p: float = 1.0
+    """nucleus mass kept before sampling"""
+    max_new_tokens: int = 128
+    """generation budget per sample"""
+    seed: int = 0
+    """base seed; sample j of prompt i uses its own stream derived from (seed, i, j)"""
+    top_logprobs: int = 0
+    """how many top logprobs to return per token (0 = none)"""
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.top_logprobs < 0:
+            raise ValueError(f"top_logprobs must be >= 0, got {self.top_logprobs}")
+
+
+@dataclass
+class Completion:
+    """One sampled continuation of one prompt."""
+
+    text: str
+    """decoded continuation (special tokens removed)"""
+    token_ids: list[int]
+    """generated ids, excluding the end-of-sequence token"""
+    offsets: list[tuple[int, int]]
+    """character span [start, end) of each token in `text`; a token that ends inside a
+    multi-byte character gets an empty span at the character's start"""
+    entropy: list[float]
+    """H_t in nats of the next-token distribution that produced token t (eq. 1, prmflow.entropy)"""
+    top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
+    """per token: the top-k (token id, logprob) pairs at temperature 1"""
+    finish_reason: str = "stop"
+    """`stop` (end-of-sequence token) or `length` (budget exhausted)"""
+
+    def to_row(self, decimals: int | None = None) -> dict[str, Any]:
+        r = (lambda x: round(x, decimals)) if decimals is not None else (lambda x: x)
+        return {
+            "text": self.text,
+            "token_ids": self.token_ids,
+            "offsets": [list(o) for o in self.offsets],
+            "entropy": [r(h) for h in self.entropy],
+            "top_logprobs": [[[t, r(lp)] for t, lp in tops] for tops in self.top_logprobs],
+            "finish_reason": self.finish_reason,
+        }
+
+
+class Backend(Protocol):
+    """A policy that samples continuations with per-token entropy."""
+
+    def generate(self, prompts: Sequence[str], n: int, sampling: SamplingConfig) -> list[list[Completion]]:
+        """n completions for each prompt, in prompt order."""
+        ...
+
+    def generate_ids(self, prompt_ids: Sequence[Sequence[int]], n: int, sampling: SamplingConfig,
+                     seeds: Sequence[int] | None = None) -> list[list[Completion]]:
+        """Like `generate`, from token-level prefixes (MC rollouts continue a step prefix)."""
+        ...
