@@ -29,7 +29,7 @@ def token_entropy(logits: torch.Tensor) -> torch.Tensor:
     >>> round(float(token_entropy(torch.zeros(4))), 6)   # uniform over 4 -> log 4
     1.386294
     """
-    logp = torch.log_softmax(logits.float(), dim=-1)
+    logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
     return torch.special.entr(logp.exp()).sum(-1)
 
 

@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers over prmflow library calls (retries, cache policy, tags)."""

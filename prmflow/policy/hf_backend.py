@@ -61,6 +61,8 @@ def token_offsets(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> tup
         spans.append((stable, end))
         stable, prev = end, cur
     text = prev if ids else ""
+    if spans and spans[-1][1] < len(text):  # trailing bytes that never completed a character
+        spans[-1] = (spans[-1][0], len(text))
     return text, spans
 
 

@@ -1,0 +1,59 @@
+"""The full pipeline: problems -> policy -> generate, under one parent MLflow run.
+
+    python -m flows.pipeline [--params params.yaml]   # stage flows as Prefect subflows, in-process
+    python -m flows.pipeline --dvc                    # `dvc repro` (what `make run` does): DVC
+                                                      # skips up-to-date stages; every stage's
+                                                      # MLflow run nests under this parent run
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+from prefect import flow
+
+from flows.generate import generate
+from flows.policy import policy
+from flows.problems import problems
+from prmflow import tracking
+from prmflow.config import load_params
+from prmflow.io import DataError
+
+
+@flow(name="pipeline", log_prints=True)
+def pipeline(params: str = "params.yaml") -> dict:
+    with tracking.pipeline_run("pipeline"):
+        counts = problems(params=params)
+        policy_stats = policy(params=params)
+        gen_stats = generate(params=params)
+    return {"problems": counts, "policy": policy_stats, "generate": gen_stats}
+
+
+def run_dvc(targets: list[str]) -> int:
+    """`dvc repro` with every stage's MLflow run nested under one parent run."""
+    with tracking.pipeline_run("pipeline (dvc repro)") as run:
+        env = dict(os.environ, **{tracking.PARENT_ENV: run.run_id})
+        rc = subprocess.call(["dvc", "repro", *targets], env=env)
+        run.tags({"dvc_returncode": str(rc)})
+        if rc:
+            raise SystemExit(rc)  # marks the parent run FAILED
+    return rc
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Run the full prmflow pipeline.")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--dvc", action="store_true", help="run via `dvc repro` (skips up-to-date stages)")
+    parser.add_argument("targets", nargs="*", help="dvc repro targets (with --dvc)")
+    args = parser.parse_args()
+    try:
+        load_params(args.params)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    if args.dvc:
+        sys.exit(run_dvc(args.targets))
+    pipeline(params=args.params)
