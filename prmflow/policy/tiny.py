@@ -144,8 +144,8 @@ def train_lm(model: PreTrainedModel, examples: Sequence[Example], *, steps: int,
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if on_step is not None:
-            on_step(step, float(loss), cur_lr)
+            on_step(step, losses[-1], cur_lr)
     model.eval()
     return losses

@@ -1,0 +1,145 @@
+"""Integration: the DVC stages problems -> policy -> generate on a tiny config, in a temp copy.
+
+Runs real subprocesses (`dvc repro`, Prefect flows, MLflow sqlite store), so it is the slowest
+test (about a minute: most of it is Prefect's ephemeral API starting once per stage).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "problems": {"n_train": 400, "n_eval": 16, "n_pool": 6, "max_steps": 3},
+    "policy": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "vocab_size": 300, "steps": 20,
+               "batch_size": 8, "warmup_steps": 5, "eval_max_new_tokens": 24, "eval_batch_size": 16},
+    "generate": {"n": 2, "max_new_tokens": 24, "batch_size": 8},
+}
+
+
+def _copy_repo(dst: Path) -> None:
+    for name in ("prmflow", "tasks", "flows", "dvc.yaml", "params.yaml", "pyproject.toml"):
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dst / name)
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
+    env["PYTHONPATH"] = str(tmp)
+    env["DVC_NO_ANALYTICS"] = "1"
+    env["HF_HUB_OFFLINE"] = "1"
+    env.pop("PRMFLOW_PARENT_RUN_ID", None)
+    return env
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
+    p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout[-4000:]}\n{p.stderr[-4000:]}"
+    return p.stdout + p.stderr
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], str]:
+    tmp = tmp_path_factory.mktemp("repo")
+    _copy_repo(tmp)
+    params = yaml.safe_load((tmp / "params.yaml").read_text())
+    for section, values in TINY.items():
+        params[section].update(values)
+    (tmp / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = _env(tmp)
+    _run(["dvc", "init", "--no-scm", "-q"], tmp, env)
+    _run(["dvc", "config", "core.analytics", "false"], tmp, env)
+    out = _run([sys.executable, "-m", "flows.pipeline", "--dvc"], tmp, env)
+    return tmp, env, out
+
+
+def test_stages_produce_their_artifacts(repo):
+    tmp, _, out = repo
+    for stage in ("problems", "policy", "generate"):
+        assert f"Running stage '{stage}'" in out
+    for split in ("train", "eval", "pool"):
+        assert (tmp / f"data/problems/{split}.jsonl").is_file()
+    rows = [json.loads(x) for x in (tmp / "data/problems/pool.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and set(rows[0]) == {"id", "problem", "answer", "solution"}
+
+    # the policy is a transformers model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tmp / "models/policy")
+    tok = AutoTokenizer.from_pretrained(tmp / "models/policy")
+    assert model.config.num_hidden_layers == 1 and tok.eos_token_id is not None
+
+    report = json.loads((tmp / "reports/policy.json").read_text())
+    assert report["n_eval"] == 16 and 0.0 <= report["solve_rate"] <= 1.0
+    assert sum(report["first_error_hist"].values()) == 16
+    assert (tmp / "reports/policy/loss.png").stat().st_size > 1000
+
+    gens = [json.loads(x) for x in (tmp / "data/generations/generations.jsonl").read_text().splitlines()]
+    assert len(gens) == 6 * 2
+    for g in gens:
+        assert len(g["entropy"]) == len(g["token_ids"]) == len(g["offsets"]) == len(g["top_logprobs"])
+        assert all(h >= 0 for h in g["entropy"])
+        assert g["first_error"] >= -1 and isinstance(g["final_correct"], bool)
+
+
+def test_second_repro_runs_nothing(repo):
+    tmp, env, _ = repo
+    out = _run(["dvc", "repro"], tmp, env)
+    assert "Running stage" not in out
+    status = _run(["dvc", "status"], tmp, env)
+    assert "up to date" in status
+
+
+def test_mlflow_runs_nest_under_one_parent(repo):
+    tmp, env, _ = repo
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name("prmflow")
+    runs = client.search_runs([exp.experiment_id])
+    by_stage = {r.data.tags.get("stage"): r for r in runs}
+    parent = by_stage["pipeline (dvc repro)"]
+    for stage in ("problems", "policy", "generate"):
+        run = by_stage[stage]
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert "policy/solve_rate" in by_stage["policy"].data.metrics
+    assert by_stage["policy"].data.params["steps"] == "20"
+    assert "generate/mean_entropy" in by_stage["generate"].data.metrics
+
+
+def test_changing_one_param_reruns_only_dependent_stages(repo):
+    tmp, env, _ = repo
+    params = yaml.safe_load((tmp / "params.yaml").read_text())
+    params["generate"]["temperature"] = 0.7
+    (tmp / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = _run(["dvc", "repro"], tmp, env)
+    assert "Running stage 'generate'" in out
+    assert "Running stage 'policy'" not in out and "Running stage 'problems'" not in out
+
+
+def test_bad_param_fails_with_file_line_and_key(repo):
+    tmp, env, _ = repo
+    bad = tmp / "bad_params.yaml"
+    bad.write_text((tmp / "params.yaml").read_text().replace("n_eval:", "n_evals:"))
+    p = subprocess.run([sys.executable, "-m", "flows.problems", "--params", str(bad)], cwd=tmp, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2
+    assert "bad_params.yaml:" in p.stderr and "problems.n_evals" in p.stderr and "unknown param" in p.stderr
+    assert "Traceback" not in p.stderr
