@@ -113,6 +113,25 @@ def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
+def length_bucketed_batches(lengths: Sequence[int], batch_size: int, g: torch.Generator,
+                            bucket_batches: int = 16) -> list[list[int]]:
+    """One epoch of batches with little padding: shuffle, sort each run of `bucket_batches`
+    batches by length, cut it into batches, and shuffle the batch order. Seeded by `g`.
+
+    Every index appears once (a final partial batch is dropped if the data has >= 1 full batch).
+    """
+    order = torch.randperm(len(lengths), generator=g).tolist()
+    mega = batch_size * bucket_batches
+    batches = []
+    for i in range(0, len(order), mega):
+        chunk = sorted(order[i : i + mega], key=lambda j: lengths[j])
+        batches += [chunk[k : k + batch_size] for k in range(0, len(chunk), batch_size)]
+    if len(lengths) >= batch_size:
+        batches = [b for b in batches if len(b) == batch_size]
+    perm = torch.randperm(len(batches), generator=g).tolist()
+    return [batches[p] for p in perm]
+
+
 def train_lm(model: PreTrainedModel, examples: Sequence[Example], *, steps: int, batch_size: int, lr: float,
              warmup_steps: int, weight_decay: float, pad_id: int, seed: int,
              on_step: Callable[[int, float, float], None] | None = None) -> list[float]:
@@ -126,20 +145,19 @@ def train_lm(model: PreTrainedModel, examples: Sequence[Example], *, steps: int,
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
     model.train()
     losses: list[float] = []
-    order = torch.randperm(len(examples), generator=g).tolist()
-    cursor = 0
+    batches: list[list[int]] = []
     for step in range(steps):
-        if cursor + batch_size > len(order):
-            order, cursor = torch.randperm(len(examples), generator=g).tolist(), 0
-        batch = [examples[i] for i in order[cursor : cursor + batch_size]]
-        cursor += batch_size
+        if not batches:
+            batches = length_bucketed_batches([len(e.prompt_ids) + len(e.target_ids) for e in examples], batch_size, g)
+        idx = batches.pop()
+        batch = [examples[i] for i in idx]
         ids, attn, labels = collate(batch, pad_id)
         cur_lr = lr_at(step, steps, warmup_steps, lr)
         for group in opt.param_groups:
             group["lr"] = cur_lr
         loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite training loss {loss.item()} at step {step} (batch starting at example {order[cursor - batch_size]})")
+            raise FloatingPointError(f"non-finite training loss {loss.item()} at step {step} (batch of examples {idx[:8]}...)")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
