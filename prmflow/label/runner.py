@@ -1,0 +1,132 @@
+"""Label a whole dataset of segmented solutions with MC rollouts (Math-Shepherd estimators).
+
+For solution i with steps ending at token e_1 < ... < e_K, the prefix of step k is
+`prompt_ids + token_ids[:e_k]`. Three rules keep the query cost down without changing any label:
+
+1. **Exact last step.** The prefix of the last step of a finished solution is the solution
+   itself, so its soft label is exactly 1[final answer right] with zero rollouts.
+2. **Shared prefixes are labeled once.** Solutions from one EDU tree share prefixes; an
+   estimate is keyed by the prefix's token ids and reused (rollouts are seeded by the prefix
+   content, so reuse returns exactly what a fresh estimate would).
+3. **Batched rollouts.** Prefixes go to the backend in chunks; each prefix is encoded once and
+   its KV cache shared by its N rollouts.
+
+`done` carries estimates already paid for (e.g. loaded from a checkpoint after a crash) and
+`on_chunk` is called after every chunk with the new estimates, so a caller can persist them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from prmflow.label.mc import LabelCost, StepEstimate, answer_verifier, mc_estimates
+from prmflow.policy.base import Backend, SamplingConfig
+
+
+@dataclass(frozen=True)
+class Solution:
+    """What labeling needs to know about one segmented solution."""
+
+    id: str
+    prompt_ids: list[int]
+    token_ids: list[int]
+    ends: list[int]
+    """exclusive token end of each step"""
+    prefix_texts: list[str]
+    """completion text up to the end of each step (where the final answer may already be)"""
+    answer: str
+    final_correct: bool
+    finished: bool
+    """the completion ended with EOS (not cut by the token budget)"""
+
+
+@dataclass
+class Labeled:
+    """MC labels of one solution."""
+
+    soft_labels: list[float]
+    rollouts_per_step: list[int]
+    """rollouts behind each label (0 = exact or reused)"""
+    cost: LabelCost = field(default_factory=LabelCost)
+    """what this solution paid (a reused prefix is paid by the first solution that needed it)"""
+
+
+def prefix_key(ids: Sequence[int]) -> str:
+    return hashlib.sha1(b"".join(int(t).to_bytes(4, "little", signed=True) for t in ids)).hexdigest()
+
+
+def prefix_seed(seed: int, key: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:7], "big")
+
+
+def mc_label_solutions(backend: Backend, solutions: Sequence[Solution], num_rollouts: int, sampling: SamplingConfig,
+                       *, chunk_size: int = 64, exact_last: bool = True,
+                       done: dict[str, StepEstimate] | None = None,
+                       on_chunk: Callable[[dict[str, StepEstimate], LabelCost], None] | None = None,
+                       progress: Callable[[int], None] | None = None) -> list[Labeled]:
+    """Soft MC labels for every step of every solution (see module docstring)."""
+    memo: dict[str, StepEstimate] = dict(done or {})
+    # 1. which prefixes need rollouts, in a deterministic order, each once
+    todo: dict[str, tuple[list[int], str, str]] = {}
+    owner: dict[str, str] = {}
+    for sol in solutions:
+        if len(sol.ends) != len(sol.prefix_texts):
+            raise ValueError(f"solution '{sol.id}': {len(sol.ends)} step ends but {len(sol.prefix_texts)} prefix texts")
+        for k, end in enumerate(sol.ends):
+            if exact_last and sol.finished and k == len(sol.ends) - 1:
+                continue
+            key = prefix_key(sol.prompt_ids + sol.token_ids[:end])
+            if key not in memo and key not in todo:
+                todo[key] = (sol.prompt_ids + sol.token_ids[:end], sol.prefix_texts[k], sol.answer)
+                owner[key] = sol.id
+    # 2. roll them out in chunks
+    keys = list(todo)
+    paid: dict[str, LabelCost] = {}
+    for start in range(0, len(keys), chunk_size):
+        chunk = keys[start : start + chunk_size]
+        prefixes = [todo[k][0] for k in chunk]
+        verifiers = [answer_verifier(todo[k][2], [todo[k][1]]) for k in chunk]
+        estimates, cost = mc_estimates(backend, prefixes, lambda i, text: verifiers[i](0, text), num_rollouts,
+                                       sampling, seeds=[prefix_seed(sampling.seed, k) for k in chunk])
+        new = dict(zip(chunk, estimates, strict=True))
+        memo.update(new)
+        share = _split_cost(cost, estimates)
+        for k, c in zip(chunk, share, strict=True):
+            paid[k] = c
+        if on_chunk is not None:
+            on_chunk(new, cost)
+        if progress is not None:
+            progress(len(chunk))
+    # 3. assemble per solution
+    out = []
+    for sol in solutions:
+        soft, n, cost = [], [], LabelCost()
+        for k, end in enumerate(sol.ends):
+            if exact_last and sol.finished and k == len(sol.ends) - 1:
+                soft.append(float(sol.final_correct))
+                n.append(0)
+                continue
+            key = prefix_key(sol.prompt_ids + sol.token_ids[:end])
+            est = memo[key]
+            soft.append(est.soft_label)
+            first_use = owner.get(key) == sol.id and key in paid
+            n.append(est.num_rollouts if first_use else 0)
+            if first_use:
+                cost += paid.pop(key)
+        out.append(Labeled(soft, n, cost))
+    return out
+
+
+def _split_cost(cost: LabelCost, estimates: Sequence[StepEstimate]) -> list[LabelCost]:
+    """Attribute a chunk's cost to its prefixes: rollouts exactly, tokens and passes evenly."""
+    n = len(estimates)
+    out = []
+    for i, est in enumerate(estimates):
+        share = LabelCost(rollouts=est.num_rollouts)
+        for name in ("generated_tokens", "forward_passes", "prefill_tokens"):
+            total = getattr(cost, name)
+            setattr(share, name, total // n + (1 if i < total % n else 0))
+        out.append(share)
+    return out
