@@ -5,7 +5,9 @@
 Outputs data/generations/generations.jsonl, one row per completion: `id`, `problem_id`,
 `sample_idx`, `prompt`, `text`, `token_ids`, `offsets`, `entropy` (nats, eq. 1 of
 prmflow.entropy), `top_logprobs`, `finish_reason`, plus the exact checker's `first_error` and
-`final_correct`. Summary in reports/generate.json, entropy histogram in reports/generate/.
+`final_correct`. EDU trees (prmflow.edu_tree) grown from sample 0 of the first
+`generate.tree_problems` problems go to data/generations/tree.jsonl, one row per branch, same
+fields plus `parent`, `branch_pos`, `depth`, `suffix_tokens`. Summary in reports/generate.json, entropy histogram in reports/generate/.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ def generate(params: str = "params.yaml", problems_path: str = "data/problems/po
     reports = Path(reports_dir)
     with tracking.stage_run("generate", cfg) as run:
         problems = io.read_jsonl(problems_path)
-        rows = sample_solutions(cfg, problems)
+        out = sample_solutions(cfg, problems)
+        rows, tree_rows = out["samples"], out["tree"]
         io.write_jsonl(out_path, rows)
+        io.write_jsonl(Path(out_path).with_name("tree.jsonl"), tree_rows)
         ents = [h for r in rows for h in r["entropy"]]
         n_tok = len(ents)
         stats = {
@@ -39,6 +43,10 @@ def generate(params: str = "params.yaml", problems_path: str = "data/problems/po
             "frac_tokens_entropy_gt_1": sum(h > 1.0 for h in ents) / max(1, n_tok),
             "solve_rate": sum(r["final_correct"] for r in rows) / max(1, len(rows)),
             "truncated": sum(r["finish_reason"] == "length" for r in rows),
+            "tree_branches": len(tree_rows),
+            "tree_generated_tokens": sum(r["suffix_tokens"] for r in tree_rows),
+            "tree_flattened_tokens": sum(len(r["token_ids"]) for r in tree_rows),
+            "tree_solve_rate": sum(r["final_correct"] for r in tree_rows) / max(1, len(tree_rows)),
         }
         io.write_json(reports / "generate.json", stats)
         plots.entropy_hist(ents, reports / "generate" / "entropy.png", f"token entropy over {n_tok} generated tokens",

@@ -118,6 +118,70 @@ class GenerateConfig:
     """prompts per forward batch (each expanded to n samples); speed only, output is independent"""
     decimals: int = 5
     """entropies and logprobs are rounded to this many decimals in the artifact"""
+    tree_problems: int = 100
+    """the first this-many pool problems also get an EDU sampling tree grown from sample 0 (0 = off)"""
+    tree_threshold: float = 1.0
+    """nats; tokens above it are anchors where the tree branches"""
+    tree_top_k: int = 2
+    """branch into the top-k tokens at an anchor (needs top_logprobs >= tree_top_k)"""
+    tree_max_branches: int = 6
+    """most branches per tree"""
+    tree_max_depth: int = 2
+    """most nested branchings"""
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    """Stage `segment`: cut each completion into steps (prmflow.partition)."""
+
+    strategy: str = "fixed"
+    """`fixed` | `percentile` | `calibrated` (entropy, EDU-PRM) or `newline` | `chunk` (baselines)"""
+    entropy_threshold: float = 1.0
+    """nats; a boundary goes before each token above it (fixed); the paper uses 1.0"""
+    percentile: float = 90.0
+    """per-solution percentile of token entropy used as the threshold (percentile)"""
+    target_mean_steps: float = 6.0
+    """mean steps per solution the calibrated threshold aims for (calibrated)"""
+    calibration_size: int = 200
+    """completions the calibrated threshold is fitted on (the first ones, by id order)"""
+    min_len: int = 2
+    """fewest tokens in a step (a boundary that would make a shorter step is skipped)"""
+    max_len: int = 64
+    """most tokens in a step (a boundary is forced)"""
+    chunk_len: int = 16
+    """tokens per step (chunk)"""
+    include_tree: bool = True
+    """also segment the EDU-tree branches from data/generations/tree.jsonl"""
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """Stage `label`: Monte-Carlo step labels (prmflow.label)."""
+
+    method: str = "mc"
+    """`mc` (roll out every step prefix, Math-Shepherd) or `omega` (OmegaPRM binary search)"""
+    num_rollouts: int = 8
+    """N rollouts per step prefix"""
+    backend: str = "transformers"
+    """policy backend for rollouts"""
+    model: str = "models/policy"
+    """policy model dir or hub id (the policy that generated the solutions)"""
+    temperature: float = 1.0
+    """rollout sampling temperature"""
+    top_p: float = 1.0
+    """rollout nucleus mass"""
+    max_new_tokens: int = 160
+    """rollout token budget"""
+    seed: int = 0
+    """rollout seed (each prefix's stream is derived from it and the prefix tokens)"""
+    batch_size: int = 128
+    """rows (prefix x rollout) per forward pass; speed only"""
+    chunk_size: int = 64
+    """prefixes per backend call and per progress checkpoint"""
+    max_solutions: int = 0
+    """label at most this many segmented solutions (0 = all)"""
+    exact_last: bool = True
+    """the last step of a finished solution is labeled by its exact final answer, with no rollouts"""
 
 
 @dataclass(frozen=True)
@@ -127,6 +191,8 @@ class Params:
     problems: ProblemsConfig = field(default_factory=ProblemsConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
+    label: LabelConfig = field(default_factory=LabelConfig)
 
 
 # --------------------------------------------------------------------------- loading

@@ -55,3 +55,15 @@ def entropy_hist(values: Sequence[float], path: str | os.PathLike[str], title: s
     ax.set(xlabel="token entropy (nats)", ylabel="tokens", title=title, yscale="log")
     ax.grid(alpha=0.3)
     _save(fig, path)
+
+
+def histogram(values: Sequence[float], path: str | os.PathLike[str], xlabel: str, title: str) -> None:
+    """Integer-friendly histogram of one distribution."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if values:
+        lo, hi = min(values), max(values)
+        bins = [x - 0.5 for x in range(int(lo), int(hi) + 2)] if hi - lo <= 60 else 60
+        ax.hist(values, bins=bins, color="tab:purple", alpha=0.85)
+    ax.set(xlabel=xlabel, ylabel="count", title=title)
+    ax.grid(alpha=0.3, axis="y")
+    _save(fig, path)

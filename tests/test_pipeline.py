@@ -1,4 +1,4 @@
-"""Integration: the DVC stages problems -> policy -> generate on a tiny config, in a temp copy.
+"""Integration: the DVC stages problems -> policy -> generate -> segment -> label, tiny config, temp copy.
 
 Runs real subprocesses (`dvc repro`, Prefect flows, MLflow sqlite store), so it is the slowest
 test (about a minute: most of it is Prefect's ephemeral API starting once per stage).
@@ -24,8 +24,12 @@ TINY = {
     "problems": {"n_train": 400, "n_eval": 16, "n_pool": 6, "max_steps": 3},
     "policy": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "vocab_size": 300, "steps": 20,
                "batch_size": 8, "warmup_steps": 5, "eval_max_new_tokens": 24, "eval_batch_size": 16},
-    "generate": {"n": 2, "max_new_tokens": 24, "batch_size": 8},
+    "generate": {"n": 2, "max_new_tokens": 24, "batch_size": 8, "tree_problems": 2, "tree_max_branches": 2,
+                 "tree_threshold": 0.5},
+    "segment": {"max_len": 8},
+    "label": {"num_rollouts": 2, "max_new_tokens": 24, "batch_size": 16, "chunk_size": 8},
 }
+STAGES = ("problems", "policy", "generate", "segment", "label")
 
 
 def _copy_repo(dst: Path) -> None:
@@ -71,7 +75,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]
 
 def test_stages_produce_their_artifacts(repo):
     tmp, _, out = repo
-    for stage in ("problems", "policy", "generate"):
+    for stage in STAGES:
         assert f"Running stage '{stage}'" in out
     for split in ("train", "eval", "pool"):
         assert (tmp / f"data/problems/{split}.jsonl").is_file()
@@ -97,6 +101,26 @@ def test_stages_produce_their_artifacts(repo):
         assert all(h >= 0 for h in g["entropy"])
         assert g["first_error"] >= -1 and isinstance(g["final_correct"], bool)
 
+    # segments: steps tile each completion's text; gold labels are monotone (right..., wrong...)
+    segs = [json.loads(x) for x in (tmp / "data/segments/segments.jsonl").read_text().splitlines()]
+    tree = (tmp / "data/generations/tree.jsonl").read_text().splitlines()
+    assert len(segs) == sum(1 for g in gens if g["token_ids"]) + len(tree)
+    for r in segs:
+        assert "".join(r["steps"]) == r["text"]
+        assert all(e - s <= 8 + 3 for s, e in zip(r["starts"], r["ends"]))  # max_len (+ UTF-8 snap slack)
+        g = r["gold_labels"]
+        assert g == sorted(g, reverse=True)
+
+    # labels: TRL stepwise rows that load and validate, with costs
+    from prmflow.label import load_stepwise
+
+    labels = load_stepwise(tmp / "data/labels/labels.jsonl")
+    assert len(labels) == len(segs)
+    assert all(len(r["labels"]) == len(r["completions"]) == len(r["soft_labels"]) for r in labels)
+    assert sum(r["cost"]["rollouts"] for r in labels) > 0
+    report = json.loads((tmp / "reports/labeling/label.json").read_text())
+    assert 0 <= report["quality_step_acc"] <= 1 and report["cost_rollouts"] == sum(r["cost"]["rollouts"] for r in labels)
+
 
 def test_second_repro_runs_nothing(repo):
     tmp, env, _ = repo
@@ -115,7 +139,7 @@ def test_mlflow_runs_nest_under_one_parent(repo):
     runs = client.search_runs([exp.experiment_id])
     by_stage = {r.data.tags.get("stage"): r for r in runs}
     parent = by_stage["pipeline (dvc repro)"]
-    for stage in ("problems", "policy", "generate"):
+    for stage in STAGES:
         run = by_stage[stage]
         assert run.info.status == "FINISHED"
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
@@ -130,7 +154,8 @@ def test_changing_one_param_reruns_only_dependent_stages(repo):
     params["generate"]["temperature"] = 0.7
     (tmp / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = _run(["dvc", "repro"], tmp, env)
-    assert "Running stage 'generate'" in out
+    for stage in ("generate", "segment", "label"):
+        assert f"Running stage '{stage}'" in out
     assert "Running stage 'policy'" not in out and "Running stage 'problems'" not in out
 
 

@@ -24,6 +24,9 @@ class Graded:
     """the final answer matches the problem's answer"""
     n_steps: int
     """lines in the completion"""
+    first_error_char: int = -1
+    """character offset in the completion where the first error begins (-1 if none); a step
+    prefix ending at or before it is truly correct (prmflow.label.quality.gold_step_labels)"""
 
 
 def grade(row: Mapping[str, Any], text: str) -> Graded:
@@ -40,8 +43,8 @@ def grade(row: Mapping[str, Any], text: str) -> Graded:
         steps = split_steps(text)
         final = extract_answer(text)
         ok = final is not None and final.strip() == str(row["answer"]).strip()
-        return Graded(-1 if ok else len(steps), ok, len(steps))
-    return Graded(res.first_error, res.final_correct, len(res.steps))
+        return Graded(-1 if ok else len(steps), ok, len(steps), -1 if ok else len(text))
+    return Graded(res.first_error, res.final_correct, len(res.steps), res.first_error_char)
 
 
 def solve_stats(graded: Sequence[Graded]) -> dict[str, Any]:

@@ -1,0 +1,59 @@
+"""Stage `label`: Monte-Carlo labels for every step prefix, with their query cost and quality.
+
+    python -m flows.label [--params params.yaml]
+
+Each step prefix is rolled out N times by the policy; its soft label is the fraction of
+rollouts reaching the right answer and its hard label is soft > 0 (Math-Shepherd,
+prmflow.label.mc), or OmegaPRM's binary search finds the first error with fewer rollouts.
+Because the synthetic checker knows the truth, the labels are scored against exact gold labels.
+Outputs data/labels/labels.jsonl (TRL stepwise: `prompt`, `completions`, `labels`, plus
+`soft_labels`, `cost`, `source`, `gold_labels`) and reports/labeling/label.json.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+
+from prmflow import io, tracking
+from prmflow.config import LabelConfig, load_section
+from prmflow.label import label_quality
+from tasks.label import label_rows, total_cost
+
+
+@flow(name="label", log_prints=True)
+def label_flow(params: str = "params.yaml", segments_path: str = "data/segments/segments.jsonl",
+               problems_path: str = "data/problems/pool.jsonl", out_path: str = "data/labels/labels.jsonl",
+               reports_dir: str = "reports") -> dict:
+    cfg = load_section(params, "label", LabelConfig)
+    with tracking.stage_run("label", cfg) as run:
+        rows = io.read_jsonl(segments_path)
+        answers = {p["id"]: p["answer"] for p in io.read_jsonl(problems_path)}
+        labeled = label_rows(cfg, rows, answers)
+        io.write_jsonl(out_path, labeled)
+
+        cost = total_cost(labeled)
+        quality = label_quality([r["labels"] for r in labeled], [r["gold_labels"] for r in labeled])
+        soft_right = [s for r in labeled for s, g in zip(r["soft_labels"], r["gold_labels"]) if g]
+        soft_wrong = [s for r in labeled for s, g in zip(r["soft_labels"], r["gold_labels"]) if not g]
+        steps = sum(len(r["labels"]) for r in labeled)
+        stats = {
+            **{f"quality_{k}": v for k, v in quality.items()},
+            **{f"cost_{k}": v for k, v in cost.to_dict().items()},
+            "rollouts_per_step": cost.rollouts / max(1, steps),
+            "tokens_per_step": cost.generated_tokens / max(1, steps),
+            "mean_soft_gold_correct": sum(soft_right) / max(1, len(soft_right)),
+            "mean_soft_gold_wrong": sum(soft_wrong) / max(1, len(soft_wrong)),
+            "frac_labels_true": sum(x for r in labeled for x in r["labels"]) / max(1, steps),
+        }
+        io.write_json(Path(reports_dir) / "labeling" / "label.json", stats)
+        run.metrics({f"label/{k}": v for k, v in stats.items() if isinstance(v, (int, float))})
+        print(f"label: {stats}")
+    return stats
+
+
+if __name__ == "__main__":
+    from flows._cli import main
+
+    main(label_flow, __doc__)

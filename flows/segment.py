@@ -1,0 +1,68 @@
+"""Stage `segment`: cut each completion into steps where the policy's entropy is high.
+
+    python -m flows.segment [--params params.yaml]
+
+EDU-PRM (arXiv 2503.22233) puts a step boundary before every token whose entropy exceeds a
+threshold (prmflow.partition); `newline` and `chunk` are the static baselines. Each step also
+gets its exact gold label from the synthetic checker: a step is right iff its prefix contains
+no error. Outputs data/segments/segments.jsonl, reports/segment.json and PNG plots (entropy
+histogram with the threshold, steps per solution, step lengths).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+
+from prmflow import io, plots, tracking
+from prmflow.config import SegmentConfig, load_section
+from tasks.segment import segment
+
+
+@flow(name="segment", log_prints=True)
+def segment_flow(params: str = "params.yaml", generations_dir: str = "data/generations",
+                 out_path: str = "data/segments/segments.jsonl", reports_dir: str = "reports") -> dict:
+    cfg = load_section(params, "segment", SegmentConfig)
+    reports = Path(reports_dir)
+    with tracking.stage_run("segment", cfg) as run:
+        rows = io.read_jsonl(Path(generations_dir) / "generations.jsonl")
+        tree_path = Path(generations_dir) / "tree.jsonl"
+        if cfg.include_tree and tree_path.is_file():
+            rows += io.read_jsonl(tree_path, allow_empty=True)
+        out = segment(cfg, rows)
+        seg = out["rows"]
+        io.write_jsonl(out_path, seg)
+
+        n_steps = [len(r["steps"]) for r in seg]
+        lengths = [e - s for r in seg for s, e in zip(r["starts"], r["ends"], strict=True)]
+        gold = [g for r in seg for g in r["gold_labels"]]
+        stats = {
+            "n_solutions": len(seg),
+            "skipped_empty": out["skipped_empty"],
+            "threshold": out["threshold"] if out["threshold"] is not None else cfg.entropy_threshold,
+            "mean_steps": sum(n_steps) / max(1, len(seg)),
+            "max_steps": max(n_steps, default=0),
+            "mean_step_tokens": sum(lengths) / max(1, len(lengths)),
+            "frac_gold_correct_steps": sum(gold) / max(1, len(gold)),
+            "frac_one_step": sum(n == 1 for n in n_steps) / max(1, len(seg)),
+        }
+        io.write_json(reports / "segment.json", stats)
+        ents = [h for r in rows for h in r["entropy"]]
+        threshold = stats["threshold"] if cfg.strategy in ("fixed", "calibrated") else None
+        plots.entropy_hist(ents, reports / "segment" / "entropy.png",
+                           f"token entropy ({len(ents)} tokens), strategy {cfg.strategy}", threshold=threshold)
+        plots.histogram(n_steps, reports / "segment" / "steps_per_solution.png", "steps per solution",
+                        f"{cfg.strategy}: {stats['mean_steps']:.2f} steps per solution on average")
+        plots.histogram(lengths, reports / "segment" / "step_tokens.png", "tokens per step",
+                        f"{cfg.strategy}: step lengths (min_len {cfg.min_len}, max_len {cfg.max_len})")
+        run.metrics({f"segment/{k}": v for k, v in stats.items()})
+        run.artifact(reports / "segment", "plots")
+        print(f"segment: {stats}")
+    return stats
+
+
+if __name__ == "__main__":
+    from flows._cli import main
+
+    main(segment_flow, __doc__)

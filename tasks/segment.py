@@ -1,0 +1,68 @@
+"""Tasks of stage `segment`: completions -> steps, with exact gold labels per step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from prmflow.config import SegmentConfig
+from prmflow.label.quality import first_error_of, gold_step_labels
+from prmflow.partition import PartitionConfig, calibrate_threshold, partition
+
+
+def partition_config(cfg: SegmentConfig) -> PartitionConfig:
+    return PartitionConfig(strategy=cfg.strategy, entropy_threshold=cfg.entropy_threshold, percentile=cfg.percentile,
+                           target_mean_steps=cfg.target_mean_steps, min_len=cfg.min_len, max_len=cfg.max_len,
+                           chunk_len=cfg.chunk_len)
+
+
+def segment_rows(pcfg: PartitionConfig, rows: list[dict[str, Any]], threshold: float | None) -> tuple[list[dict[str, Any]], int]:
+    """Partition every completion; returns (segmented rows, number of empty completions skipped)."""
+    out, skipped = [], 0
+    for r in rows:
+        if not r["token_ids"]:
+            skipped += 1
+            continue
+        try:
+            seg = partition(r["text"], [tuple(o) for o in r["offsets"]], r["entropy"], pcfg, threshold=threshold)
+        except ValueError as e:
+            raise ValueError(f"generation '{r['id']}': {e}") from None
+        gold = gold_step_labels(seg.spans, r["first_error_char"])
+        out.append({
+            "id": r["id"],
+            "problem_id": r["problem_id"],
+            "prompt": r["prompt"],
+            "text": r["text"],
+            "token_ids": r["token_ids"],
+            "steps": seg.steps,
+            "starts": seg.starts,
+            "ends": seg.ends,
+            "spans": [list(s) for s in seg.spans],
+            "n_anchors": len(seg.anchors),
+            "threshold": seg.threshold,
+            "gold_labels": gold,
+            "gold_first_error": first_error_of(gold),
+            "final_correct": r["final_correct"],
+            "finish_reason": r["finish_reason"],
+            "source": f"{pcfg.strategy}+tree" if "parent" in r else pcfg.strategy,
+            **({"parent": r["parent"], "branch_pos": r["branch_pos"]} if "parent" in r else {}),
+        })
+    return out, skipped
+
+
+@task(cache_policy=NO_CACHE, tags=["cpu"])
+def segment(cfg: SegmentConfig, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Calibrate the threshold if asked, then partition every row.
+
+    Not cached by Prefect: it is fast and DVC decides when it reruns.
+    """
+    pcfg = partition_config(cfg)
+    threshold = None
+    if cfg.strategy == "calibrated":
+        sample = [r for r in rows if r["token_ids"]][: cfg.calibration_size]
+        threshold = calibrate_threshold([r["entropy"] for r in sample], cfg.target_mean_steps, cfg.min_len, cfg.max_len,
+                                        offsets=[[tuple(o) for o in r["offsets"]] for r in sample])
+    segmented, skipped = segment_rows(pcfg, rows, threshold)
+    return {"rows": segmented, "skipped_empty": skipped, "threshold": threshold}
