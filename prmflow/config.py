@@ -185,6 +185,36 @@ class LabelConfig:
 
 
 @dataclass(frozen=True)
+class LabelQualityConfig:
+    """Stage `label_quality`: every labeling scheme on the same solutions, scored against gold."""
+
+    n_problems: int = 20
+    """pool problems whose samples (and EDU-tree branches) are labeled by every scheme"""
+    newline_rollouts: list[int] = field(default_factory=lambda: [4, 8, 16])
+    """N values for newline steps + MC (Math-Shepherd)"""
+    num_rollouts: int = 8
+    """N for chunk, EDU, EDU-tree and OmegaPRM schemes"""
+    chunk_len: int = 16
+    """tokens per step for the chunk baseline"""
+    entropy_threshold: float = 1.0
+    """EDU threshold (nats)"""
+    min_len: int = 2
+    """fewest tokens per step (entropy and newline schemes)"""
+    max_len: int = 64
+    """most tokens per step"""
+    temperature: float = 1.0
+    """rollout temperature"""
+    max_new_tokens: int = 160
+    """rollout budget"""
+    batch_size: int = 128
+    """rows per forward pass; speed only"""
+    seed: int = 0
+    """rollout seed"""
+    model: str = "models/policy"
+    """policy used for rollouts"""
+
+
+@dataclass(frozen=True)
 class Params:
     """All sections of params.yaml, for code that needs more than one."""
 
@@ -193,6 +223,7 @@ class Params:
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     label: LabelConfig = field(default_factory=LabelConfig)
+    label_quality: LabelQualityConfig = field(default_factory=LabelQualityConfig)
 
 
 # --------------------------------------------------------------------------- loading

@@ -67,3 +67,39 @@ def histogram(values: Sequence[float], path: str | os.PathLike[str], xlabel: str
     ax.set(xlabel=xlabel, ylabel="count", title=title)
     ax.grid(alpha=0.3, axis="y")
     _save(fig, path)
+
+
+def pareto(results: Mapping[str, Mapping[str, object]], path: str | os.PathLike[str]) -> None:
+    """Label accuracy vs generated rollout tokens per solution, one curve per scheme family."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    families: dict[str, list[tuple[float, float, float, str]]] = {}
+    for name, r in results.items():
+        fam = name.rstrip("0123456789")
+        families.setdefault(fam, []).append(
+            (float(r["tokens_per_solution"]), float(r["step_acc"] or 0), float(r["first_error_acc"] or 0), name))
+    for fam, pts in sorted(families.items()):
+        pts.sort()
+        for ax, idx in ((axes[0], 1), (axes[1], 2)):
+            ax.plot([p[0] for p in pts], [p[idx] for p in pts], "o-", label=fam)
+            for p in pts:
+                ax.annotate(p[3], (p[0], p[idx]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    axes[0].set(xlabel="generated rollout tokens per solution", ylabel="step label accuracy vs gold",
+                title="step accuracy vs cost")
+    axes[1].set(xlabel="generated rollout tokens per solution", ylabel="first-error accuracy vs gold",
+                title="first-error accuracy vs cost")
+    for ax in axes:
+        ax.set_xscale("symlog")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    _save(fig, path)
+
+
+def step_lengths(step_tokens: Mapping[str, Sequence[int]], path: str | os.PathLike[str]) -> None:
+    """Step length distributions (tokens) of each scheme, as box plots."""
+    names = list(step_tokens)
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(names)), 3.8))
+    ax.boxplot([list(step_tokens[n]) or [0] for n in names], showfliers=False)
+    ax.set_xticks(range(1, len(names) + 1), names, rotation=30, ha="right", fontsize=8)
+    ax.set(ylabel="tokens per step", title="step lengths by scheme")
+    ax.grid(alpha=0.3, axis="y")
+    _save(fig, path)

@@ -28,8 +28,10 @@ TINY = {
                  "tree_threshold": 0.5},
     "segment": {"max_len": 8},
     "label": {"num_rollouts": 2, "max_new_tokens": 24, "batch_size": 16, "chunk_size": 8},
+    "label_quality": {"n_problems": 2, "newline_rollouts": [1, 2], "num_rollouts": 2, "max_new_tokens": 24,
+                      "batch_size": 16},
 }
-STAGES = ("problems", "policy", "generate", "segment", "label")
+STAGES = ("problems", "policy", "generate", "segment", "label", "label_quality")
 
 
 def _copy_repo(dst: Path) -> None:
@@ -121,6 +123,15 @@ def test_stages_produce_their_artifacts(repo):
     report = json.loads((tmp / "reports/labeling/label.json").read_text())
     assert 0 <= report["quality_step_acc"] <= 1 and report["cost_rollouts"] == sum(r["cost"]["rollouts"] for r in labels)
 
+    # label quality: every scheme scored on the same solutions, plus the Pareto plot
+    quality = json.loads((tmp / "reports/labeling/quality.json").read_text())
+    assert set(quality) == {"newline_mc1", "newline_mc2", "chunk_mc2", "edu_mc2", "edu_tree_mc2", "omega_newline2"}
+    for name, q in quality.items():
+        assert q["n_steps"] > 0 and (q["step_acc"] is None or 0 <= q["step_acc"] <= 1), name
+    # more rollouts per prefix cost more tokens
+    assert quality["newline_mc2"]["generated_tokens"] >= quality["newline_mc1"]["generated_tokens"]
+    assert (tmp / "reports/labeling/pareto.png").stat().st_size > 1000
+
 
 def test_second_repro_runs_nothing(repo):
     tmp, env, _ = repo
@@ -154,7 +165,7 @@ def test_changing_one_param_reruns_only_dependent_stages(repo):
     params["generate"]["temperature"] = 0.7
     (tmp / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = _run(["dvc", "repro"], tmp, env)
-    for stage in ("generate", "segment", "label"):
+    for stage in ("generate", "segment", "label", "label_quality"):
         assert f"Running stage '{stage}'" in out
     assert "Running stage 'policy'" not in out and "Running stage 'problems'" not in out
 

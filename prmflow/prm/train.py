@@ -1,0 +1,298 @@
+r"""Train a PRM on TRL stepwise rows: a plain PyTorch loop with exact kill-and-resume.
+
+The loss is `prmflow.prm.model.step_loss` (EDU-PRM arXiv 2503.22233, ActPRM arXiv 2504.10559).
+Optimizer step s sees a group G_s of batch_size * grad_accum rows, run as grad_accum
+micro-batches. The mean is taken over the (head, step) pairs P_s of the whole group, not per
+micro-batch, so accumulation gives the gradient of one big batch:
+
+    loss_s = sum_{micro-batch m} [ (1/|P_s|) sum_{(h,b,k) in P_s, b in m} BCE(z_{h,b,k}, y_{b,k})
+                                   + l2_to_init * sum_h ||theta_h - theta_h^0||^2 / grad_accum ]
+
+Rows come from a stream: epoch e is a seeded permutation of all rows, and group s is positions
+[s * |G|, (s + 1) * |G|) of it (a group may straddle two epochs). So the data order is a pure
+function of (seed, s), and a checkpoint needs only the step number to know where it was.
+
+Checkpoints go to out_dir/checkpoints/step-{n}/ (written atomically): model.safetensors (backbone
++ heads + initial head weights), optimizer.pt, rng.pt (torch CPU RNG) and trainer_state.json
+(step, examples seen, losses, Python RNG, a fingerprint of config + data). With resume=True a run
+continues from the newest one and ends bit-identical to an uninterrupted run on the same
+machine: every ingredient of a step (parameters, AdamW moments, lr, rows, RNG) is restored exactly.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import json
+import math
+import random
+import re
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_model, save_model
+from tqdm.auto import tqdm
+
+from prmflow.io import atomic_path
+from prmflow.policy.tiny import lr_at
+from prmflow.prm.model import PRM, TokenizedSteps, collate, head_data_mask, step_bce
+
+
+@dataclass
+class TrainConfig:
+    """Stage `train_prm`: optimise a PRM on stepwise rows."""
+
+    # optimisation
+    lr: float = 1e-5
+    """peak AdamW learning rate (linear warmup, then cosine decay to lr/10)"""
+    epochs: float = 1.0
+    """passes over the rows; used only when steps == 0"""
+    steps: int = 0
+    """optimizer steps; 0 = ceil(epochs * rows / (batch_size * grad_accum))"""
+    batch_size: int = 8
+    """rows per micro-batch (one forward + backward)"""
+    grad_accum: int = 1
+    """micro-batches per optimizer step"""
+    weight_decay: float = 0.0
+    """AdamW decoupled weight decay"""
+    warmup_steps: int = 0
+    """optimizer steps of linear lr warmup"""
+    max_grad_norm: float = 1.0
+    """clip the global gradient norm to this (0 = no clipping)"""
+    seed: int = 0
+    """seeds the data order and the torch RNG (dropout)"""
+    # what is trained
+    max_len: int | None = None
+    """context limit for training rows; None = the PRM's max_len"""
+    label_type: str | None = None
+    """`hard` | `soft`; None = the PRM's label_type (the one used is recorded in prm.cfg)"""
+    freeze_backbone: bool = False
+    """train the heads only"""
+    lora_r: int = 0
+    """0 = full fine-tuning; >0 = LoRA of this rank on the backbone (needs `peft`), merged at the end"""
+    # checkpoints and display
+    checkpoint_every: int = 500
+    """optimizer steps between checkpoints (the last step is always checkpointed)"""
+    keep_checkpoints: int = 2
+    """newest checkpoints kept on disk"""
+    progress_bar: bool = True
+    """show a tqdm bar"""
+
+    def __post_init__(self) -> None:
+        if min(self.batch_size, self.grad_accum, self.checkpoint_every, self.keep_checkpoints) < 1:
+            raise ValueError("batch_size, grad_accum, checkpoint_every and keep_checkpoints must be >= 1")
+        if self.steps < 0 or self.epochs <= 0 or self.lr <= 0:
+            raise ValueError(f"need steps >= 0, epochs > 0, lr > 0 (got {self.steps}, {self.epochs}, {self.lr})")
+        if self.label_type not in (None, "hard", "soft"):
+            raise ValueError(f"label_type must be 'hard', 'soft' or None, got {self.label_type!r}")
+
+
+# these change neither the data order nor the arithmetic, so a resumed run may change them
+_NOT_FINGERPRINTED = ("checkpoint_every", "keep_checkpoints", "progress_bar")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One tokenized training row: its id, tokens and one target per kept step."""
+
+    id: str
+    tokens: TokenizedSteps
+    targets: list[float]
+
+
+def prepare_examples(prm: PRM, rows: Sequence[dict[str, Any]], label_type: str, max_len: int) -> list[Example]:
+    """Tokenize rows; targets are `labels` (hard, 0/1) or `soft_labels` (soft, [0, 1]).
+
+    A row without "id" is called "row-{index}" (the ActPRM head mask hashes the id).
+    """
+    out = []
+    for i, row in enumerate(rows):
+        rid = str(row.get("id", f"row-{i}"))
+        labels = row["labels"] if label_type == "hard" else row.get("soft_labels")
+        if labels is None or len(labels) != len(row["completions"]):
+            raise ValueError(f"row {rid!r}: needs one {label_type} label per step, got {labels!r}")
+        targets = [float(y) for y in labels]
+        if any(not (0 <= y <= 1) for y in targets) or (label_type == "hard" and any(y not in (0, 1) for y in targets)):
+            raise ValueError(f"row {rid!r}: {label_type} labels out of range: {labels!r}")
+        try:
+            tokens = prm.tokenize(row["prompt"], row["completions"], max_len)
+        except ValueError as e:
+            raise ValueError(f"row {rid!r}: {e}") from None
+        out.append(Example(rid, tokens, targets[: len(tokens.label_positions)]))
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_perm(n: int, seed: int, epoch: int) -> tuple[int, ...]:
+    return tuple(torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist())
+
+
+def example_order(n: int, seed: int, start: int, count: int) -> list[int]:
+    """Row indices at stream positions start .. start + count - 1 (epoch e = seeded permutation e).
+
+    >>> a = example_order(3, seed=0, start=0, count=6)   # two epochs, each a permutation
+    >>> sorted(a[:3]), sorted(a[3:]), example_order(3, seed=0, start=2, count=2) == a[2:4]
+    ([0, 1, 2], [0, 1, 2], True)
+    """
+    return [_epoch_perm(n, seed, p // n)[p % n] for p in range(start, start + count)]
+
+
+def accumulate_grads(prm: PRM, group: Sequence[Example], batch_size: int) -> float:
+    """Backpropagate loss_s (module docstring) for one group in micro-batches; returns loss_s.
+
+    Gradients add up in .grad (zero them first). Raises FloatingPointError naming the rows of
+    a micro-batch whose loss is not finite.
+    """
+    device = next(prm.parameters()).device
+    masks = head_data_mask([e.id for e in group], prm.cfg.num_heads, prm.cfg.head_data_keep, prm.cfg.seed)  # (E, G)
+    n_pairs = max(1, sum(int(masks[:, j].sum()) * len(e.targets) for j, e in enumerate(group)))
+    n_micro = math.ceil(len(group) / batch_size)
+    total = 0.0
+    for i in range(0, len(group), batch_size):
+        mb = group[i : i + batch_size]
+        ids, attn, pos = collate([e.tokens for e in mb], prm.pad_id)  # (B, T), (B, T), (B, S)
+        targets = torch.zeros(pos.shape)  # (B, S)
+        for b, e in enumerate(mb):
+            targets[b, : len(e.targets)] = torch.tensor(e.targets)
+        logits = prm(ids.to(device), attn.to(device))  # (E, B, T)
+        bce_sum, _ = step_bce(logits, pos.to(device), targets.to(device), masks[:, i : i + batch_size].to(device))
+        loss = bce_sum / n_pairs
+        if prm.cfg.l2_to_init > 0:
+            loss = loss + prm.cfg.l2_to_init * prm.sq_dist_to_init() / n_micro
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {loss.item()} on the batch of rows {[e.id for e in mb]}")
+        loss.backward()
+        total += loss.item()
+    return total
+
+
+def train_prm(prm: PRM, rows: Sequence[dict[str, Any]], cfg: TrainConfig, out_dir: str | Path,
+              on_step: Callable[[int, dict[str, float]], None] | None = None, resume: bool = True) -> dict[str, Any]:
+    """Train `prm` in place on TRL stepwise rows; returns a summary.
+
+    `on_step(step, {"train/loss", "train/lr", "train/grad_norm"})` runs after each optimizer step
+    (1-based), after that step's checkpoint is written. resume=True continues from the newest
+    checkpoint in out_dir/checkpoints; resume=False deletes them and starts over.
+    """
+    if cfg.lora_r > 0:
+        prm.backbone = _wrap_lora(prm.backbone, cfg.lora_r)
+    prm.cfg.label_type = cfg.label_type or prm.cfg.label_type
+    examples = prepare_examples(prm, rows, prm.cfg.label_type, cfg.max_len or prm.cfg.max_len)
+    if not examples:
+        raise ValueError("no training rows")
+    group_size = cfg.batch_size * cfg.grad_accum
+    total = cfg.steps or max(1, math.ceil(cfg.epochs * len(examples) / group_size))
+    if cfg.freeze_backbone:
+        prm.backbone.requires_grad_(False)
+    params = [p for p in prm.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    ckpt_dir = Path(out_dir) / "checkpoints"
+    fingerprint = _fingerprint(cfg, prm, examples)
+    latest = _latest_checkpoint(ckpt_dir) if resume else None
+    if not resume:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    if latest is not None:
+        state = _load_checkpoint(latest, prm, opt, fingerprint)
+    else:
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        state = {"step": 0, "examples_seen": 0, "losses": [], "fingerprint": fingerprint}
+    start = state["step"]
+
+    prm.train()
+    bar = tqdm(total=total, initial=start, desc="train prm", disable=not cfg.progress_bar)
+    for step in range(start, total):
+        lr = lr_at(step, total, cfg.warmup_steps, cfg.lr)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        group = [examples[j] for j in example_order(len(examples), cfg.seed, step * group_size, group_size)]
+        opt.zero_grad(set_to_none=True)
+        try:
+            loss = accumulate_grads(prm, group, cfg.batch_size)
+        except FloatingPointError as e:
+            raise FloatingPointError(f"optimizer step {step + 1}: {e}") from None
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or math.inf))
+        if not math.isfinite(grad_norm):
+            raise FloatingPointError(f"optimizer step {step + 1}: non-finite gradient norm on rows {[e.id for e in group]}")
+        opt.step()
+        state["step"], state["examples_seen"] = step + 1, (step + 1) * group_size
+        state["losses"].append(loss)
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == total:
+            _save_checkpoint(ckpt_dir, prm, opt, state, cfg.keep_checkpoints)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}")
+        if on_step is not None:
+            on_step(step + 1, {"train/loss": loss, "train/lr": lr, "train/grad_norm": grad_norm})
+    bar.close()
+    prm.eval()
+    if cfg.lora_r > 0:
+        prm.backbone = prm.backbone.merge_and_unload()  # a plain backbone again, for save_pretrained
+    return {
+        "steps": total,
+        "resumed_from": start,
+        "final_loss": state["losses"][-1] if state["losses"] else math.nan,
+        "losses": list(state["losses"]),
+        "examples": len(examples),
+        "truncated_rows": sum(e.tokens.n_truncated_steps > 0 for e in examples),
+        "truncated_steps": sum(e.tokens.n_truncated_steps for e in examples),
+        "prompt_truncated_rows": sum(e.tokens.n_truncated_prompt_tokens > 0 for e in examples),
+    }
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _wrap_lora(backbone: torch.nn.Module, r: int) -> torch.nn.Module:
+    if importlib.util.find_spec("peft") is None:
+        raise ImportError("TrainConfig.lora_r > 0 needs the `peft` package, which is not installed "
+                          "(pip install peft), or set lora_r = 0 for full fine-tuning")
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(backbone, LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear"))
+
+
+def _fingerprint(cfg: TrainConfig, prm: PRM, examples: Sequence[Example]) -> str:
+    """sha256 of everything that decides the arithmetic: train + PRM config and the tokenized data."""
+    h = hashlib.sha256()
+    train = {k: v for k, v in asdict(cfg).items() if k not in _NOT_FINGERPRINTED}
+    h.update(json.dumps([train, asdict(prm.cfg)], sort_keys=True).encode())
+    for e in examples:
+        h.update(json.dumps([e.id, e.tokens.input_ids, e.tokens.label_positions, e.targets]).encode())
+    return h.hexdigest()
+
+
+def _latest_checkpoint(ckpt_dir: Path) -> Path | None:
+    found = [(int(m.group(1)), p) for p in ckpt_dir.glob("step-*")
+             if (m := re.fullmatch(r"step-(\d+)", p.name)) and (p / "trainer_state.json").is_file()]
+    return max(found)[1] if found else None
+
+
+def _save_checkpoint(ckpt_dir: Path, prm: PRM, opt: torch.optim.Optimizer, state: dict[str, Any], keep: int) -> None:
+    with atomic_path(ckpt_dir / f"step-{state['step']}") as tmp:
+        tmp.mkdir()
+        save_model(prm, str(tmp / "model.safetensors"))
+        torch.save(opt.state_dict(), tmp / "optimizer.pt")
+        torch.save(torch.get_rng_state(), tmp / "rng.pt")
+        (tmp / "trainer_state.json").write_text(json.dumps({**state, "python_rng": random.getstate()}))
+    old = sorted((int(p.name.split("-")[1]), p) for p in ckpt_dir.glob("step-*") if re.fullmatch(r"step-\d+", p.name))
+    for _, p in old[:-keep]:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def _load_checkpoint(path: Path, prm: PRM, opt: torch.optim.Optimizer, fingerprint: str) -> dict[str, Any]:
+    state = json.loads((path / "trainer_state.json").read_text())
+    if state["fingerprint"] != fingerprint:
+        raise ValueError(f"checkpoint {path} was made with another config or other data; "
+                         "use a fresh out_dir or resume=False")
+    load_model(prm, str(path / "model.safetensors"), device=str(next(prm.parameters()).device))
+    opt.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    torch.set_rng_state(torch.load(path / "rng.pt", weights_only=True))
+    version, internal, gauss = state.pop("python_rng")
+    random.setstate((version, tuple(internal), gauss))
+    return state

@@ -1,0 +1,319 @@
+import doctest
+import json
+import math
+
+import pytest
+import torch
+from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedTokenizerFast
+
+import prmflow.prm.model
+from prmflow.policy.tiny import build_model
+from prmflow.prm import PRM, PRMConfig, collate, head_data_mask, step_bce, step_loss, tokenize_steps
+from conftest import CORPUS
+
+PROMPT = "Question: Mia has 23 <step> marbles. She finds 14 more.\nAnswer:\n"
+ADVERSARIAL = [
+    "23 + 14 = 37\n",
+    "<step>",                        # the separator as text must stay text
+    "a<step>b <step>\n",
+    "\n\n",
+    " ",                             # whitespace-only step
+    "",                              # empty step
+    "</s><pad>[UNK][SEP]",           # other special tokens as text
+    "∑ é 漢字 🙂 ½\n",                # unicode outside every training corpus
+    "$\\frac{1}{2} + \\sqrt{x^2}$\n",  # LaTeX
+    "The answer is \\boxed{37}",
+]
+
+
+class Chars:
+    """Stand-in tokenizer: one token per character, id = ord(char)."""
+
+    def __call__(self, texts, **kwargs):
+        return {"input_ids": [[ord(c) for c in t] for t in texts]}
+
+
+def _fast(tok: Tokenizer, step: bool, **special) -> PreTrainedTokenizerFast:
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **special)
+    if step:  # what add_step_token does, without a model to resize
+        fast.add_tokens([AddedToken("<step>", special=True, normalized=False)], special_tokens=True)
+    return fast
+
+
+def bpe_no_digit_split(step: bool = True) -> PreTrainedTokenizerFast:
+    """Byte-level BPE with a prefix space and digits merged freely (GPT-2 style)."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "</s>"],
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                                        show_progress=False))
+    return _fast(tok, step, pad_token="<pad>", eos_token="</s>")
+
+
+def wordpiece(step: bool = True) -> PreTrainedTokenizerFast:
+    """BERT-style: lowercasing, whitespace/punctuation split, [UNK] for unseen characters."""
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(CORPUS, trainers.WordPieceTrainer(vocab_size=200, show_progress=False,
+                                                              special_tokens=["[PAD]", "[UNK]", "[SEP]"]))
+    return _fast(tok, step, pad_token="[PAD]", unk_token="[UNK]", sep_token="[SEP]")
+
+
+def metaspace_bpe(step: bool = True) -> PreTrainedTokenizerFast:
+    """SentencePiece-like: spaces become '▁', prepended to every piece."""
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=False))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(prepend_scheme="always")
+    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=200, special_tokens=["<pad>", "<unk>", "</s>"],
+                                                        show_progress=False))
+    return _fast(tok, step, pad_token="<pad>", unk_token="<unk>", eos_token="</s>")
+
+
+@pytest.fixture(scope="module")
+def tokenizers(tiny_model_dir):
+    fixture_tok = AutoTokenizer.from_pretrained(tiny_model_dir)  # byte-level BPE, digits split
+    fixture_tok.add_tokens([AddedToken("<step>", special=True, normalized=False)], special_tokens=True)
+    return {"bytelevel_digits": fixture_tok, "bytelevel": bpe_no_digit_split(), "wordpiece": wordpiece(),
+            "metaspace": metaspace_bpe()}
+
+
+@pytest.fixture()
+def prm(tiny_model_dir):
+    return PRM.from_backbone(tiny_model_dir, PRMConfig(num_heads=3, max_len=128))
+
+
+def test_doctests():
+    failed, attempted = doctest.testmod(prmflow.prm.model)
+    assert attempted >= 4 and failed == 0
+
+
+# --------------------------------------------------------------------------- tokenization
+
+
+@pytest.mark.parametrize("name", ["bytelevel_digits", "bytelevel", "wordpiece", "metaspace"])
+def test_one_separator_per_step_for_adversarial_steps(tokenizers, name):
+    tok = tokenizers[name]
+    sep = tok.convert_tokens_to_ids("<step>")
+    x = tokenize_steps(tok, PROMPT, ADVERSARIAL, sep, max_len=10_000)
+    assert x.n_truncated_steps == 0 and x.n_truncated_prompt_tokens == 0
+    assert [i for i, t in enumerate(x.input_ids) if t == sep] == x.label_positions
+    assert len(x.label_positions) == len(ADVERSARIAL)
+    # between separators sit exactly each step's own tokens
+    pieces = tok([PROMPT, *ADVERSARIAL], add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    bounds = [len(pieces[0]) - 1, *x.label_positions]
+    for k, piece in enumerate(pieces[1:]):
+        assert x.input_ids[bounds[k] + 1 : bounds[k + 1]] == piece
+
+
+def test_bytelevel_layout_is_lossless(tokenizers):
+    """Dropping the separators and decoding gives back prompt + steps, character for character."""
+    tok = tokenizers["bytelevel_digits"]
+    sep = tok.convert_tokens_to_ids("<step>")
+    x = tokenize_steps(tok, PROMPT, ADVERSARIAL, sep, max_len=10_000)
+    assert tok.decode([t for t in x.input_ids if t != sep]) == PROMPT + "".join(ADVERSARIAL)
+
+
+def test_separator_in_context_is_caught():
+    """A tokenizer that turns the text "<step>" into the separator id trips the in-code check."""
+
+    class Leaky(Chars):
+        def __call__(self, texts, **kwargs):
+            return {"input_ids": [[0] if t == "<step>" else ids for t, ids in zip(texts, super().__call__(texts)["input_ids"])]}
+
+    with pytest.raises(AssertionError, match="separator id 0"):
+        tokenize_steps(Leaky(), "Q\n", ["<step>", "ok"], step_token_id=0, max_len=64)
+
+
+def test_truncation_drops_whole_steps_from_the_end():
+    # prompt 3 tokens, steps of 2, 3, 4, 5 chars (+1 separator each): 3 + 3 + 4 = 10 fits, + 5 = 15 does not
+    x = tokenize_steps(Chars(), "Q:\n", ["ab", "cde", "fghi", "jklmn"], step_token_id=0, max_len=14)
+    assert x.label_positions == [5, 9] and x.n_truncated_steps == 2 and len(x.input_ids) == 10
+
+
+def test_truncation_keeps_the_end_of_the_prompt_and_one_step():
+    x = tokenize_steps(Chars(), "abcdef", ["xyz", "w"], step_token_id=0, max_len=6)
+    # the step needs 4 tokens, so 2 of the 6 prompt tokens remain: "ef"
+    assert x.input_ids == [ord("e"), ord("f"), ord("x"), ord("y"), ord("z"), 0]
+    assert (x.label_positions, x.n_truncated_steps, x.n_truncated_prompt_tokens) == ([5], 1, 4)
+    with pytest.raises(ValueError, match="first step"):
+        tokenize_steps(Chars(), "abc", ["xyzuvw"], step_token_id=0, max_len=6)
+
+
+def test_truncation_with_a_real_tokenizer(tokenizers):
+    tok = tokenizers["bytelevel_digits"]
+    sep = tok.convert_tokens_to_ids("<step>")
+    steps = ["23 + 14 = 37\n"] * 10
+    full = tokenize_steps(tok, PROMPT, steps, sep, max_len=10_000)
+    cut = tokenize_steps(tok, PROMPT, steps, sep, max_len=full.label_positions[3] + 1)  # room for 4 steps exactly
+    assert cut.n_truncated_steps == 6 and cut.input_ids == full.input_ids[: full.label_positions[3] + 1]
+
+
+# --------------------------------------------------------------------------- model
+
+
+def test_step_token_embedding_starts_at_newline(prm, tiny_model_dir):
+    emb = prm.backbone.get_input_embeddings().weight
+    (newline,) = prm.tokenizer("\n", add_special_tokens=False)["input_ids"]
+    assert prm.step_token_id == len(prm.tokenizer) - 1 == emb.shape[0] - 1
+    assert torch.equal(emb[prm.step_token_id], emb[newline])
+    original = AutoModel.from_pretrained(tiny_model_dir).get_input_embeddings().weight
+    assert torch.equal(emb[:-1], original)  # the backbone's own weights were loaded, not re-initialised
+
+
+def test_step_token_that_is_an_ordinary_token_is_refused():
+    tok = Tokenizer(models.WordLevel({"<pad>": 0, "<step>": 1, "[UNK]": 2}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>")
+    with pytest.raises(ValueError, match="ordinary token"):
+        prmflow.prm.model.add_step_token(fast, None, "<step>")
+
+
+def test_forward_shapes_and_score_batch(prm):
+    batch = [prm.tokenize(PROMPT, ["23 + 14 = 37\n", "The answer is 37"]), prm.tokenize("Q\n", ["1"])]
+    ids, attn, pos = collate(batch, prm.pad_id)
+    assert prm(ids, attn).shape == (3, 2, ids.shape[1])  # (E, B, T)
+    assert pos.tolist()[1] == [batch[1].label_positions[0], -1]
+    out = prm.score_batch([PROMPT, "Q\n"], [["23 + 14 = 37\n", "The answer is 37"], ["1"]])
+    assert [len(s.head_mean) for s in out] == [2, 1]
+    s = out[0]
+    per_head = torch.tensor(s.per_head)  # (num_heads, num_steps)
+    assert per_head.shape == (3, 2)
+    assert torch.allclose(torch.tensor(s.head_mean), per_head.mean(0))
+    assert torch.allclose(torch.tensor(s.head_std), per_head.std(0, correction=0))
+    assert prm.score(PROMPT, ["23 + 14 = 37\n", "The answer is 37"]) == s.head_mean
+
+
+def test_scores_do_not_depend_on_batching(prm):
+    prompts = [PROMPT, "Q\n", PROMPT + "more context here\n"]
+    steps = [ADVERSARIAL, ["1"], ["23 + 14 = 37\n", "The answer is 37"]]
+    one = prm.score_batch(prompts, steps, batch_size=1)
+    three = prm.score_batch(prompts, steps, batch_size=3)
+    for a, b in zip(one, three):
+        assert torch.allclose(torch.tensor(a.per_head), torch.tensor(b.per_head), atol=1e-5)
+
+
+def test_truncated_steps_get_no_score(tiny_model_dir):
+    prm = PRM.from_backbone(tiny_model_dir, PRMConfig(num_heads=2, max_len=40))
+    steps = ["23 + 14 = 37\n"] * 8
+    x = prm.tokenize(PROMPT, steps)
+    (s,) = prm.score_batch([PROMPT], [steps])
+    kept = len(steps) - x.n_truncated_steps
+    assert 0 < kept < len(steps) and s.n_truncated_steps == x.n_truncated_steps
+    assert len(s.head_mean) == len(s.head_std) == len(s.per_head[0]) == kept
+    assert s.head_mean_padded() == s.head_mean + [s.head_mean[-1]] * x.n_truncated_steps
+
+
+def test_save_load_round_trip(prm, tmp_path):
+    prm.cfg.label_type = "soft"
+    with torch.no_grad():  # make the heads differ from their init so the round trip is not trivial
+        prm.heads[1].net.weight.add_(0.1)
+    out = tmp_path / "prm"
+    prm.save_pretrained(out)
+    prm.save_pretrained(out)  # overwriting an existing save works (atomic replace)
+    loaded = PRM.from_pretrained(out)
+    steps = [["23 + 14 = 37\n", "The answer is 37"], ADVERSARIAL]
+    assert prm.score_batch([PROMPT, PROMPT], steps) == loaded.score_batch([PROMPT, PROMPT], steps)
+    assert loaded.cfg == prm.cfg and json.loads((out / "prmflow_prm.json").read_text())["label_type"] == "soft"
+    assert loaded.step_token_id == prm.step_token_id
+    for (k, a), b in zip(prm.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), k  # includes each head's initial weights
+    plain = AutoModel.from_pretrained(out)  # the backbone is a standard HF checkpoint
+    for a, b in zip(prm.backbone.state_dict().values(), plain.state_dict().values()):
+        assert torch.equal(a, b)
+    assert not list(tmp_path.glob(".*"))  # no temp dirs left behind
+
+
+def test_other_families_qwen2_mlp_heads_and_bert(tmp_path):
+    """A tiny Qwen2 with a GPT-2-style tokenizer, and a BERT encoder with WordPiece."""
+    tok = bpe_no_digit_split(step=False)
+    qwen = build_model("qwen2", len(tok), 32, 1, 2, 128, tok.pad_token_id, tok.eos_token_id, seed=1)
+    qwen.save_pretrained(tmp_path / "qwen")
+    tok.save_pretrained(tmp_path / "qwen")
+    prm = PRM.from_backbone(tmp_path / "qwen", PRMConfig(num_heads=2, head_hidden=8))
+    assert type(prm.backbone).__name__ == "Qwen2Model"
+    (s,) = prm.score_batch([PROMPT], [ADVERSARIAL])
+    assert torch.tensor(s.per_head).shape == (2, len(ADVERSARIAL))
+
+    wp = wordpiece(step=False)
+    bert = BertModel(BertConfig(vocab_size=len(wp), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                intermediate_size=64))
+    bert.save_pretrained(tmp_path / "bert")
+    wp.save_pretrained(tmp_path / "bert")
+    prm = PRM.from_backbone(tmp_path / "bert", PRMConfig())
+    emb = prm.backbone.get_input_embeddings().weight
+    assert prm.tokenizer("\n", add_special_tokens=False)["input_ids"] == []  # WordPiece drops "\n"
+    assert torch.allclose(emb[prm.step_token_id], emb[: prm.step_token_id].mean(0))  # so: mean of all rows
+    assert len(prm.score(PROMPT, ADVERSARIAL)) == len(ADVERSARIAL)
+
+
+# --------------------------------------------------------------------------- loss
+
+
+def test_step_loss_by_hand():
+    # E=2 heads, B=1, T=3; steps end at positions 0 and 2 with labels 1 and 0
+    logits = torch.tensor([[[0.0, 5.0, 0.0]], [[9.0, 9.0, 9.0]]])
+    pos, y = torch.tensor([[0, 2]]), torch.tensor([[1.0, 0.0]])
+    # head 1 masked out: both of head 0's pairs have logit 0 -> BCE = log 2 each
+    mask = torch.tensor([[True], [False]])
+    assert step_loss(logits, pos, y, mask).item() == pytest.approx(math.log(2))
+    total, n = step_bce(logits, pos, y, torch.ones(2, 1, dtype=torch.bool))
+    # head 1: BCE(9, 1) = log(1 + e^-9), BCE(9, 0) = log(1 + e^9)
+    assert n.item() == 4
+    assert total.item() == pytest.approx(2 * math.log(2) + math.log1p(math.exp(-9)) + math.log1p(math.exp(9)), rel=1e-6)
+    assert step_loss(logits, pos, y, mask, torch.tensor(2.0), 0.5).item() == pytest.approx(math.log(2) + 1.0)
+
+
+def _loss(prm, labels, mask):
+    x = prm.tokenize(PROMPT, ["23 + 14 = 37\n", "23 + 14 = 38\n"])
+    ids, attn, pos = collate([x], prm.pad_id)
+    return step_loss(prm(ids, attn), pos, torch.tensor([labels]), mask, prm.sq_dist_to_init(), prm.cfg.l2_to_init)
+
+
+@pytest.mark.parametrize("label", [1.0, 0.0])
+def test_loss_direction(tiny_model_dir, label):
+    """One gradient step raises the score of a step labeled 1 and lowers that of a step labeled 0."""
+    prm = PRM.from_backbone(tiny_model_dir, PRMConfig())
+    steps = ["23 + 14 = 37\n"]
+    before = prm.score(PROMPT, steps)[0]
+    ids, attn, pos = collate([prm.tokenize(PROMPT, steps)], prm.pad_id)
+    step_loss(prm(ids, attn), pos, torch.tensor([[label]]), torch.ones(1, 1, dtype=torch.bool)).backward()
+    with torch.no_grad():
+        for p in prm.parameters():
+            p -= 0.01 * p.grad
+    after = prm.score(PROMPT, steps)[0]
+    assert after > before if label == 1.0 else after < before
+
+
+def test_masked_head_gets_no_gradient_from_that_example(tiny_model_dir):
+    prm = PRM.from_backbone(tiny_model_dir, PRMConfig(num_heads=2))
+    mask = torch.tensor([[True], [False]])  # head 1 does not train on this example
+    _loss(prm, [1.0, 0.0], mask).backward()
+    assert all(p.grad is None or not p.grad.any() for p in prm.heads[1].parameters())
+    assert prm.heads[0].net.weight.grad.abs().sum() > 0
+
+
+def test_head_data_mask_is_reproducible_and_keeps_about_keep():
+    ids = [f"ex-{i}" for i in range(2000)]
+    m = head_data_mask(ids, num_heads=3, keep=0.7, seed=0)  # (E, B)
+    assert m.shape == (3, 2000) and torch.equal(m, head_data_mask(ids, 3, 0.7, 0))
+    assert 0.65 < m.float().mean() < 0.75
+    assert not torch.equal(m[0], m[1]) and not torch.equal(m, head_data_mask(ids, 3, 0.7, seed=1))
+    assert head_data_mask(ids, 1, 1.0, 0).all()
+
+
+def test_l2_to_init_pulls_heads_back(tiny_model_dir):
+    prm = PRM.from_backbone(tiny_model_dir, PRMConfig(num_heads=2, l2_to_init=1.0))
+    with torch.no_grad():
+        for p in prm.heads.parameters():
+            p += 0.5
+    # 64 weights + 1 bias per linear head, each 0.5 away: 2 * 65 * 0.25
+    assert prm.sq_dist_to_init().item() == pytest.approx(32.5)
+    no_pairs = torch.zeros(2, 1, dtype=torch.bool)  # BCE term empty: only the pull remains
+    _loss(prm, [1.0, 0.0], no_pairs).backward()
+    with torch.no_grad():
+        for p in prm.heads.parameters():
+            p -= 0.1 * p.grad
+    assert prm.sq_dist_to_init().item() < 32.5
