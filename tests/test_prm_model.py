@@ -8,6 +8,7 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedTokenizerFast
 
 import prmflow.prm.model
+import prmflow.prm.tokenization
 from prmflow.policy.tiny import build_model
 from prmflow.prm import PRM, PRMConfig, collate, head_data_mask, step_bce, step_loss, tokenize_steps
 from conftest import CORPUS
@@ -25,6 +26,15 @@ ADVERSARIAL = [
     "$\\frac{1}{2} + \\sqrt{x^2}$\n",  # LaTeX
     "The answer is \\boxed{37}",
 ]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (no OpenMP spin contention on a busy machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 class Chars:
@@ -85,9 +95,10 @@ def prm(tiny_model_dir):
     return PRM.from_backbone(tiny_model_dir, PRMConfig(num_heads=3, max_len=128))
 
 
-def test_doctests():
-    failed, attempted = doctest.testmod(prmflow.prm.model)
-    assert attempted >= 4 and failed == 0
+@pytest.mark.parametrize("module", [prmflow.prm.tokenization, prmflow.prm.model])
+def test_doctests(module):
+    failed, attempted = doctest.testmod(module)
+    assert attempted >= 1 and failed == 0
 
 
 # --------------------------------------------------------------------------- tokenization
@@ -121,7 +132,8 @@ def test_separator_in_context_is_caught():
 
     class Leaky(Chars):
         def __call__(self, texts, **kwargs):
-            return {"input_ids": [[0] if t == "<step>" else ids for t, ids in zip(texts, super().__call__(texts)["input_ids"])]}
+            honest = super().__call__(texts)["input_ids"]
+            return {"input_ids": [[0] if t == "<step>" else ids for t, ids in zip(texts, honest)]}
 
     with pytest.raises(AssertionError, match="separator id 0"):
         tokenize_steps(Leaky(), "Q\n", ["<step>", "ok"], step_token_id=0, max_len=64)
@@ -168,7 +180,7 @@ def test_step_token_that_is_an_ordinary_token_is_refused():
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>")
     with pytest.raises(ValueError, match="ordinary token"):
-        prmflow.prm.model.add_step_token(fast, None, "<step>")
+        prmflow.prm.tokenization.add_step_token(fast, None, "<step>")
 
 
 def test_forward_shapes_and_score_batch(prm):

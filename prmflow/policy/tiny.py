@@ -113,25 +113,6 @@ def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def length_bucketed_batches(lengths: Sequence[int], batch_size: int, g: torch.Generator,
-                            bucket_batches: int = 16) -> list[list[int]]:
-    """One epoch of batches with little padding: shuffle, sort each run of `bucket_batches`
-    batches by length, cut it into batches, and shuffle the batch order. Seeded by `g`.
-
-    Every index appears once (a final partial batch is dropped if the data has >= 1 full batch).
-    """
-    order = torch.randperm(len(lengths), generator=g).tolist()
-    mega = batch_size * bucket_batches
-    batches = []
-    for i in range(0, len(order), mega):
-        chunk = sorted(order[i : i + mega], key=lambda j: lengths[j])
-        batches += [chunk[k : k + batch_size] for k in range(0, len(chunk), batch_size)]
-    if len(lengths) >= batch_size:
-        batches = [b for b in batches if len(b) == batch_size]
-    perm = torch.randperm(len(batches), generator=g).tolist()
-    return [batches[p] for p in perm]
-
-
 def train_lm(model: PreTrainedModel, examples: Sequence[Example], *, steps: int, batch_size: int, lr: float,
              warmup_steps: int, weight_decay: float, pad_id: int, seed: int,
              on_step: Callable[[int, float, float], None] | None = None) -> list[float]:
@@ -145,11 +126,13 @@ def train_lm(model: PreTrainedModel, examples: Sequence[Example], *, steps: int,
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
     model.train()
     losses: list[float] = []
-    batches: list[list[int]] = []
+    # plain shuffled batches: sorting batches by length (less padding) made the policy learn
+    # far worse here (4% vs 20% solve rate after 1200 steps), so we pay for the padding
+    order: list[int] = []
     for step in range(steps):
-        if not batches:
-            batches = length_bucketed_batches([len(e.prompt_ids) + len(e.target_ids) for e in examples], batch_size, g)
-        idx = batches.pop()
+        if len(order) < batch_size:
+            order = torch.randperm(len(examples), generator=g).tolist()
+        idx, order = order[:batch_size], order[batch_size:]
         batch = [examples[i] for i in idx]
         ids, attn, labels = collate(batch, pad_id)
         cur_lr = lr_at(step, steps, warmup_steps, lr)

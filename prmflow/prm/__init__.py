@@ -1,18 +1,9 @@
-"""Process reward models: a backbone with ensemble step heads (model.py) and its training loop
-(train.py). EDU-PRM (arXiv 2503.22233), ActPRM (arXiv 2504.10559)."""
+"""Process reward models (EDU-PRM arXiv 2503.22233, ActPRM arXiv 2504.10559): where each step's
+label sits (tokenization.py), a backbone with ensemble step heads (model.py), and its training
+loop (train.py)."""
 
-from prmflow.prm.model import (
-    PRM,
-    PRMConfig,
-    StepScores,
-    TokenizedSteps,
-    add_step_token,
-    collate,
-    head_data_mask,
-    step_bce,
-    step_loss,
-    tokenize_steps,
-)
+from prmflow.prm.model import PRM, PRMConfig, StepScores, head_data_mask, step_bce, step_loss
+from prmflow.prm.tokenization import TokenizedSteps, add_step_token, collate, tokenize_steps
 from prmflow.prm.train import Example, TrainConfig, accumulate_grads, example_order, prepare_examples, train_prm
 
 __all__ = [

@@ -113,7 +113,7 @@ def prepare_examples(prm: PRM, rows: Sequence[dict[str, Any]], label_type: str, 
     out = []
     for i, row in enumerate(rows):
         rid = str(row.get("id", f"row-{i}"))
-        labels = row["labels"] if label_type == "hard" else row.get("soft_labels")
+        labels = row.get("labels" if label_type == "hard" else "soft_labels")
         if labels is None or len(labels) != len(row["completions"]):
             raise ValueError(f"row {rid!r}: needs one {label_type} label per step, got {labels!r}")
         targets = [float(y) for y in labels]
@@ -219,7 +219,8 @@ def train_prm(prm: PRM, rows: Sequence[dict[str, Any]], cfg: TrainConfig, out_di
             raise FloatingPointError(f"optimizer step {step + 1}: {e}") from None
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or math.inf))
         if not math.isfinite(grad_norm):
-            raise FloatingPointError(f"optimizer step {step + 1}: non-finite gradient norm on rows {[e.id for e in group]}")
+            raise FloatingPointError(f"optimizer step {step + 1}: non-finite gradient norm "
+                                     f"on rows {[e.id for e in group]}")
         opt.step()
         state["step"], state["examples_seen"] = step + 1, (step + 1) * group_size
         state["losses"].append(loss)

@@ -1,0 +1,127 @@
+r"""Step-separator tokenization for PRMs: where each step's label sits, for any tokenizer.
+
+A solution is `prompt` + `steps` (TRL stepwise format). Our PRM (for EDU-PRM arXiv 2503.22233
+and ActPRM arXiv 2504.10559) reads one logit per step, at a dedicated separator token `<step>`
+appended after the step:
+
+    input_ids = tokens(prompt) + sum_k [ tokens(step_k) + [sep] ]        label of step k at its sep
+
+The prompt and each step are tokenized on their own and the separator id is inserted by hand,
+so the layout never depends on how "<step>" (or a step boundary) would tokenize in context, and
+a literal "<step>" or "</s>" inside the text stays text (split_special_tokens). Training and
+scoring both use `tokenize_steps`, so they see identical pieces. Steps carry their own
+whitespace ("23 + 14 = 37\n"); piecewise tokenization may split differently from the joined
+text at step boundaries (BPE merges do not cross them), which is harmless because it is
+consistent. No BOS/CLS token is added.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import torch
+from tokenizers import AddedToken
+from transformers import PreTrainedModel
+
+
+class TokenizedSteps(NamedTuple):
+    """One solution as model input: ids, where each kept step's separator sits, what was cut."""
+
+    input_ids: list[int]
+    label_positions: list[int]
+    n_truncated_steps: int
+    """steps dropped from the end to fit max_len (they get no label and no score)"""
+    n_truncated_prompt_tokens: int = 0
+    """prompt tokens dropped from the left, only when the prompt + first step do not fit"""
+
+
+def tokenize_steps(tokenizer: Any, prompt: str, steps: Sequence[str], step_token_id: int,
+                   max_len: int) -> TokenizedSteps:
+    """input_ids = tokens(prompt) + sum_k [tokens(step_k) + [step_token_id]]; the label of step k
+    sits on its separator.
+
+    Each piece is tokenized on its own, without special tokens and with split_special_tokens, so
+    a literal "<step>" or "</s>" in the text stays plain text. A stand-in tokenizer with one
+    token per character (id = ord) shows the exact layout:
+
+    >>> class Chars:
+    ...     def __call__(self, texts, **kwargs):
+    ...         return {"input_ids": [[ord(c) for c in t] for t in texts]}
+    >>> tokenize_steps(Chars(), "Q?\\n", ["2\\n", "ok"], step_token_id=0, max_len=64)  # doctest: +NORMALIZE_WHITESPACE
+    TokenizedSteps(input_ids=[81, 63, 10, 50, 10, 0, 111, 107, 0], label_positions=[5, 8],
+                   n_truncated_steps=0, n_truncated_prompt_tokens=0)
+
+    Too long: whole steps go from the end. If not even the prompt + first step fit, the prompt
+    loses tokens from the left (its end, next to the steps, is kept) and one step remains:
+
+    >>> tokenize_steps(Chars(), "Q?\\n", ["2\\n", "ok"], step_token_id=0, max_len=7)  # doctest: +NORMALIZE_WHITESPACE
+    TokenizedSteps(input_ids=[81, 63, 10, 50, 10, 0], label_positions=[5],
+                   n_truncated_steps=1, n_truncated_prompt_tokens=0)
+    >>> tokenize_steps(Chars(), "Q?\\n", ["2\\n", "ok"], step_token_id=0, max_len=4)  # doctest: +NORMALIZE_WHITESPACE
+    TokenizedSteps(input_ids=[10, 50, 10, 0], label_positions=[3],
+                   n_truncated_steps=1, n_truncated_prompt_tokens=2)
+
+    A first step that alone (with its separator) exceeds max_len cannot be scored: ValueError.
+    """
+    pieces = tokenizer([prompt, *steps], add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    prompt_ids, step_ids = list(pieces[0]), [list(s) for s in pieces[1:]]
+    n_keep, length = 0, len(prompt_ids)
+    for s in step_ids:  # the longest run of leading steps that fits after the full prompt
+        if length + len(s) + 1 > max_len:
+            break
+        length += len(s) + 1
+        n_keep += 1
+    if step_ids and n_keep == 0:
+        first = len(step_ids[0]) + 1
+        if first > max_len:
+            raise ValueError(f"the first step is {first} tokens with its separator, over max_len={max_len}")
+        n_keep = 1
+        n_cut = len(prompt_ids) - (max_len - first)
+    else:
+        n_cut = max(0, len(prompt_ids) - max_len)  # only possible when there are no steps
+    ids, positions = prompt_ids[n_cut:], []
+    for s in step_ids[:n_keep]:
+        ids += s
+        ids.append(step_token_id)
+        positions.append(len(ids) - 1)
+    # The separator must appear exactly once per kept step and nowhere else (separators that
+    # tokenize differently in context are the most reported bug in public PRM code).
+    found = [i for i, t in enumerate(ids) if t == step_token_id]
+    if found != positions:
+        raise AssertionError(f"separator id {step_token_id} found at {found}, expected exactly at {positions}")
+    return TokenizedSteps(ids, positions, len(step_ids) - n_keep, n_cut)
+
+
+def collate(batch: Sequence[TokenizedSteps], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-pad a batch: input_ids (B, T), attention_mask (B, T), label_positions (B, S) padded with -1."""
+    T = max(len(x.input_ids) for x in batch)
+    S = max(1, max(len(x.label_positions) for x in batch))
+    ids = torch.full((len(batch), T), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(batch), T), dtype=torch.long)
+    pos = torch.full((len(batch), S), -1, dtype=torch.long)
+    for b, x in enumerate(batch):
+        ids[b, : len(x.input_ids)] = torch.tensor(x.input_ids, dtype=torch.long)
+        attn[b, : len(x.input_ids)] = 1
+        pos[b, : len(x.label_positions)] = torch.tensor(x.label_positions, dtype=torch.long)
+    return ids, attn, pos
+
+
+def add_step_token(tokenizer: Any, model: PreTrainedModel, step_token: str) -> int:
+    """Add `step_token` as a special token, grow the embeddings, and start its row at the
+    embedding of "\\n" (the mean over the pieces if "\\n" is several tokens, the mean of all rows
+    if it is none, as in WordPiece). Returns its id. A no-op if the tokenizer already has it.
+    """
+    if step_token in tokenizer.get_added_vocab():
+        return tokenizer.convert_tokens_to_ids(step_token)
+    if step_token in tokenizer.get_vocab():
+        raise ValueError(f"{step_token!r} is already an ordinary token of this tokenizer; pick another step_token")
+    tokenizer.add_tokens([AddedToken(step_token, special=True, normalized=False)], special_tokens=True)
+    step_id = tokenizer.convert_tokens_to_ids(step_token)
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    emb = model.get_input_embeddings().weight  # (V, H)
+    newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        emb[step_id] = emb[newline].mean(0) if newline else emb[:step_id].mean(0)
+    return step_id
