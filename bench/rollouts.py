@@ -37,7 +37,7 @@ from prmflow.synth import WorldConfig, format_prompt, generate_problems  # noqa:
 
 def workload(backend: TransformersBackend, n_prefixes: int, seed: int) -> tuple[list[list[int]], list[str], list[str]]:
     """Step prefixes of sampled solutions (prompt ids + completion tokens up to each step end)."""
-    problems = generate_problems(max(8, n_prefixes), seed + 12345, WorldConfig(max_steps=6), id_prefix="bench")
+    problems = generate_problems(8 * n_prefixes, seed + 12345, WorldConfig(max_steps=6), id_prefix="bench")
     prompts = [format_prompt(p.problem) for p in problems]
     sols = backend.generate(prompts, 1, SamplingConfig(max_new_tokens=160, seed=seed))
     prefixes, texts, answers = [], [], []
@@ -86,9 +86,9 @@ def run_naive(backend: TransformersBackend, prefixes, n: int, sampling: Sampling
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="models/policy", help="policy dir (default: the pipeline's trained policy)")
-    ap.add_argument("--prefixes", type=int, default=48)
+    ap.add_argument("--prefixes", type=int, default=128)
     ap.add_argument("--rollouts", type=int, default=8)
-    ap.add_argument("--batch-size", type=int, default=128, help="rows per forward pass (label.batch_size)")
+    ap.add_argument("--batch-size", type=int, default=256, help="rows per forward pass (label.batch_size)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="reports/bench/rollouts.json")
     args = ap.parse_args()

@@ -103,3 +103,34 @@ def step_lengths(step_tokens: Mapping[str, Sequence[int]], path: str | os.PathLi
     ax.set(ylabel="tokens per step", title="step lengths by scheme")
     ax.grid(alpha=0.3, axis="y")
     _save(fig, path)
+
+
+def f1_vs_threshold(curves: Mapping[str, Sequence[Mapping[str, object]]], chosen: Mapping[str, float],
+                    path: str | os.PathLike[str]) -> None:
+    """ProcessBench F1 (and its two accuracies) against the threshold, one panel per scorer."""
+    fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 3.8), squeeze=False)
+    for ax, (name, pts) in zip(axes[0], curves.items()):
+        xs = [float(p["threshold"]) for p in pts]
+        for key, style in (("f1", "-"), ("error_acc", "--"), ("correct_acc", ":")):
+            ax.plot(xs, [float(p[key]) if p[key] is not None else float("nan") for p in pts], style, label=key)
+        if name in chosen:
+            ax.axvline(chosen[name], color="grey", lw=0.8, label=f"chosen {chosen[name]:.2f}")
+        ax.set(xlabel="threshold", ylabel="metric on test subset", title=name, ylim=(0, 1.02))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def bon_curves(bon: Mapping[str, object], path: str | os.PathLike[str]) -> None:
+    """Best-of-N accuracy against N (log2 axis), one line per selection method."""
+    ns = list(bon["ns"])  # type: ignore[arg-type]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for method, accs in bon["accuracy"].items():  # type: ignore[union-attr]
+        style = ":" if method in ("oracle", "first") else "-"
+        ax.plot(ns, accs, style, marker="o", ms=3, label=method)
+    ax.set_xscale("log", base=2)
+    ax.set(xlabel="N (solutions sampled per problem)", ylabel="accuracy",
+           title=f"Best-of-N on {bon['n_problems']} held-out problems")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)

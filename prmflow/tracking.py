@@ -144,3 +144,19 @@ def pipeline_run(name: str = "pipeline") -> Iterator[RunLogger]:
                 os.environ.pop(PARENT_ENV, None)
             else:
                 os.environ[PARENT_ENV] = old
+
+
+def register_model(run_id: str, artifact_path: str, name: str) -> str:
+    """Register a run's logged model directory in the MLflow model registry; returns the version.
+
+    MLflow 3's `register_model("runs:/...")` rejects plain directories, so the version is created
+    from the run's artifact URI (shared/STACK.md).
+    """
+    client = MlflowClient(tracking_uri())
+    try:
+        client.create_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        pass  # already registered
+    run = client.get_run(run_id)
+    mv = client.create_model_version(name, source=f"{run.info.artifact_uri}/{artifact_path}", run_id=run_id)
+    return str(mv.version)

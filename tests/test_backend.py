@@ -97,3 +97,49 @@ def test_bad_arguments(backend):
         SamplingConfig(temperature=-1)
     with pytest.raises(ValueError, match="unknown backend"):
         load_backend("nope", "x")
+
+
+@pytest.fixture()
+def eos_biased(tiny_model_dir):
+    """A backend whose model emits EOS often (+3 on its logit), so rows stop at different
+    steps: exercises stopping, padding of finished rows and batch compaction."""
+    be = TransformersBackend.from_pretrained(str(tiny_model_dir), batch_size=64)
+
+    def bias(module, args, output):
+        output.logits[..., be.eos_id] += 3.0
+        return output
+
+    handle = be.model.register_forward_hook(bias)
+    yield be
+    handle.remove()
+
+
+def test_stops_at_first_eos_with_varied_lengths(eos_biased):
+    be = eos_biased
+    prompts = [f"Question: {'x' * k}\nAnswer:\n" for k in range(1, 7)]
+    comps = be.generate(prompts, 4, SamplingConfig(max_new_tokens=24, seed=5))
+    lengths = [len(c.token_ids) for row in comps for c in row]
+    assert len(set(lengths)) > 3  # rows really finished at different steps
+    for prompt, row in zip(prompts, comps):
+        p = be.encode(prompt)
+        for c in row:
+            assert be.eos_id not in c.token_ids
+            assert c.finish_reason == ("stop" if len(c.token_ids) < 24 else c.finish_reason)
+            if c.token_ids:  # what was fed back is exactly what is returned: entropies recompute
+                with torch.no_grad():
+                    logits = be.model(torch.tensor([p + c.token_ids])).logits[0]
+                H = token_entropy(logits[len(p) - 1 : len(p) - 1 + len(c.token_ids)])
+                assert torch.allclose(H, torch.tensor(c.entropy), atol=1e-4)
+
+
+def test_greedy_matches_hf_generate_when_rows_stop_early(eos_biased):
+    be = eos_biased
+    prompts = [f"Question: {'y' * k} Mia\nAnswer:\n" for k in range(1, 9)]
+    ours = be.generate(prompts, 1, SamplingConfig(temperature=0, max_new_tokens=20))
+    for prompt, [c] in zip(prompts, ours):
+        p = be.encode(prompt)
+        ref = be.model.generate(torch.tensor([p]), max_new_tokens=20, do_sample=False, eos_token_id=be.eos_id,
+                                pad_token_id=be.pad_id)[0, len(p):].tolist()
+        if be.eos_id in ref:
+            ref = ref[: ref.index(be.eos_id)]
+        assert c.token_ids == ref

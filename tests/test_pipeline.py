@@ -30,8 +30,11 @@ TINY = {
     "label": {"num_rollouts": 2, "max_new_tokens": 24, "batch_size": 16, "chunk_size": 8},
     "label_quality": {"n_problems": 2, "newline_rollouts": [1, 2], "num_rollouts": 2, "max_new_tokens": 24,
                       "batch_size": 16},
+    "train": {"steps": 4, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 2},
+    "evaluate": {"n_problems": 8, "samples_per_problem": 2, "bon_problems": 2, "bon_max_n": 4, "max_new_tokens": 24,
+                 "batch_size": 16},
 }
-STAGES = ("problems", "policy", "generate", "segment", "label", "label_quality")
+STAGES = ("problems", "policy", "generate", "segment", "label", "label_quality", "train", "evaluate")
 
 
 def _copy_repo(dst: Path) -> None:
@@ -132,6 +135,24 @@ def test_stages_produce_their_artifacts(repo):
     assert quality["newline_mc2"]["generated_tokens"] >= quality["newline_mc1"]["generated_tokens"]
     assert (tmp / "reports/labeling/pareto.png").stat().st_size > 1000
 
+    # PRM: loads with PRM.from_pretrained and with plain transformers, scores every step
+    from prmflow.prm import PRM
+
+    prm = PRM.from_pretrained(tmp / "models/prm")
+    scores = prm.score("Question: Mia has 2 cats.\nAnswer:\n", ["2 + 1 = 3\n", "The answer is 3"])
+    assert len(scores) == 2 and all(0 <= x <= 1 for x in scores)
+    from transformers import AutoModel
+
+    AutoModel.from_pretrained(tmp / "models/prm")
+    assert json.loads((tmp / "reports/train.json").read_text())["steps"] == 4
+
+    # evaluation: the three scorers side by side, and Best-of-N at N = 1, 2, 4
+    ev = json.loads((tmp / "reports/eval/synthetic_processbench.json").read_text())
+    for name in ("prm", "all_ones", "entropy"):
+        assert {"err_acc", "correct_acc", "f1", "threshold", "threshold_mode"} <= set(ev[name])
+    bon = json.loads((tmp / "reports/eval/bon.json").read_text())
+    assert bon["ns"] == [1, 2, 4] and len(bon["accuracy"]["prm_min"]) == 3
+
 
 def test_second_repro_runs_nothing(repo):
     tmp, env, _ = repo
@@ -155,6 +176,9 @@ def test_mlflow_runs_nest_under_one_parent(repo):
         assert run.info.status == "FINISHED"
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert "policy/solve_rate" in by_stage["policy"].data.metrics
+    # the PRM is in the model registry, pointing at the train run's model artifact
+    versions = client.search_model_versions("name='prmflow-prm'")
+    assert versions and versions[0].run_id == by_stage["train"].info.run_id
     assert by_stage["policy"].data.params["steps"] == "20"
     assert "generate/mean_entropy" in by_stage["generate"].data.metrics
 
@@ -165,7 +189,7 @@ def test_changing_one_param_reruns_only_dependent_stages(repo):
     params["generate"]["temperature"] = 0.7
     (tmp / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = _run(["dvc", "repro"], tmp, env)
-    for stage in ("generate", "segment", "label", "label_quality"):
+    for stage in ("generate", "segment", "label", "label_quality", "train"):
         assert f"Running stage '{stage}'" in out
     assert "Running stage 'policy'" not in out and "Running stage 'problems'" not in out
 

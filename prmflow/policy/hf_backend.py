@@ -17,9 +17,55 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.cache_utils import Cache, DynamicLayer
 
 from prmflow.entropy import check_finite, token_entropy
 from prmflow.policy.base import Completion, SamplingConfig
+
+
+class GrowingLayer(DynamicLayer):
+    """A KV-cache layer that appends into a buffer of doubling capacity.
+
+    transformers' DynamicLayer `torch.cat`s the whole cache on every decode step, which copies
+    rows x length x width per token and dominates sampling time for small models with long
+    prefixes. Here an append writes one slot (amortised O(1)); `keys`/`values` are views.
+    """
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        super().lazy_initialization(key_states, value_states)
+        self._k: torch.Tensor | None = None
+        self._v: torch.Tensor | None = None
+        self._len = 0
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object,
+               **kwargs: object) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        n, need = key_states.shape[-2], self._len + key_states.shape[-2]
+        if self._k is None or need > self._k.shape[-2]:
+            cap = max(64, 2 * need)
+            k = key_states.new_empty((*key_states.shape[:2], cap, key_states.shape[-1]))
+            v = value_states.new_empty((*value_states.shape[:2], cap, value_states.shape[-1]))
+            if self._k is not None and self._len:
+                k[:, :, : self._len] = self._k[:, :, : self._len]
+                v[:, :, : self._len] = self._v[:, :, : self._len]  # type: ignore[index]
+            self._k, self._v = k, v
+        self._k[:, :, self._len : need] = key_states
+        self._v[:, :, self._len : need] = value_states  # type: ignore[index]
+        self._len = need
+        self.keys, self.values = self._k[:, :, :need], self._v[:, :, :need]  # type: ignore[index]
+        return self.keys, self.values
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self.is_initialized and self._k is not None:
+            self._k = self._k.repeat_interleave(repeats, dim=0)
+            self._v = self._v.repeat_interleave(repeats, dim=0)  # type: ignore[union-attr]
+            self.keys, self.values = self._k[:, :, : self._len], self._v[:, :, : self._len]
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.is_initialized and self._k is not None:
+            self._k, self._v = self._k[indices], self._v[indices]  # type: ignore[index]
+            self.keys, self.values = self._k[:, :, : self._len], self._v[:, :, : self._len]
 
 
 def load_model_and_tokenizer(name_or_path: str, *, dtype: torch.dtype = torch.float32,
@@ -109,17 +155,22 @@ class TransformersBackend:
         for i, ids in enumerate(prompt_ids):
             if len(ids) == 0:
                 raise ValueError(f"prompt {i} is empty (no tokens)")
-        out: list[list[Completion]] = []
+        # batch prompts of similar length together (less left padding); samples depend on their
+        # own seeds only, so the order of work does not change them
+        order = sorted(range(len(prompt_ids)), key=lambda i: (len(prompt_ids[i]), i))
+        out: list[list[Completion] | None] = [None] * len(prompt_ids)
         per_batch = max(1, self.batch_size // n) if self.batch_size >= n else 1
-        batches = range(0, len(prompt_ids), per_batch)
+        batches = range(0, len(order), per_batch)
         if self.show_progress:
             from tqdm.auto import tqdm
 
             batches = tqdm(batches, desc="generate", unit="batch")
         for start in batches:
-            chunk = prompt_ids[start : start + per_batch]
-            out.extend(self._generate_batch(chunk, n, sampling, seeds[start : start + per_batch]))
-        return out
+            idx = order[start : start + per_batch]
+            done = self._generate_batch([prompt_ids[i] for i in idx], n, sampling, [seeds[i] for i in idx])
+            for i, comps in zip(idx, done, strict=True):
+                out[i] = comps
+        return out  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ internals
 
@@ -138,7 +189,8 @@ class TransformersBackend:
         pos = (attn.cumsum(-1) - 1).clamp(min=0)  # (B, L)
 
         # 1. prefill once per prompt
-        out = self.model(input_ids=input_ids, attention_mask=attn, position_ids=pos, use_cache=True)
+        out = self.model(input_ids=input_ids, attention_mask=attn, position_ids=pos, use_cache=True,
+                         past_key_values=Cache(layer_class_to_replicate=GrowingLayer))
         self.forward_passes += 1
         self.prompt_tokens_encoded += int(attn.sum())
         cache = out.past_key_values
@@ -150,52 +202,67 @@ class TransformersBackend:
             logits = logits.repeat_interleave(n, dim=0)
             attn = attn.repeat_interleave(n, dim=0)
             pos = pos.repeat_interleave(n, dim=0)
-        R = B * n
-        gens = []
+        R, T = B * n, sampling.max_new_tokens
+        # each row's uniforms come from its own generator, drawn once: the sample of row r
+        # depends on (seed, prompt, sample index) only, never on its batch neighbours
+        u = torch.empty((R, T))
         for b in range(B):
             for j in range(n):
                 g = torch.Generator(device="cpu")
                 g.manual_seed((int(seeds[b]) * 1_000_003 + j) % (2**63 - 1))
-                gens.append(g)
+                u[b * n + j] = torch.rand(T, generator=g)
 
-        next_pos = pos[:, -1] + 1  # (R,)
-        tokens: list[list[int]] = [[] for _ in range(R)]
-        ents: list[list[float]] = [[] for _ in range(R)]
-        tops: list[list[list[tuple[int, float]]]] = [[] for _ in range(R)]
-        done = torch.zeros(R, dtype=torch.bool)
-        finish = ["length"] * R
+        next_pos = pos[:, -1] + 1  # (A,) for the A rows still active
+        active = torch.arange(R)  # original row index of each active row
+        steps_tok, steps_H, steps_top, steps_rows = [], [], [], []  # per decode step, for active rows
+        finished_at = torch.full((R,), -1, dtype=torch.long)  # step at which EOS was drawn
 
         # 3. decode
-        for _ in range(sampling.max_new_tokens):
-            logp = torch.log_softmax(logits.float(), dim=-1)  # (R, V), temperature 1
-            H = token_entropy(logits)  # (R,)
-            check_finite(H[~done], "entropy")
-            nxt = self._sample(logits, sampling, gens, done)  # (R,)
+        for t in range(T):
+            H = token_entropy(logits)  # (A,)
+            check_finite(H, "entropy")
+            nxt = self._sample(logits, sampling, u[active, t])  # (A,)
+            steps_tok.append(nxt)
+            steps_H.append(H)
+            steps_rows.append(active)
             if sampling.top_logprobs:
-                tv, ti = logp.topk(sampling.top_logprobs, dim=-1)
-            for r in range(R):
-                if done[r]:
-                    continue
-                t = int(nxt[r])
-                if t == self.eos_id:
-                    done[r] = True
-                    finish[r] = "stop"
-                    continue
-                tokens[r].append(t)
-                ents[r].append(float(H[r]))
-                if sampling.top_logprobs:
-                    tops[r].append([(int(i), float(v)) for i, v in zip(ti[r], tv[r], strict=True)])
-                self.generated_tokens += 1
-            if bool(done.all()):
+                tv, ti = torch.log_softmax(logits.float(), dim=-1).topk(sampling.top_logprobs, dim=-1)
+                steps_top.append((ti, tv))
+            is_eos = (nxt == self.eos_id) & (finished_at[active] < 0)  # first EOS of a row ends it
+            finished_at[active[is_eos]] = t
+            keep = finished_at[active] < 0
+            if not bool(keep.any()) or t == T - 1:
                 break
-            feed = torch.where(done, torch.full_like(nxt, self.pad_id), nxt).to(device)
-            attn = torch.cat([attn, (~done).long().unsqueeze(1).to(device)], dim=1)
+            if 2 * int(keep.sum()) <= len(active):  # compact: drop finished rows from batch and cache
+                idx = keep.nonzero().squeeze(1)
+                cache.batch_select_indices(idx.to(device))
+                active, nxt, next_pos, attn, keep = active[idx], nxt[idx], next_pos[idx], attn[idx], keep[idx]
+            feed = torch.where(keep, nxt, torch.full_like(nxt, self.pad_id)).to(device)
+            attn = torch.cat([attn, keep.long().unsqueeze(1).to(device)], dim=1)
             out = self.model(input_ids=feed.unsqueeze(1), attention_mask=attn, position_ids=next_pos.unsqueeze(1),
                              past_key_values=cache, use_cache=True)
             self.forward_passes += 1
             cache = out.past_key_values
             logits = out.logits[:, -1, :]
             next_pos = next_pos + 1
+
+        # 4. gather each row's tokens (up to, not including, EOS) from the per-step records
+        tokens: list[list[int]] = [[] for _ in range(R)]
+        ents: list[list[float]] = [[] for _ in range(R)]
+        tops: list[list[list[tuple[int, float]]]] = [[] for _ in range(R)]
+        for t, (rows, tok, H) in enumerate(zip(steps_rows, steps_tok, steps_H, strict=True)):
+            rows_l, tok_l, H_l = rows.tolist(), tok.tolist(), H.tolist()
+            top_i = top_v = None
+            if sampling.top_logprobs:
+                top_i, top_v = steps_top[t][0].tolist(), steps_top[t][1].tolist()
+            for a, r in enumerate(rows_l):
+                if 0 <= finished_at[r] <= t:
+                    continue
+                tokens[r].append(tok_l[a])
+                ents[r].append(H_l[a])
+                if top_i is not None:
+                    tops[r].append(list(zip(top_i[a], top_v[a], strict=True)))
+        self.generated_tokens += sum(len(x) for x in tokens)
 
         results: list[list[Completion]] = []
         for b in range(B):
@@ -204,24 +271,22 @@ class TransformersBackend:
                 r = b * n + j
                 text, spans = token_offsets(self.tokenizer, tokens[r])
                 row.append(Completion(text=text, token_ids=tokens[r], offsets=spans, entropy=ents[r],
-                                      top_logprobs=tops[r], finish_reason=finish[r]))
+                                      top_logprobs=tops[r], finish_reason="stop" if finished_at[r] >= 0 else "length"))
             results.append(row)
         return results
 
     @staticmethod
-    def _sample(logits: torch.Tensor, sampling: SamplingConfig, gens: list[torch.Generator],
-                done: torch.Tensor) -> torch.Tensor:
+    def _sample(logits: torch.Tensor, sampling: SamplingConfig, u: torch.Tensor) -> torch.Tensor:
+        """Inverse-CDF sampling: row r takes the first token whose cumulative probability
+        exceeds u[r] (one uniform per row, drawn from that row's own generator)."""
         if sampling.temperature == 0:
             return logits.argmax(-1)
-        probs = torch.softmax(logits.float() / sampling.temperature, dim=-1)  # (R, V)
+        probs = torch.softmax(logits.float() / sampling.temperature, dim=-1)  # (A, V)
         if sampling.top_p < 1.0:
             sp, si = probs.sort(dim=-1, descending=True)
             keep = (sp.cumsum(-1) - sp) < sampling.top_p  # always keeps the top token
-            sp = sp * keep
-            probs = torch.zeros_like(probs).scatter(-1, si, sp)
-            probs = probs / probs.sum(-1, keepdim=True)
-        nxt = torch.zeros(probs.shape[0], dtype=torch.long)
-        for r in range(probs.shape[0]):
-            if not done[r]:
-                nxt[r] = torch.multinomial(probs[r].cpu(), 1, generator=gens[r]).item()
-        return nxt
+            probs = torch.zeros_like(probs).scatter(-1, si, sp * keep)
+        cdf = probs.cumsum(-1)
+        cdf = cdf / cdf[:, -1:]  # exact normalisation, so u < 1 always lands on a token
+        idx = torch.searchsorted(cdf, u.to(cdf.dtype).unsqueeze(1), right=True).squeeze(1)  # first cdf > u
+        return idx.clamp(max=probs.shape[-1] - 1)

@@ -1,0 +1,46 @@
+"""Stage `train`: train a step-token PRM on the labeled steps, then register it in MLflow.
+
+    python -m flows.train [--params params.yaml]
+
+The PRM is the policy's backbone plus reward head(s) read at a dedicated step token appended
+to each step (prmflow.prm), trained with BCE on hard or soft MC labels. Outputs models/prm/
+(`PRM.from_pretrained(dir).score(prompt, steps)`; the backbone also loads with
+`AutoModel.from_pretrained`), reports/train.json and reports/train/loss.png.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+
+from prmflow import io, plots, tracking
+from prmflow.config import TrainConfig, load_section
+from tasks.train import fit_prm
+
+
+@flow(name="train", log_prints=True)
+def train_flow(params: str = "params.yaml", labels_path: str = "data/labels/labels.jsonl",
+               out_dir: str = "models/prm", reports_dir: str = "reports") -> dict:
+    cfg = load_section(params, "train", TrainConfig)
+    reports = Path(reports_dir)
+    with tracking.stage_run("train", cfg) as run:
+        rows = io.read_jsonl(labels_path)
+        summary = fit_prm(cfg, rows, labels_path, out_dir, run.run_id)
+        losses = summary.pop("losses")
+        io.write_json(reports / "train.json", summary)
+        plots.loss_curve(losses, reports / "train" / "loss.png", "PRM training loss (BCE at step tokens)")
+        run.metrics({f"train/{k}": v for k, v in summary.items() if isinstance(v, (int, float)) and v is not None})
+        run.artifact(reports / "train", "plots")
+        run.artifact(out_dir, "model")
+        if cfg.register_name:
+            version = tracking.register_model(run.run_id, "model", cfg.register_name)
+            print(f"train: registered {cfg.register_name} version {version}")
+        print(f"train: {summary}")
+    return summary
+
+
+if __name__ == "__main__":
+    from flows._cli import main
+
+    main(train_flow, __doc__)
