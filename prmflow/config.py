@@ -286,8 +286,18 @@ class EvaluateConfig:
     """PRM scoring batch (speed only)"""
     bon_problems: int = 50
     """held-out problems for Best-of-N (disjoint from the ProcessBench ones)"""
-    bon_max_n: int = 32
+    bon_max_n: int = 64
     """largest N (accuracy is reported at N = 1, 2, 4, ..., bon_max_n)"""
+    pedu_problems: int = 50
+    """held-out problems for EDU-guided sampling vs standard sampling (0 = skip)"""
+    pedu_n: int = 8
+    """solutions per problem for both arms (equal N)"""
+    pedu_threshold: float = 1.0
+    """nats; EDU-guided sampling branches only at tokens above it"""
+    pedu_prune: float = 0.2
+    """a branch whose PRM score falls below this is pruned (the paper's P-EDU uses 0.2)"""
+    pedu_seeds: int = 3
+    """independent repetitions of the comparison (mean and spread are reported)"""
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from prefect import task
@@ -10,6 +14,7 @@ from tqdm.auto import tqdm
 
 from prmflow.config import LabelConfig
 from prmflow.label import LabelCost, answer_verifier, hard_label, omega_labels, stepwise_row
+from prmflow.label import checkpoint
 from prmflow.label.runner import Solution, mc_label_solutions
 from prmflow.policy import load_backend
 from prmflow.policy.base import Backend, SamplingConfig
@@ -32,11 +37,22 @@ def to_solutions(backend: Backend, rows: list[dict[str, Any]], answers: dict[str
     return out
 
 
+def checkpoint_path(cfg: LabelConfig, rows: list[dict[str, Any]], answers: dict[str, str],
+                    root: str = "checkpoints/label") -> Path:
+    """Where paid-for estimates of this exact job (config + inputs) accumulate."""
+    h = hashlib.sha256(json.dumps([asdict(cfg), [r["id"] for r in rows], [r["token_ids"] for r in rows],
+                                   [r["ends"] for r in rows], answers], sort_keys=True).encode())
+    return Path(root) / f"{h.hexdigest()[:16]}.jsonl"
+
+
 @task(cache_policy=NO_CACHE, tags=["policy", "rollouts"])
-def label_rows(cfg: LabelConfig, rows: list[dict[str, Any]], answers: dict[str, str]) -> list[dict[str, Any]]:
+def label_rows(cfg: LabelConfig, rows: list[dict[str, Any]], answers: dict[str, str],
+               checkpoint_root: str = "checkpoints/label") -> list[dict[str, Any]]:
     """TRL stepwise rows with MC (or OmegaPRM) labels, their cost, and the exact gold labels.
 
-    Not cached by Prefect: DVC reruns this stage when its inputs change.
+    Not cached by Prefect (DVC decides when this stage reruns). Instead, every chunk of MC
+    estimates is appended to a checkpoint as soon as it is paid for, so a killed run resumes
+    where it stopped and ends with the same artifact as an uninterrupted one.
     """
     backend = load_backend(cfg.backend, cfg.model, batch_size=cfg.batch_size)
     sampling = SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
@@ -45,10 +61,15 @@ def label_rows(cfg: LabelConfig, rows: list[dict[str, Any]], answers: dict[str, 
         rows = rows[: cfg.max_solutions]
     sols = to_solutions(backend, rows, answers)
     if cfg.method == "mc":
+        ckpt = checkpoint_path(cfg, rows, answers, checkpoint_root)
+        done = checkpoint.load(ckpt)
         total = sum(len(s.ends) for s in sols)
         with tqdm(total=total, desc="MC rollouts (prefixes, upper bound)", unit="prefix") as bar:
+            if done:
+                bar.write(f"resuming: {len(done)} prefix estimates already paid for in {ckpt}")
             labeled = mc_label_solutions(backend, sols, cfg.num_rollouts, sampling, chunk_size=cfg.chunk_size,
-                                         exact_last=cfg.exact_last, progress=bar.update)
+                                         exact_last=cfg.exact_last, done=done,
+                                         on_chunk=lambda new: checkpoint.append(ckpt, new), progress=bar.update)
         results = [(lab.soft_labels, [hard_label(x) for x in lab.soft_labels], lab.cost) for lab in labeled]
     elif cfg.method == "omega":
         results = []

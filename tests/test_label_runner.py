@@ -67,10 +67,33 @@ def test_labels_do_not_depend_on_chunking():
 def test_resume_from_done_pays_nothing_again():
     sols = [sol(str(i), list(range(1, 2 + i)), [1, 1 + i], finished=False) for i in range(1, 5)]
     saved = {}
-    full = mc_label_solutions(Stub(), sols, 4, SamplingConfig(), chunk_size=2,
-                              on_chunk=lambda new, cost: saved.update(new))
+    full = mc_label_solutions(Stub(), sols, 4, SamplingConfig(), chunk_size=2, on_chunk=saved.update)
     be = Stub()
     again = mc_label_solutions(be, sols, 4, SamplingConfig(), done=saved)
     assert be.prefixes_seen == []  # everything came from the checkpoint
     assert [x.soft_labels for x in again] == [x.soft_labels for x in full]
+    # ... including what each solution paid, so the artifact is the same as the first run's
+    assert [(x.cost, x.rollouts_per_step) for x in again] == [(x.cost, x.rollouts_per_step) for x in full]
+
+
+def test_partial_resume_gives_the_uninterrupted_result():
+    sols = [sol(str(i), list(range(1, 2 + i)), [1, 1 + i], finished=False) for i in range(1, 7)]
+    full = mc_label_solutions(Stub(), sols, 4, SamplingConfig(), chunk_size=3)
+    saved = {}
+
+    def crash_after_first_chunk(new):
+        saved.update(new)
+        raise KeyboardInterrupt
+
+    try:
+        mc_label_solutions(Stub(), sols, 4, SamplingConfig(), chunk_size=3, on_chunk=crash_after_first_chunk)
+    except KeyboardInterrupt:
+        pass
+    assert len(saved) == 3
+    be = Stub()
+    resumed = mc_label_solutions(be, sols, 4, SamplingConfig(), chunk_size=3, done=saved)
+    # 7 distinct prefixes (all six share their first step [1]); 3 were paid before the crash
+    assert len(be.prefixes_seen) == 7 - 3
+    assert [(x.soft_labels, x.cost, x.rollouts_per_step) for x in resumed] == \
+        [(x.soft_labels, x.cost, x.rollouts_per_step) for x in full]
     assert prefix_key([1, 2]) != prefix_key([2, 1])

@@ -11,8 +11,11 @@ For solution i with steps ending at token e_1 < ... < e_K, the prefix of step k 
 3. **Batched rollouts.** Prefixes go to the backend in chunks; each prefix is encoded once and
    its KV cache shared by its N rollouts.
 
-`done` carries estimates already paid for (e.g. loaded from a checkpoint after a crash) and
-`on_chunk` is called after every chunk with the new estimates, so a caller can persist them.
+`done` carries estimates already paid for, with their cost (e.g. loaded from a checkpoint after
+a crash), and `on_chunk` is called after every chunk with the new (estimate, cost) pairs, so a
+caller can persist them. Prefixes are chunked in a fixed order, so a resumed run cuts the
+remaining work into the same chunks as an uninterrupted one and produces the same labels and
+costs.
 """
 
 from __future__ import annotations
@@ -63,11 +66,12 @@ def prefix_seed(seed: int, key: str) -> int:
 
 def mc_label_solutions(backend: Backend, solutions: Sequence[Solution], num_rollouts: int, sampling: SamplingConfig,
                        *, chunk_size: int = 64, exact_last: bool = True,
-                       done: dict[str, StepEstimate] | None = None,
-                       on_chunk: Callable[[dict[str, StepEstimate], LabelCost], None] | None = None,
+                       done: dict[str, tuple[StepEstimate, LabelCost]] | None = None,
+                       on_chunk: Callable[[dict[str, tuple[StepEstimate, LabelCost]]], None] | None = None,
                        progress: Callable[[int], None] | None = None) -> list[Labeled]:
     """Soft MC labels for every step of every solution (see module docstring)."""
-    memo: dict[str, StepEstimate] = dict(done or {})
+    memo: dict[str, StepEstimate] = {k: est for k, (est, _) in (done or {}).items()}
+    paid: dict[str, LabelCost] = {k: cost for k, (_, cost) in (done or {}).items()}
     # 1. which prefixes need rollouts, in a deterministic order, each once
     todo: dict[str, tuple[list[int], str, str]] = {}
     owner: dict[str, str] = {}
@@ -78,25 +82,24 @@ def mc_label_solutions(backend: Backend, solutions: Sequence[Solution], num_roll
             if exact_last and sol.finished and k == len(sol.ends) - 1:
                 continue
             key = prefix_key(sol.prompt_ids + sol.token_ids[:end])
+            if key not in owner:
+                owner[key] = sol.id
             if key not in memo and key not in todo:
                 todo[key] = (sol.prompt_ids + sol.token_ids[:end], sol.prefix_texts[k], sol.answer)
-                owner[key] = sol.id
     # 2. roll them out in chunks
     keys = list(todo)
-    paid: dict[str, LabelCost] = {}
     for start in range(0, len(keys), chunk_size):
         chunk = keys[start : start + chunk_size]
         prefixes = [todo[k][0] for k in chunk]
         verifiers = [answer_verifier(todo[k][2], [todo[k][1]]) for k in chunk]
         estimates, cost = mc_estimates(backend, prefixes, lambda i, text: verifiers[i](0, text), num_rollouts,
                                        sampling, seeds=[prefix_seed(sampling.seed, k) for k in chunk])
-        new = dict(zip(chunk, estimates, strict=True))
-        memo.update(new)
         share = _split_cost(cost, estimates)
-        for k, c in zip(chunk, share, strict=True):
-            paid[k] = c
+        new = {k: (est, c) for k, est, c in zip(chunk, estimates, share, strict=True)}
+        for k, (est, c) in new.items():
+            memo[k], paid[k] = est, c
         if on_chunk is not None:
-            on_chunk(new, cost)
+            on_chunk(new)
         if progress is not None:
             progress(len(chunk))
     # 3. assemble per solution
