@@ -173,7 +173,8 @@ def test_answer_verifier_non_integer_answers():
     verify = answer_verifier(r"\frac{1}{2}", [""])
     assert verify(0, r"The answer is $\frac{1}{2}$.")
     assert verify(0, r"so \boxed{\frac{1}{2}}")
-    assert not verify(0, "The answer is 0.5")  # no math equivalence (yet)
+    assert verify(0, "The answer is 0.5")  # math-verify: 1/2 == 0.5
+    assert not verify(0, "The answer is 0.25")
     assert not verify(0, "I give up")
     assert answer_verifier("2.5", [""])(0, "The answer is $2.5$.")
     assert normalize_answer(" $1,234.5$. ") == "1234.5"
@@ -273,3 +274,26 @@ def test_mc_estimates_on_transformers_backend(tiny_model_dir):
     # ours also counts each EOS, which the backend's counter leaves out
     n_eos = sum(c.finish_reason == "stop" for c in rollouts)
     assert cost.generated_tokens == backend.generated_tokens - before + n_eos
+
+
+def test_math_equal_for_non_integer_answers():
+    from prmflow.label.mc import answer_verifier, math_equal
+
+    assert math_equal(r"\frac{1}{2}", "0.5") and math_equal(r"\frac{1}{2}", r"\frac{2}{4}")
+    assert math_equal("x^2+1", "1+x^2")
+    assert not math_equal(r"\sqrt{2}", "1.41") and not math_equal("3", "4")
+    verify = answer_verifier(r"\frac{3}{4}", ["so the fraction is\n"])
+    assert verify(0, "The answer is 0.75") and not verify(0, "The answer is 0.7") and not verify(0, "no answer")
+
+
+def test_math_equal_works_off_the_main_thread():
+    # Prefect runs tasks in worker threads, where math-verify's signal timeouts cannot work
+    import threading
+
+    from prmflow.label.mc import math_equal
+
+    out = []
+    t = threading.Thread(target=lambda: out.append(math_equal(r"\frac{1}{2}", "0.5")))
+    t.start()
+    t.join()
+    assert out == [True]

@@ -207,13 +207,35 @@ def final_answer_text(text: str) -> str | None:
     return boxed if boxed is not None else line
 
 
+def math_equal(gold: str, pred: str) -> bool:
+    r"""Are two final answers the same value? Equal after `normalize_answer`, or equivalent
+    under HF's math-verify (LaTeX/sympy: \frac{1}{2} = 0.5 = \frac{2}{4}; x^2+1 = 1+x^2).
+
+    math-verify bounds its own run time with signals, which only work on the main thread; in
+    worker threads (Prefect task runners) its timeouts are off.
+
+    >>> math_equal(r"\frac{1}{2}", "0.5"), math_equal("3", "3.0"), math_equal(r"\sqrt{2}", "1.41")
+    (True, True, False)
+    """
+    if normalize_answer(gold) == normalize_answer(pred):
+        return True
+    import threading
+
+    from math_verify import parse, verify
+
+    timeout = 5 if threading.current_thread() is threading.main_thread() else None
+    g = parse(f"${gold.strip().strip('$')}$", parsing_timeout=timeout)
+    p = parse(f"${pred.strip().strip('$')}$", parsing_timeout=timeout)
+    return bool(g and p and verify(g, p, timeout_seconds=timeout))
+
+
 def answer_verifier(answer: str, prefix_texts: Sequence[str]) -> Verify:
     r"""verify(i, rollout_text): is the final answer of prefix_texts[i] + rollout_text right?
 
     Integer answers (after `normalize_answer`, e.g. "1,000" -> 1000) are compared numerically
     with `extract_answer` (the integer after the last "The answer is "), which is exactly
-    `check_solution`'s `final_correct`. Other answers compare `normalize_answer` of
-    `final_answer_text` with `normalize_answer(answer)`. No answer in the text means wrong.
+    `check_solution`'s `final_correct`. Other answers compare `final_answer_text` with the
+    answer by `math_equal` (normalized strings, then math-verify). No answer in the text means wrong.
     Pass the completion text of the prefix (without the prompt).
 
     >>> verify = answer_verifier("37", ["23 + 14 = 37\n", "23 + 14 = 37\nThe answer is 3"])
@@ -237,6 +259,6 @@ def answer_verifier(answer: str, prefix_texts: Sequence[str]) -> Verify:
 
         def verify(i: int, rollout_text: str) -> bool:
             found = final_answer_text(texts[i] + rollout_text)
-            return found is not None and normalize_answer(found) == target
+            return found is not None and math_equal(answer, found)
 
     return verify

@@ -11,7 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prmflow.synth import check_solution, extract_answer, reference_values, split_steps
+from prmflow.label.mc import final_answer_text, math_equal
+from prmflow.synth import check_solution, reference_values, split_steps
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,8 @@ def grade(row: Mapping[str, Any], text: str) -> Graded:
     """Check one completion `text` for problem `row` ({"problem", "answer", "solution"?}).
 
     Integer answers (the synthetic world, most of GSM8K) get the exact step checker. Other
-    answers (MATH, decimal GSM8K) get final-answer matching only, with first_error = -1 when
+    answers (MATH, decimal GSM8K) get final-answer matching only (`math_equal`: normalized
+    strings, then math-verify), with first_error = -1 when
     right and len(steps) when wrong (no step-level truth for them).
     """
     try:
@@ -41,8 +43,8 @@ def grade(row: Mapping[str, Any], text: str) -> Graded:
         res = check_solution(row["problem"], text, answer=row["answer"], reference=ref)
     except ValueError:  # answer is not an integer
         steps = split_steps(text)
-        final = extract_answer(text)
-        ok = final is not None and final.strip() == str(row["answer"]).strip()
+        final = final_answer_text(text)
+        ok = final is not None and math_equal(str(row["answer"]), final)
         return Graded(-1 if ok else len(steps), ok, len(steps), -1 if ok else len(text))
     return Graded(res.first_error, res.final_correct, len(res.steps), res.first_error_char)
 
