@@ -10,6 +10,8 @@
    threshold (QwenLM/ProcessBench protocol); error_acc, correct_acc and their harmonic mean F1.
 3. Best-of-N: N solutions per held-out problem, picked by PRM (min/last/prod), PRM-weighted vote,
    majority vote; accuracy for N = 1, 2, 4, ...
+4. EDU-guided sampling (P-EDU, prmflow.edu_sampling): N candidates from entropy-branching trees
+   with PRM pruning vs N standard samples: accuracy and generated tokens over seeds.
 
 Outputs reports/eval/synthetic_processbench.json (keys `prm`, `all_ones`, `entropy`, each with
 `err_acc`, `correct_acc`, `f1`), reports/eval/{processbench,bon}.json, per-row predictions,
@@ -29,7 +31,7 @@ from prmflow.evaluate.bon import bon_accuracy
 from prmflow.evaluate.processbench import f1_curve
 from prmflow.evaluate.scoring import assess
 from prmflow.evaluate.synthetic import balance, processbench_rows, split_subsets
-from tasks.evaluate import bon_candidates, entropy_scores, prm_scores, sample
+from tasks.evaluate import bon_candidates, entropy_scores, pedu_compare, prm_scores, sample
 
 
 def assess_or_fixed(rows: list, scores: dict, how: dict, fixed: float) -> dict:
@@ -103,6 +105,19 @@ def evaluate_flow(params: str = "params.yaml", problems_path: str = "data/proble
                 len(p["candidates"]) for p in cands)
             io.write_json(out / "bon.json", bon)
             plots.bon_curves(bon, out / "bon.png")
+
+        # ---- EDU-guided sampling (P-EDU) vs standard sampling at equal N
+        pedu_problems = problems[cfg.n_problems + cfg.bon_problems : cfg.n_problems + cfg.bon_problems + cfg.pedu_problems]
+        if pedu_problems and cfg.pedu_problems:
+            pedu = pedu_compare(cfg, pedu_problems)
+            io.write_json(out / "edu_sampling.json", pedu)
+            plots.accuracy_vs_tokens(pedu, out / "edu_sampling.png")
+            run.metrics({"eval/pedu/acc_prm_delta": pedu["acc_prm_delta"]["mean"],
+                         "eval/pedu/acc_majority_delta": pedu["acc_majority_delta"]["mean"],
+                         "eval/pedu/token_change": pedu["token_change"]["mean"]})
+            print(f"  P-EDU vs standard (N={cfg.pedu_n}, {cfg.pedu_seeds} seeds): accuracy (PRM pick) "
+                  f"{pedu['acc_prm_delta']['mean']:+.3f} +- {pedu['acc_prm_delta']['std']:.3f}, tokens "
+                  f"{pedu['token_change']['mean']:+.1%} +- {pedu['token_change']['std']:.1%}")
 
         for name in ("prm", "prm_fixed", "all_ones", "entropy"):
             run.metrics({f"eval/{name}/{k}": v for k, v in summary[name].items() if isinstance(v, (int, float)) and v is not None})

@@ -18,7 +18,7 @@ shared prefixes let MC labels be reused (prefix -> estimate).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -63,6 +63,8 @@ class Node:
     top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
     depth: int = 0
     finish_reason: str = "stop"
+    pruned: bool = False
+    """a `keep` check rejected it: never branched from, and not a candidate (P-EDU)"""
 
 
 @dataclass
@@ -121,10 +123,12 @@ def branch_points(node: Node, cfg: TreeConfig, skip_first: bool) -> list[tuple[i
 
 
 def grow_tree(backend: Backend, prompt_ids: Sequence[int], trunk: Completion, cfg: TreeConfig,
-              sampling: SamplingConfig, seed: int) -> Tree:
+              sampling: SamplingConfig, seed: int, keep: Callable[[Tree, int], bool] | None = None) -> Tree:
     """Grow an EDU tree from a sampled `trunk` (which must carry top_logprobs >= cfg.top_k).
 
     Breadth first: all branches of one depth are generated in one batched backend call.
+    `keep(tree, i)` (e.g. a PRM score above a floor, P-EDU) is asked about every new node; a
+    rejected node is marked `pruned` and never branched from.
     """
     if sampling.top_logprobs < cfg.top_k:
         sampling = replace(sampling, top_logprobs=cfg.top_k)
@@ -143,20 +147,23 @@ def grow_tree(backend: Backend, prompt_ids: Sequence[int], trunk: Completion, cf
         prefixes, shared = [], []
         for idx, pos, alt in requests:
             node = tree.nodes[idx]
-            keep = (node.branch_pos if node.parent >= 0 else 0) + pos  # tokens of the parent's full sequence kept
-            shared.append(keep)
-            prefixes.append(list(prompt_ids) + tree.full_tokens(idx)[:keep] + [alt])
+            n_shared = (node.branch_pos if node.parent >= 0 else 0) + pos  # parent's full tokens kept
+            shared.append(n_shared)
+            prefixes.append(list(prompt_ids) + tree.full_tokens(idx)[:n_shared] + [alt])
         # a branch may grow to the trunk's token budget counted from its shared prefix
         sub = replace(sampling, max_new_tokens=max(1, sampling.max_new_tokens - min(shared) - 1))
         outs = backend.generate_ids(prefixes, 1, sub, seeds=[seed * 7919 + depth * 1009 + k for k in range(len(requests))])
         frontier = []
-        for (idx, pos, alt), keep, out in zip(requests, shared, outs, strict=True):
+        for (idx, pos, alt), n_shared, out in zip(requests, shared, outs, strict=True):
             c = out[0]
             parent = tree.nodes[idx]
             h_alt = parent.entropy[pos]  # the same distribution produced the alternative token
             top_alt = parent.top_logprobs[pos] if pos < len(parent.top_logprobs) else []
-            tree.nodes.append(Node(idx, keep, [alt] + c.token_ids, [h_alt] + c.entropy, [top_alt] + c.top_logprobs,
+            tree.nodes.append(Node(idx, n_shared, [alt] + c.token_ids, [h_alt] + c.entropy, [top_alt] + c.top_logprobs,
                                    depth, c.finish_reason))
             tree.generated_tokens += 1 + len(c.token_ids)
-            frontier.append(len(tree.nodes) - 1)
+            if keep is not None and not keep(tree, len(tree.nodes) - 1):
+                tree.nodes[-1].pruned = True
+            else:
+                frontier.append(len(tree.nodes) - 1)
     return tree

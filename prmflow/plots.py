@@ -134,3 +134,18 @@ def bon_curves(bon: Mapping[str, object], path: str | os.PathLike[str]) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     _save(fig, path)
+
+
+def accuracy_vs_tokens(pedu: Mapping[str, object], path: str | os.PathLike[str]) -> None:
+    """Accuracy against total generated tokens for standard vs EDU-guided sampling (per seed)."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for arm, color in (("standard", "tab:blue"), ("p_edu", "tab:orange")):
+        vals = pedu[arm]  # type: ignore[index]
+        for key, marker in (("acc_prm", "o"), ("acc_majority", "s")):
+            ax.scatter(vals["tokens"]["per_seed"], vals[key]["per_seed"], color=color, marker=marker,  # type: ignore[index]
+                       label=f"{arm} ({key.removeprefix('acc_')} pick)", alpha=0.8)
+    ax.set(xlabel="generated tokens (all problems)", ylabel="accuracy",
+           title=f"EDU-guided vs standard sampling, N={pedu['n']}, one point per seed")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)

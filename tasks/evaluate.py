@@ -60,3 +60,69 @@ def bon_candidates(cfg: EvaluateConfig, problems: list[dict[str, Any]],
         out[i]["candidates"].append({"answer": extract_answer(c.text), "step_scores": scores[r["id"]],
                                      "tokens": len(c.token_ids)})
     return out
+
+
+@task(cache_policy=NO_CACHE, tags=["policy", "prm"])
+def pedu_compare(cfg: EvaluateConfig, problems: list[dict[str, Any]]) -> dict[str, Any]:
+    """EDU-guided sampling with PRM pruning (P-EDU) vs standard sampling at equal N, per seed.
+
+    Both arms pick an answer from their N candidates by majority vote and by the best PRM
+    min-step score; tokens count everything sampled (trunks, branches, pruned ones, EOS).
+    """
+    import statistics
+
+    from prmflow.edu_sampling import edu_guided_sample
+    from prmflow.edu_tree import TreeConfig
+    from prmflow.evaluate.bon import majority_vote, normalize_answer, select_prm
+    from prmflow.evaluate.scoring import prm_steps
+    from prmflow.synth import split_steps
+
+    backend = load_backend("transformers", cfg.policy, batch_size=cfg.batch_size)
+    prm = PRM.from_pretrained(cfg.prm)
+    tree_cfg = TreeConfig(entropy_threshold=cfg.pedu_threshold, top_k=2, max_branches=cfg.pedu_n - 1, max_depth=3)
+    decode = lambda ids: backend.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+
+    def step_scores(prompt: str, text: str) -> list[float]:
+        steps = split_steps(text)
+        return prm.score(prompt, prm_steps(steps)) if steps else [0.0]
+
+    per_seed: dict[str, dict[str, list[float]]] = {arm: {"acc_majority": [], "acc_prm": [], "tokens": []}
+                                                   for arm in ("standard", "p_edu")}
+    for s in range(cfg.pedu_seeds):
+        hits = {arm: {"acc_majority": 0, "acc_prm": 0, "tokens": 0} for arm in per_seed}
+        for p in problems:
+            prompt = format_prompt(p["problem"])
+            ids = backend.encode(prompt)
+            seed = problem_seed(cfg.seed + 1000 * s, f"pedu:{p['id']}")
+            sampling = SamplingConfig(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=seed)
+            std = backend.generate_ids([ids], cfg.pedu_n, sampling, seeds=[seed])[0]
+            arms = {"standard": ([c.text for c in std], sum(len(c.token_ids) + (c.finish_reason == "stop") for c in std))}
+            keep = lambda tree, i, prompt=prompt: min(step_scores(prompt, decode(tree.full_tokens(i)))) >= cfg.pedu_prune  # noqa: E731
+            edu = edu_guided_sample(backend, ids, cfg.pedu_n, tree_cfg, sampling, seed, keep=keep)
+            arms["p_edu"] = ([decode(t) for t in edu.trajectories], edu.generated_tokens)
+            gold = normalize_answer(p["answer"])
+            for arm, (texts, tokens) in arms.items():
+                answers = [extract_answer(t) for t in texts]
+                voted = majority_vote(answers)
+                best = answers[select_prm([step_scores(prompt, t) for t in texts], "min")]
+                hits[arm]["acc_majority"] += voted is not None and normalize_answer(voted) == gold
+                hits[arm]["acc_prm"] += best is not None and normalize_answer(best) == gold
+                hits[arm]["tokens"] += tokens
+        for arm in per_seed:
+            per_seed[arm]["acc_majority"].append(hits[arm]["acc_majority"] / len(problems))
+            per_seed[arm]["acc_prm"].append(hits[arm]["acc_prm"] / len(problems))
+            per_seed[arm]["tokens"].append(hits[arm]["tokens"])
+
+    def mean_std(xs: list[float]) -> dict[str, float]:
+        return {"mean": statistics.fmean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else 0.0}
+
+    out: dict[str, Any] = {"n": cfg.pedu_n, "problems": len(problems), "seeds": cfg.pedu_seeds,
+                           "prune_below": cfg.pedu_prune, "entropy_threshold": cfg.pedu_threshold}
+    for arm, vals in per_seed.items():
+        out[arm] = {k: {"per_seed": v, **mean_std(v)} for k, v in vals.items()}
+    tok_change = [e / s - 1 for e, s in zip(per_seed["p_edu"]["tokens"], per_seed["standard"]["tokens"], strict=True)]
+    out["token_change"] = {"per_seed": tok_change, **mean_std(tok_change)}
+    for k in ("acc_majority", "acc_prm"):
+        d = [e - s for e, s in zip(per_seed["p_edu"][k], per_seed["standard"][k], strict=True)]
+        out[f"{k}_delta"] = {"per_seed": d, **mean_std(d)}
+    return out

@@ -96,3 +96,39 @@ def test_real_backend_tree(tiny_model_dir):
             parent = tree.full_tokens(n.parent)
             assert toks[: n.branch_pos] == parent[: n.branch_pos]
             assert toks[n.branch_pos] != parent[n.branch_pos]
+
+
+def test_keep_prunes_a_branch_and_its_descendants():
+    be = StubBackend()
+    # reject every branch whose first own token says it branched at the trunk's position 3 (prefix length 6)
+    keep = lambda tree, i: tree.nodes[i].token_ids[0] != 60
+    tree = grow_tree(be, [1, 2], trunk(), TreeConfig(top_k=2, max_depth=2, max_branches=8),
+                     SamplingConfig(max_new_tokens=20, top_logprobs=2), seed=0, keep=keep)
+    pruned = [i for i, n in enumerate(tree.nodes) if n.pruned]
+    assert pruned == [1]
+    assert all(n.parent != 1 for n in tree.nodes)  # never branched from
+
+
+def test_edu_guided_sample_reaches_n_and_counts_tokens():
+    from prmflow.edu_sampling import edu_guided_sample
+
+    class TrunkBackend(StubBackend):
+        def generate_ids(self, prompt_ids, n, sampling, seeds=None):
+            if len(prompt_ids) == 1 and len(prompt_ids[0]) == 2:  # a trunk request from the bare prompt
+                return [[trunk()]]
+            return super().generate_ids(prompt_ids, n, sampling, seeds)
+
+    be = TrunkBackend()
+    # depth 2: one tree (trunk + 2 branches + 2 sub-branches) already gives 5 candidates;
+    # cost = trunk (5 tokens + EOS) + 4 branches x 3 tokens, vs 5 independent samples
+    s = edu_guided_sample(be, [1, 2], 5, TreeConfig(top_k=2, max_depth=2), SamplingConfig(max_new_tokens=20), seed=0)
+    assert len(s.trajectories) == 5 and not any(s.pruned)
+    assert s.trunks == 1 and s.generated_tokens == 6 + 4 * 3
+    # depth 1: a tree has at most 3 nodes, so a second trunk grows the remaining 2 (1 branch)
+    s = edu_guided_sample(be, [1, 2], 5, TreeConfig(top_k=2, max_depth=1), SamplingConfig(max_new_tokens=20), seed=0)
+    assert len(s.trajectories) == 5 and s.trunks == 2
+    assert s.generated_tokens == 2 * 6 + 3 * 3
+    # everything pruned -> the pruned ones come back, flagged
+    s = edu_guided_sample(be, [1, 2], 3, TreeConfig(top_k=2, max_depth=1), SamplingConfig(max_new_tokens=20), seed=0,
+                          keep=lambda tree, i: False, max_trunks=2)
+    assert s.pruned and all(s.pruned) and s.trunks == 2

@@ -32,7 +32,7 @@ TINY = {
                       "batch_size": 16},
     "train": {"steps": 4, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 2},
     "evaluate": {"n_problems": 8, "samples_per_problem": 2, "bon_problems": 2, "bon_max_n": 4, "max_new_tokens": 24,
-                 "batch_size": 16},
+                 "batch_size": 16, "pedu_problems": 2, "pedu_n": 2, "pedu_seeds": 2},
 }
 STAGES = ("problems", "policy", "generate", "segment", "label", "label_quality", "train", "evaluate")
 
@@ -152,6 +152,9 @@ def test_stages_produce_their_artifacts(repo):
         assert {"err_acc", "correct_acc", "f1", "threshold", "threshold_mode"} <= set(ev[name])
     bon = json.loads((tmp / "reports/eval/bon.json").read_text())
     assert bon["ns"] == [1, 2, 4] and len(bon["accuracy"]["prm_min"]) == 3
+    pedu = json.loads((tmp / "reports/eval/edu_sampling.json").read_text())
+    assert len(pedu["standard"]["tokens"]["per_seed"]) == 2 and pedu["standard"]["tokens"]["mean"] > 0
+    assert {"acc_prm_delta", "acc_majority_delta", "token_change"} <= set(pedu)
 
 
 def test_second_repro_runs_nothing(repo):
