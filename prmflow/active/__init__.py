@@ -1,0 +1,49 @@
+"""ActPRM: efficient PRM training via active learning (Duan et al., arXiv 2504.10559).
+
+An ensemble PRM scores each pool solution; only the solutions it is unsure about
+(uncertainty.py) go to a labeler (labelers.py, judge.py) and into the loss (loop.py);
+compare.py turns F1-vs-labels curves of active, random and full labeling into the label saving.
+"""
+
+from prmflow.active.compare import labels_to_reach, mean_curve, mean_std, summarize
+from prmflow.active.judge import JudgeError, JudgeLabeler, JudgeUnavailable, judge_prompt, parse_judge_reply
+from prmflow.active.labelers import (
+    UNLABELED,
+    ConsensusLabeler,
+    Labeler,
+    LabelerCost,
+    LabelResult,
+    MCLabeler,
+    OracleLabeler,
+    prefix_labels,
+)
+from prmflow.active.loop import STRATEGIES, LoopConfig, pool_order, processbench_f1, run_active_learning, select
+from prmflow.active.uncertainty import Uncertainty, solution_uncertainty
+
+__all__ = [
+    "STRATEGIES",
+    "UNLABELED",
+    "ConsensusLabeler",
+    "JudgeError",
+    "JudgeLabeler",
+    "JudgeUnavailable",
+    "Labeler",
+    "LabelerCost",
+    "LabelResult",
+    "LoopConfig",
+    "MCLabeler",
+    "OracleLabeler",
+    "Uncertainty",
+    "judge_prompt",
+    "labels_to_reach",
+    "mean_curve",
+    "mean_std",
+    "parse_judge_reply",
+    "pool_order",
+    "prefix_labels",
+    "processbench_f1",
+    "run_active_learning",
+    "select",
+    "solution_uncertainty",
+    "summarize",
+]

@@ -1,0 +1,108 @@
+r"""Compare labeling strategies by their F1-vs-labels curves: the numbers behind ActPRM's claim.
+
+ActPRM (arXiv 2504.10559) claims comparable ProcessBench F1 to full labeling with about half
+the labels. For one seed s, let full_s be the final F1 of strategy `full` and N_s the labels
+it spent (the whole pool). For a match fraction q (e.g. 0.95 or 1.0) the target is
+
+    target_s(q)       = q * full_s
+    labels_S,s(q)     = labels_spent at the first evaluation (in round order) where strategy S
+                        has F1 >= target_s(q); None if it never does
+    fraction_S,s(q)   = labels_S,s(q) / N_s               (< 1: S needs fewer labels than full has)
+
+`full` gets the same numbers, so "full already reaches 95% of its final F1 at 30% of its
+labels" is visible next to active's fraction. Means and stds go over the seeds that reached the
+target (`reached` says how many); std is the sample std (0.0 for one value, None for none).
+
+    >>> curve = [{"labels_spent": 0, "f1": 0.2}, {"labels_spent": 10, "f1": 0.5}, {"labels_spent": 20, "f1": 0.6}]
+    >>> labels_to_reach(curve, 0.5), labels_to_reach(curve, 0.7)
+    (10, None)
+    >>> mean_std([1.0, 2.0, 3.0])
+    (2.0, 1.0)
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean and sample std; (None, None) for no values, std 0.0 for one."""
+    vals = [float(v) for v in values]
+    if not vals:
+        return None, None
+    return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
+
+
+def labels_to_reach(curve: Sequence[Mapping[str, Any]], target: float) -> int | None:
+    """labels_spent at the first point with f1 >= target (points with f1 None are skipped)."""
+    return next((int(p["labels_spent"]) for p in curve if p.get("f1") is not None and p["f1"] >= target), None)
+
+
+def summarize(runs: Mapping[str, Mapping[Any, Mapping[str, Any]]], match_fractions: Sequence[float] = (0.95, 1.0)
+              ) -> dict[str, Any]:
+    """Per strategy: final F1 and labels spent (mean/std over seeds) and, when `full` was run,
+    the labels needed to reach each target of the module docstring, per seed and mean/std.
+
+    `runs[strategy][seed]` holds `curve` (points with `labels_spent`, `f1`), `labels_spent`
+    and `final_f1`.
+
+    >>> runs = {"full": {0: {"curve": [{"labels_spent": 0, "f1": 0.2}, {"labels_spent": 8, "f1": 0.6}],
+    ...                      "labels_spent": 8, "final_f1": 0.6}},
+    ...         "active": {0: {"curve": [{"labels_spent": 0, "f1": 0.2}, {"labels_spent": 4, "f1": 0.6}],
+    ...                        "labels_spent": 4, "final_f1": 0.6}}}
+    >>> s = summarize(runs, [1.0])["active"]
+    >>> s["final_f1"], s["labels_spent"], s["match"]["1.0"]["fraction_of_full"]   # 4 / 8 labels
+    ({'mean': 0.6, 'std': 0.0}, {'mean': 4.0, 'std': 0.0}, {'mean': 0.5, 'std': 0.0, 'reached': 1, 'seeds': 1})
+    """
+    full = runs.get("full", {})
+    out: dict[str, Any] = {}
+    for strategy, by_seed in runs.items():
+        finals = [r["final_f1"] for r in by_seed.values() if r.get("final_f1") is not None]
+        m, s = mean_std(finals)
+        lm, ls = mean_std([r["labels_spent"] for r in by_seed.values()])
+        entry: dict[str, Any] = {"final_f1": {"mean": m, "std": s}, "labels_spent": {"mean": lm, "std": ls},
+                                 "seeds": sorted(by_seed, key=str)}
+        if full:
+            entry["match"] = {}
+            for q in match_fractions:
+                per_seed: dict[str, Any] = {}
+                for seed, r in by_seed.items():
+                    ref = full.get(seed)
+                    if ref is None or ref.get("final_f1") is None or not ref["labels_spent"]:
+                        continue
+                    target = q * ref["final_f1"]
+                    need = labels_to_reach(r["curve"], target)
+                    per_seed[str(seed)] = {"target_f1": target, "labels": need, "full_labels": ref["labels_spent"],
+                                           "fraction_of_full": None if need is None else need / ref["labels_spent"]}
+                fm, fs = mean_std([v["fraction_of_full"] for v in per_seed.values() if v["fraction_of_full"] is not None])
+                entry["match"][str(q)] = {"per_seed": per_seed, "fraction_of_full": {
+                    "mean": fm, "std": fs, "reached": sum(v["labels"] is not None for v in per_seed.values()),
+                    "seeds": len(per_seed)}}
+        out[strategy] = entry
+    return out
+
+
+def mean_curve(curves: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, float]]:
+    """Align seeds' curves by evaluation round; per round: mean labels_spent, mean/min/max F1.
+
+    Rounds missing from some seed, or with any f1 None, are left out.
+
+    >>> mean_curve([[{"round": 0, "labels_spent": 0, "f1": 0.25}, {"round": 2, "labels_spent": 6, "f1": 0.5}],
+    ...             [{"round": 0, "labels_spent": 0, "f1": 0.75}, {"round": 2, "labels_spent": 10, "f1": 0.5}]])
+    ... # doctest: +NORMALIZE_WHITESPACE
+    [{'round': 0, 'labels_spent': 0.0, 'f1_mean': 0.5, 'f1_min': 0.25, 'f1_max': 0.75},
+     {'round': 2, 'labels_spent': 8.0, 'f1_mean': 0.5, 'f1_min': 0.5, 'f1_max': 0.5}]
+    """
+    by_round: list[dict[int, Mapping[str, Any]]] = [{int(p["round"]): p for p in c} for c in curves]
+    common = sorted(set.intersection(*(set(d) for d in by_round))) if by_round else []
+    out = []
+    for t in common:
+        pts = [d[t] for d in by_round]
+        if any(p.get("f1") is None for p in pts):
+            continue
+        f1s = [float(p["f1"]) for p in pts]
+        out.append({"round": t, "labels_spent": statistics.fmean(float(p["labels_spent"]) for p in pts),
+                    "f1_mean": statistics.fmean(f1s), "f1_min": min(f1s), "f1_max": max(f1s)})
+    return out
