@@ -30,7 +30,7 @@ def label_flow(params: str = "params.yaml", segments_path: str = "data/segments/
     with tracking.stage_run("label", cfg) as run:
         rows = io.read_jsonl(segments_path)
         answers = {p["id"]: p["answer"] for p in io.read_jsonl(problems_path)}
-        labeled = label_rows(cfg, rows, answers)
+        labeled, info = label_rows(cfg, rows, answers)
         io.write_jsonl(out_path, labeled)
 
         cost = total_cost(labeled)
@@ -49,7 +49,9 @@ def label_flow(params: str = "params.yaml", segments_path: str = "data/segments/
         }
         io.write_json(Path(reports_dir) / "labeling" / "label.json", stats)
         run.metrics({f"label/{k}": v for k, v in stats.items() if isinstance(v, (int, float))})
+        run.metrics({f"label/run_{k}": v for k, v in info.items()})  # this process only, not the artifact
         print(f"label: {stats}")
+        print(f"label: {info['rollouts_run']} rollouts run now, {info['resumed_prefixes']} prefixes resumed from checkpoint")
     return stats
 
 

@@ -301,6 +301,93 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class ActiveConfig:
+    """Stage `active`: ActPRM pool-based active learning vs random and full labeling (prmflow.active)."""
+
+    # experiment
+    strategies: list[str] = field(default_factory=lambda: ["full", "active", "random"])
+    """labeling strategies compared (`active` | `random` | `full`); random spends what active spent per round"""
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    """one run per strategy and seed; a seed fixes head init, data masks and pool order (same for every strategy)"""
+    match_fractions: list[float] = field(default_factory=lambda: [0.95, 1.0])
+    """label saving is measured at the F1 target q * (full's final F1), for each q"""
+    # ensemble PRM
+    backbone: str = "models/policy"
+    """backbone of the PRM (every run starts from the same fresh ensemble on it)"""
+    num_heads: int = 4
+    """ensemble heads whose spread is the epistemic uncertainty"""
+    head_hidden: int = 0
+    """0 = linear heads; > 0 = MLP heads with this hidden width"""
+    head_data_keep: float = 0.5
+    """ActPRM data mask: each head trains on a solution with this probability"""
+    l2_to_init: float = 0.001
+    """L2 pull of each head toward its initial weights (keeps the heads diverse)"""
+    max_len: int = 512
+    """PRM context limit in tokens"""
+    # selection
+    p: float = 0.9
+    """a step is confident only if head_mean >= p or <= 1 - p"""
+    std_threshold: float = 0.01
+    """a step is confident only if head_std (population std over heads) <= std_threshold"""
+    select_fraction: float = 0.5
+    """`random` run without an `active` run to match labels round(select_fraction * batch) per round"""
+    # loop
+    pool_size: int = 480
+    """pool solutions streamed (the first ones in id order; 0 = all of data/segments)"""
+    batch_size: int = 24
+    """pool solutions scored per round"""
+    lr: float = 0.001
+    """AdamW learning rate (constant)"""
+    weight_decay: float = 0.0
+    """AdamW weight decay"""
+    grad_steps: int = 1
+    """optimizer steps per round on the round's labeled solutions"""
+    micro_batch_size: int = 24
+    """solutions per forward/backward (speed only)"""
+    eval_every: int = 2
+    """rounds between synthetic-ProcessBench evaluations (plus before the first and after the last)"""
+    eval_size: int = 200
+    """eval rows used (a seeded sample of data/eval; 0 = all)"""
+    score_batch_size: int = 32
+    """solutions per scoring forward pass (speed only)"""
+    checkpoint_every: int = 1
+    """rounds between loop checkpoints (labels are saved after every labeled solution regardless)"""
+    # labeler
+    labeler: str = "oracle"
+    """`oracle` (exact checker) | `mc` (rollouts) | `judge` (LLM endpoint) | `consensus` (two must agree)"""
+    consensus: list[str] = field(default_factory=lambda: ["mc", "judge"])
+    """the two labelers `consensus` wraps"""
+    mc_model: str = "models/policy"
+    """policy that rolls out step prefixes (mc)"""
+    mc_num_rollouts: int = 8
+    """rollouts per step prefix (mc)"""
+    mc_temperature: float = 1.0
+    """rollout temperature (mc)"""
+    mc_max_new_tokens: int = 160
+    """rollout token budget (mc)"""
+    mc_batch_size: int = 256
+    """rows per rollout forward pass (mc; speed only)"""
+    mc_seed: int = 0
+    """rollout seed (mc)"""
+    judge_base_url: str = "http://127.0.0.1:8000/v1"
+    """OpenAI-compatible endpoint; requests go to {judge_base_url}/chat/completions"""
+    judge_model: str = ""
+    """model name sent to the judge endpoint"""
+    judge_api_key_env: str = "PRMFLOW_JUDGE_API_KEY"
+    """NAME of the environment variable holding the judge API key (the key itself is never in params)"""
+    judge_max_retries: int = 3
+    """retries per solution for unparseable replies, and per request for network errors / 429 / 5xx"""
+    judge_timeout: float = 120.0
+    """seconds per judge request"""
+    judge_max_tokens: int = 4096
+    """judge reply budget (a reply cut at it is unparseable)"""
+    judge_backoff: float = 2.0
+    """seconds before the first retry of a failed request, doubling each time"""
+    task_retries: int = 2
+    """Prefect retries of a run whose judge stayed unavailable (paid labels are kept on disk)"""
+
+
+@dataclass(frozen=True)
 class Params:
     """All sections of params.yaml, for code that needs more than one."""
 
@@ -312,6 +399,7 @@ class Params:
     label_quality: LabelQualityConfig = field(default_factory=LabelQualityConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    active: ActiveConfig = field(default_factory=ActiveConfig)
 
 
 # --------------------------------------------------------------------------- loading

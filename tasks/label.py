@@ -47,22 +47,25 @@ def checkpoint_path(cfg: LabelConfig, rows: list[dict[str, Any]], answers: dict[
 
 @task(cache_policy=NO_CACHE, tags=["policy", "rollouts"])
 def label_rows(cfg: LabelConfig, rows: list[dict[str, Any]], answers: dict[str, str],
-               checkpoint_root: str = "checkpoints/label") -> list[dict[str, Any]]:
+               checkpoint_root: str = "checkpoints/label") -> tuple[list[dict[str, Any]], dict[str, int]]:
     """TRL stepwise rows with MC (or OmegaPRM) labels, their cost, and the exact gold labels.
 
     Not cached by Prefect (DVC decides when this stage reruns). Instead, every chunk of MC
     estimates is appended to a checkpoint as soon as it is paid for, so a killed run resumes
     where it stopped and ends with the same artifact as an uninterrupted one.
+    Returns (rows, run info: `resumed_prefixes`, `rollouts_run` = rollouts actually sampled now).
     """
     backend = load_backend(cfg.backend, cfg.model, batch_size=cfg.batch_size)
     sampling = SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
                               seed=cfg.seed)
     if cfg.max_solutions:
         rows = rows[: cfg.max_solutions]
+    resumed = {"resumed_prefixes": 0, "resumed_rollouts": 0}
     sols = to_solutions(backend, rows, answers)
     if cfg.method == "mc":
         ckpt = checkpoint_path(cfg, rows, answers, checkpoint_root)
         done = checkpoint.load(ckpt)
+        resumed = {"resumed_prefixes": len(done), "resumed_rollouts": sum(c.rollouts for _, c in done.values())}
         total = sum(len(s.ends) for s in sols)
         with tqdm(total=total, desc="MC rollouts (prefixes, upper bound)", unit="prefix") as bar:
             if done:
@@ -85,7 +88,8 @@ def label_rows(cfg: LabelConfig, rows: list[dict[str, Any]], answers: dict[str, 
         out.append(stepwise_row(r["id"], r["prompt"], r["steps"], hard, soft, cost.to_dict(),
                                 f"{r['source']}/{cfg.method}{cfg.num_rollouts}", problem_id=r["problem_id"],
                                 gold_labels=r["gold_labels"], final_correct=r["final_correct"]))
-    return out
+    total = sum(r["cost"]["rollouts"] for r in out)
+    return out, {"resumed_prefixes": resumed["resumed_prefixes"], "rollouts_run": total - resumed["resumed_rollouts"]}
 
 
 def total_cost(rows: list[dict[str, Any]]) -> LabelCost:

@@ -206,3 +206,47 @@ def test_bad_param_fails_with_file_line_and_key(repo):
     assert p.returncode == 2
     assert "bad_params.yaml:" in p.stderr and "problems.n_evals" in p.stderr and "unknown param" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_label_stage_killed_and_resumed_gives_the_uninterrupted_artifact(repo, tmp_path):
+    """SIGKILL the label stage after some chunks were paid for; the rerun finishes, pays only
+    for the rest, and writes the same bytes as an uninterrupted run."""
+    import re
+    import signal
+    import time
+
+    src, env, _ = repo
+    copies = {}
+    for name in ("straight", "killed"):
+        dst = tmp_path / name
+        shutil.copytree(src, dst, ignore=shutil.ignore_patterns("mlflow.db", "checkpoints"))
+        params = yaml.safe_load((dst / "params.yaml").read_text())
+        params["label"].update({"num_rollouts": 3, "chunk_size": 1})  # many small chunks: room to kill
+        (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        copies[name] = dst
+    cmd = [sys.executable, "-m", "flows.label"]
+    straight = _run(cmd, copies["straight"], {**env, "PYTHONPATH": str(copies["straight"])})
+    total = int(re.search(r"label: (\d+) rollouts run now, 0 prefixes resumed", straight).group(1))
+
+    killed = copies["killed"]
+    kenv = {**env, "PYTHONPATH": str(killed)}
+    p = subprocess.Popen(cmd, cwd=killed, env=kenv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt_dir = killed / "checkpoints/label"
+    deadline = time.time() + 600
+    while time.time() < deadline and p.poll() is None:
+        files = list(ckpt_dir.glob("*.jsonl")) if ckpt_dir.exists() else []
+        if files and len(files[0].read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.05)
+    assert p.poll() is None, "label stage finished before it could be killed; make the job bigger"
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=60)
+    assert not (killed / "data/labels/labels.jsonl").exists() or \
+        (killed / "data/labels/labels.jsonl").read_bytes() == (src / "data/labels/labels.jsonl").read_bytes()
+
+    out = _run(cmd, killed, kenv)
+    m = re.search(r"label: (\d+) rollouts run now, (\d+) prefixes resumed", out)
+    rerun, resumed = int(m.group(1)), int(m.group(2))
+    assert resumed >= 4
+    assert rerun == total - 3 * resumed  # nothing paid before the kill was paid again
+    assert (killed / "data/labels/labels.jsonl").read_bytes() == (copies["straight"] / "data/labels/labels.jsonl").read_bytes()
