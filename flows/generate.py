@@ -28,6 +28,9 @@ def generate(params: str = "params.yaml", problems_path: str = "data/problems/po
     reports = Path(reports_dir)
     with tracking.stage_run("generate", cfg) as run:
         problems = io.read_jsonl(problems_path)
+        # ~60 bytes per generated token (id, offsets, entropy, top-k logprobs), trees included
+        n_seqs = len(problems) * cfg.n + min(cfg.tree_problems, len(problems)) * cfg.tree_max_branches
+        io.ensure_free_space(out_path, n_seqs * cfg.max_new_tokens * (60 + 20 * cfg.top_logprobs), "generations")
         out = sample_solutions(cfg, problems)
         rows, tree_rows = out["samples"], out["tree"]
         io.write_jsonl(out_path, rows)

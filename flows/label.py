@@ -29,6 +29,7 @@ def label_flow(params: str = "params.yaml", segments_path: str = "data/segments/
     cfg = load_section(params, "label", LabelConfig)
     with tracking.stage_run("label", cfg) as run:
         rows = io.read_jsonl(segments_path)
+        io.ensure_free_space(out_path, Path(segments_path).stat().st_size, "labels")  # smaller than the segments
         answers = {p["id"]: p["answer"] for p in io.read_jsonl(problems_path)}
         labeled, info = label_rows(cfg, rows, answers)
         io.write_jsonl(out_path, labeled)

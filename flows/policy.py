@@ -23,7 +23,9 @@ def policy(params: str = "params.yaml", problems_dir: str = "data/problems", mod
     cfg = load_section(params, "policy", PolicyConfig)
     reports = Path(reports_dir)
     with tracking.stage_run("policy", cfg) as run:
-        # ---- train
+        # ---- train (the checkpoint is float32 weights: about 4 bytes x 12 d^2 per layer + embeddings)
+        io.ensure_free_space(model_dir, 4 * (12 * cfg.hidden_size**2 * cfg.num_layers + cfg.vocab_size * cfg.hidden_size),
+                             "the policy model")
         losses = train_policy(cfg, str(Path(problems_dir) / "train.jsonl"), model_dir, run.run_id)
         # ---- evaluate on held-out problems
         stats = evaluate_policy(cfg, model_dir, str(Path(problems_dir) / "eval.jsonl"))

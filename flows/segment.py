@@ -30,6 +30,7 @@ def segment_flow(params: str = "params.yaml", generations_dir: str = "data/gener
         tree_path = Path(generations_dir) / "tree.jsonl"
         if cfg.include_tree and tree_path.is_file():
             rows += io.read_jsonl(tree_path, allow_empty=True)
+        io.ensure_free_space(out_path, sum(len(r["text"]) * 4 + len(r["token_ids"]) * 8 for r in rows), "segments")
         out = segment(cfg, rows)
         seg = out["rows"]
         io.write_jsonl(out_path, seg)

@@ -181,3 +181,27 @@ def check_unique_ids(lines: Iterable[Line], field: str = "id") -> None:
         if key in seen:
             raise line.error(field, f"duplicate id {key!r} (first seen on line {seen[key]})")
         seen[key] = line.lineno
+
+
+# --------------------------------------------------------------------------- disk space
+
+
+def ensure_free_space(path: str | os.PathLike[str], need_bytes: int, what: str) -> None:
+    """Fail before a long computation if the disk holding `path` cannot take its output.
+
+    Asks for twice the estimate (the temp file and the old artifact coexist until the rename).
+    """
+    p = Path(path)
+    probe = p if p.exists() else next((q for q in p.parents if q.exists()), Path("."))
+    free = shutil.disk_usage(probe).free
+    if free < 2 * need_bytes:
+        raise OSError(f"not enough disk space for {what} at {p}: need about {_human(2 * need_bytes)} free "
+                      f"(estimated output {_human(need_bytes)}, written atomically), have {_human(free)}")
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"

@@ -149,3 +149,28 @@ def accuracy_vs_tokens(pedu: Mapping[str, object], path: str | os.PathLike[str])
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     _save(fig, path)
+
+
+def active_curves(curves: Mapping[str, Sequence[Mapping[str, float]]], path: str | os.PathLike[str],
+                  targets: Mapping[str, float] | None = None, title: str = "ProcessBench F1 vs labels spent") -> None:
+    """ActPRM: F1 against labels spent, one mean line and min-max band per strategy, optional target lines.
+
+    `curves[strategy]` is `prmflow.active.mean_curve` output (labels_spent, f1_mean, f1_min, f1_max).
+    """
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    colors = {"active": "tab:red", "random": "tab:blue", "full": "tab:gray"}
+    for name, pts in curves.items():
+        if not pts:
+            continue
+        x = [p["labels_spent"] for p in pts]
+        color = colors.get(name)
+        ax.plot(x, [p["f1_mean"] for p in pts], "o-", ms=3, color=color, label=name)
+        ax.fill_between(x, [p["f1_min"] for p in pts], [p["f1_max"] for p in pts], color=color, alpha=0.15, lw=0)
+    for label, y in (targets or {}).items():
+        ax.axhline(y, color="black", ls=":", lw=1)
+        ax.annotate(label, (0, y), fontsize=7, xytext=(2, 2), textcoords="offset points")
+    ax.set(xlabel="labels spent (solutions sent to the labeler)", ylabel="F1 (synthetic ProcessBench, test)",
+           title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, title="mean, band = min-max over seeds", title_fontsize=7)
+    _save(fig, path)

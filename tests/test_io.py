@@ -99,3 +99,9 @@ def test_duplicate_ids(tmp_path):
     p.write_text('{"id": "a"}\n{"id": "b"}\n{"id": "a"}\n')
     with pytest.raises(io.DataError, match=r"d.jsonl:3: field 'id': duplicate id 'a' \(first seen on line 1\)"):
         io.check_unique_ids(io.iter_jsonl(p))
+
+
+def test_ensure_free_space_fails_early_with_the_amount(tmp_path):
+    io.ensure_free_space(tmp_path / "small.jsonl", 10, "a small file")  # fine
+    with pytest.raises(OSError, match=r"not enough disk space for labels at .*huge.jsonl: need about .* free"):
+        io.ensure_free_space(tmp_path / "sub" / "huge.jsonl", 10**18, "labels")

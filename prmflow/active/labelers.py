@@ -215,6 +215,11 @@ class ConsensusLabeler:
     def cost(self) -> LabelerCost:
         return self.first.cost + self.second.cost
 
+    def close(self) -> None:
+        for labeler in (self.first, self.second):
+            if hasattr(labeler, "close"):
+                labeler.close()
+
     def label(self, row: Mapping[str, Any], steps: Sequence[str]) -> LabelResult:
         a = self.first.label(row, steps)
         if a.first_error is None:
