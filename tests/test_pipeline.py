@@ -1,4 +1,4 @@
-"""Integration: the DVC stages problems -> policy -> generate -> segment -> label, tiny config, temp copy.
+"""Integration: every DVC stage on a tiny config, in a temp copy of the repo, offline (dead proxies).
 
 Runs real subprocesses (`dvc repro`, Prefect flows, MLflow sqlite store), so it is the slowest
 test (about a minute: most of it is Prefect's ephemeral API starting once per stage).
@@ -52,7 +52,12 @@ def _env(tmp: Path) -> dict[str, str]:
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
     env["PYTHONPATH"] = str(tmp)
     env["DVC_NO_ANALYTICS"] = "1"
-    env["HF_HUB_OFFLINE"] = "1"
+    env["HF_HUB_OFFLINE"] = env["TRANSFORMERS_OFFLINE"] = "1"
+    # offline by construction: any outbound HTTP(S) goes to a dead proxy; only the local
+    # Prefect API (127.0.0.1) is reachable
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        env[var] = "http://127.0.0.1:9"
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
     env.pop("PRMFLOW_PARENT_RUN_ID", None)
     return env
 

@@ -80,6 +80,8 @@ def solution_uncertainty(per_head: Sequence[Sequence[float]] | torch.Tensor, p: 
         raise ValueError(f"per_head must be (num_heads >= 1, num_steps), got shape {tuple(probs.shape)}")
     if not torch.isfinite(probs).all() or (probs < 0).any() or (probs > 1).any():
         raise ValueError("per_head probabilities must be finite and in [0, 1]")
+    if probs.shape[1] == 0:
+        return Uncertainty(True, [], [], [], [])
     head_mean = probs.mean(0)  # (S,)
     head_std = probs.std(0, correction=0)  # (S,)
     pseudo = head_mean >= 0.5  # (S,)
