@@ -9,7 +9,8 @@ in the same order: `full` labels every solution, `active` the uncertain ones, `r
 many per round as `active` did (uniformly drawn), so all curves share one budget axis.
 Every `eval_every` rounds each run is scored on synthetic ProcessBench (threshold calibrated on
 `calib`, F1 on `test`). Outputs reports/active/summary.json (final F1, labels spent, and the labels
-needed to reach q x full's final F1, see prmflow.active.compare), reports/active/curves.json and
+needed to reach q x full's final F1; F1 read as a trailing mean of `final_window`
+evaluations, see prmflow.active.compare), reports/active/curves.json and
 reports/active/curve.png. Each (strategy, seed) is an MLflow run nested under the stage's run.
 """
 
@@ -94,8 +95,9 @@ def active_flow(params: str = "params.yaml", segments_path: str = "data/segments
                       f"({seconds[strategy][-1]:.0f} s)")
 
         # ---- summary, curves, plot
-        summary = summarize(runs, cfg.match_fractions)
+        summary = summarize(runs, cfg.match_fractions, cfg.final_window)
         for s in strategies:
+            summary[s]["final_f1_last_eval"] = {str(seed): r["final_f1"] for seed, r in runs[s].items()}
             summary[s]["seconds_per_run"] = sum(seconds[s]) / len(seconds[s])
             summary[s]["labeler_cost"] = {str(seed): r["cost"] for seed, r in runs[s].items()}
         summary["data"] = {"pool": len(pool), "eval_rows": len(eval_rows),

@@ -311,6 +311,8 @@ class ActiveConfig:
     """one run per strategy and seed; a seed fixes head init, data masks and pool order (same for every strategy)"""
     match_fractions: list[float] = field(default_factory=lambda: [0.95, 1.0])
     """label saving is measured at the F1 target q * (full's final F1), for each q"""
+    final_window: int = 3
+    """F1 is read as the trailing mean of this many evaluations (final F1 = mean of the last ones)"""
     # ensemble PRM
     backbone: str = "models/policy"
     """backbone of the PRM (every run starts from the same fresh ensemble on it)"""
@@ -332,21 +334,21 @@ class ActiveConfig:
     select_fraction: float = 0.5
     """`random` run without an `active` run to match labels round(select_fraction * batch) per round"""
     # loop
-    pool_size: int = 480
+    pool_size: int = 800
     """pool solutions streamed (the first ones in id order; 0 = all of data/segments)"""
-    batch_size: int = 24
-    """pool solutions scored per round"""
+    batch_size: int = 32
+    """pool solutions scored per round (800 / 32 = 25 rounds)"""
     lr: float = 0.001
     """AdamW learning rate (constant)"""
     weight_decay: float = 0.0
     """AdamW weight decay"""
-    grad_steps: int = 1
+    grad_steps: int = 3
     """optimizer steps per round on the round's labeled solutions"""
-    micro_batch_size: int = 24
+    micro_batch_size: int = 32
     """solutions per forward/backward (speed only)"""
-    eval_every: int = 2
+    eval_every: int = 3
     """rounds between synthetic-ProcessBench evaluations (plus before the first and after the last)"""
-    eval_size: int = 200
+    eval_size: int = 0
     """eval rows used (a seeded sample of data/eval; 0 = all)"""
     score_batch_size: int = 32
     """solutions per scoring forward pass (speed only)"""

@@ -1,21 +1,31 @@
 r"""Compare labeling strategies by their F1-vs-labels curves: the numbers behind ActPRM's claim.
 
-ActPRM (arXiv 2504.10559) claims comparable ProcessBench F1 to full labeling with about half
-the labels. For one seed s, let full_s be the final F1 of strategy `full` and N_s the labels
-it spent (the whole pool). For a match fraction q (e.g. 0.95 or 1.0) the target is
+ActPRM (arXiv 2504.10559) claims ProcessBench F1 comparable to full labeling with about half
+the labels. A run's curve is its evaluations in round order, (labels_spent_i, F1_i). One
+evaluation is noisy (a small calib subset fits the threshold), so F1 is read through a trailing
+mean over the last `window` evaluations (fewer at the start; evaluations with F1 None skipped):
 
-    target_s(q)       = q * full_s
-    labels_S,s(q)     = labels_spent at the first evaluation (in round order) where strategy S
-                        has F1 >= target_s(q); None if it never does
-    fraction_S,s(q)   = labels_S,s(q) / N_s               (< 1: S needs fewer labels than full has)
+    F1~_i            = mean(F1_{i-window+1}, ..., F1_i)
+    final F1         = F1~ at the last evaluation          (the mean of the last `window` ones)
 
-`full` gets the same numbers, so "full already reaches 95% of its final F1 at 30% of its
-labels" is visible next to active's fraction. Means and stds go over the seeds that reached the
-target (`reached` says how many); std is the sample std (0.0 for one value, None for none).
+For one seed s, let full_s be the final F1 of strategy `full` and N_s the labels it spent (the
+whole pool). For a match fraction q (e.g. 0.95 or 1.0) the target and the labels strategy S
+needs are
 
-    >>> curve = [{"labels_spent": 0, "f1": 0.2}, {"labels_spent": 10, "f1": 0.5}, {"labels_spent": 20, "f1": 0.6}]
-    >>> labels_to_reach(curve, 0.5), labels_to_reach(curve, 0.7)
-    (10, None)
+    target_s(q)      = q * full_s
+    labels_S,s(q)    = labels_spent at the first evaluation with F1~ >= target_s(q); None if none
+    fraction_S,s(q)  = labels_S,s(q) / N_s              (< 1: S needs fewer labels than full spent)
+
+`full` gets the same numbers (with q = 1.0 it reaches its own final F1 at the latest at its last
+evaluation), so "full already reaches 95% of its final F1 at 30% of its labels" shows next to
+active's fraction. Means and stds go over the seeds that reached the target (`reached` counts
+them); std is the sample std (0.0 for one value, None for none).
+
+    >>> curve = [{"labels_spent": 0, "f1": 0.2}, {"labels_spent": 10, "f1": 0.6}, {"labels_spent": 20, "f1": 0.4}]
+    >>> smooth(curve, 2)                       # (0.2), (0.2 + 0.6) / 2, (0.6 + 0.4) / 2
+    [0.2, 0.4, 0.5]
+    >>> labels_to_reach(curve, 0.5), labels_to_reach(curve, 0.5, window=2), labels_to_reach(curve, 0.7)
+    (10, 20, None)
     >>> mean_std([1.0, 2.0, 3.0])
     (2.0, 1.0)
 """
@@ -35,46 +45,56 @@ def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
     return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
 
 
-def labels_to_reach(curve: Sequence[Mapping[str, Any]], target: float) -> int | None:
-    """labels_spent at the first point with f1 >= target (points with f1 None are skipped)."""
-    return next((int(p["labels_spent"]) for p in curve if p.get("f1") is not None and p["f1"] >= target), None)
+def smooth(curve: Sequence[Mapping[str, Any]], window: int = 1) -> list[float]:
+    """F1~ at each evaluation with an F1 (trailing mean over `window` of them)."""
+    f1s = [float(p["f1"]) for p in curve if p.get("f1") is not None]
+    return [statistics.fmean(f1s[max(0, i - window + 1) : i + 1]) for i in range(len(f1s))]
 
 
-def summarize(runs: Mapping[str, Mapping[Any, Mapping[str, Any]]], match_fractions: Sequence[float] = (0.95, 1.0)
-              ) -> dict[str, Any]:
+def labels_to_reach(curve: Sequence[Mapping[str, Any]], target: float, window: int = 1) -> int | None:
+    """labels_spent at the first evaluation whose F1~ >= target (None if never)."""
+    points = [p for p in curve if p.get("f1") is not None]
+    return next((int(p["labels_spent"]) for p, f in zip(points, smooth(points, window)) if f >= target), None)
+
+
+def final_f1(curve: Sequence[Mapping[str, Any]], window: int = 1) -> float | None:
+    """F1~ at the last evaluation (None if no evaluation has an F1)."""
+    s = smooth(curve, window)
+    return s[-1] if s else None
+
+
+def summarize(runs: Mapping[str, Mapping[Any, Mapping[str, Any]]], match_fractions: Sequence[float] = (0.95, 1.0),
+              window: int = 1) -> dict[str, Any]:
     """Per strategy: final F1 and labels spent (mean/std over seeds) and, when `full` was run,
     the labels needed to reach each target of the module docstring, per seed and mean/std.
 
-    `runs[strategy][seed]` holds `curve` (points with `labels_spent`, `f1`), `labels_spent`
-    and `final_f1`.
+    `runs[strategy][seed]` holds `curve` (evaluations with `labels_spent`, `f1`) and `labels_spent`.
 
     >>> runs = {"full": {0: {"curve": [{"labels_spent": 0, "f1": 0.2}, {"labels_spent": 8, "f1": 0.6}],
-    ...                      "labels_spent": 8, "final_f1": 0.6}},
+    ...                      "labels_spent": 8}},
     ...         "active": {0: {"curve": [{"labels_spent": 0, "f1": 0.2}, {"labels_spent": 4, "f1": 0.6}],
-    ...                        "labels_spent": 4, "final_f1": 0.6}}}
+    ...                        "labels_spent": 4}}}
     >>> s = summarize(runs, [1.0])["active"]
     >>> s["final_f1"], s["labels_spent"], s["match"]["1.0"]["fraction_of_full"]   # 4 / 8 labels
     ({'mean': 0.6, 'std': 0.0}, {'mean': 4.0, 'std': 0.0}, {'mean': 0.5, 'std': 0.0, 'reached': 1, 'seeds': 1})
     """
+    finals = {s: {seed: final_f1(r["curve"], window) for seed, r in by_seed.items()} for s, by_seed in runs.items()}
     full = runs.get("full", {})
     out: dict[str, Any] = {}
     for strategy, by_seed in runs.items():
-        finals = [r["final_f1"] for r in by_seed.values() if r.get("final_f1") is not None]
-        m, s = mean_std(finals)
+        m, s = mean_std([f for f in finals[strategy].values() if f is not None])
         lm, ls = mean_std([r["labels_spent"] for r in by_seed.values()])
-        entry: dict[str, Any] = {"final_f1": {"mean": m, "std": s}, "labels_spent": {"mean": lm, "std": ls},
-                                 "seeds": sorted(by_seed, key=str)}
+        entry: dict[str, Any] = {"final_f1": {"mean": m, "std": s}, "labels_spent": {"mean": lm, "std": ls}}
         if full:
             entry["match"] = {}
             for q in match_fractions:
                 per_seed: dict[str, Any] = {}
                 for seed, r in by_seed.items():
-                    ref = full.get(seed)
-                    if ref is None or ref.get("final_f1") is None or not ref["labels_spent"]:
+                    ref, ref_f1 = full.get(seed), finals["full"].get(seed)
+                    if ref is None or ref_f1 is None or not ref["labels_spent"]:
                         continue
-                    target = q * ref["final_f1"]
-                    need = labels_to_reach(r["curve"], target)
-                    per_seed[str(seed)] = {"target_f1": target, "labels": need, "full_labels": ref["labels_spent"],
+                    need = labels_to_reach(r["curve"], q * ref_f1, window)
+                    per_seed[str(seed)] = {"target_f1": q * ref_f1, "labels": need, "full_labels": ref["labels_spent"],
                                            "fraction_of_full": None if need is None else need / ref["labels_spent"]}
                 fm, fs = mean_std([v["fraction_of_full"] for v in per_seed.values() if v["fraction_of_full"] is not None])
                 entry["match"][str(q)] = {"per_seed": per_seed, "fraction_of_full": {
@@ -85,7 +105,7 @@ def summarize(runs: Mapping[str, Mapping[Any, Mapping[str, Any]]], match_fractio
 
 
 def mean_curve(curves: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, float]]:
-    """Align seeds' curves by evaluation round; per round: mean labels_spent, mean/min/max F1.
+    """Align seeds' curves by evaluation round; per round: mean labels_spent, mean/min/max F1 (raw).
 
     Rounds missing from some seed, or with any f1 None, are left out.
 
