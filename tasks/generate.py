@@ -59,6 +59,7 @@ def sample_solutions(cfg: GenerateConfig, problems: list[dict[str, Any]]) -> dic
             rows.append(_row(p, f"{p['id']}/{j}", row, sample_idx=j))
 
     tree_rows = []
+    backend.show_progress = False  # trees make many small calls; one bar for all of them below
     tree_cfg = TreeConfig(entropy_threshold=cfg.tree_threshold, top_k=cfg.tree_top_k,
                           max_branches=cfg.tree_max_branches, max_depth=cfg.tree_max_depth)
     for p, samples, seed in tqdm(list(zip(problems, completions, seeds))[: cfg.tree_problems], desc="EDU trees"):
