@@ -310,7 +310,7 @@ class ActiveConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """one run per strategy and seed; a seed fixes head init, data masks and pool order (same for every strategy)"""
     match_fractions: list[float] = field(default_factory=lambda: [0.95, 1.0])
-    """label saving is measured at the F1 target q * (full's final F1), for each q"""
+    """label saving is measured at F1 = initial + q * (full's final - initial), for each q"""
     final_window: int = 3
     """F1 is read as the trailing mean of this many evaluations (final F1 = mean of the last ones)"""
     # ensemble PRM
@@ -334,10 +334,10 @@ class ActiveConfig:
     select_fraction: float = 0.5
     """`random` run without an `active` run to match labels round(select_fraction * batch) per round"""
     # loop
-    pool_size: int = 800
+    pool_size: int = 640
     """pool solutions streamed (the first ones in id order; 0 = all of data/segments)"""
     batch_size: int = 32
-    """pool solutions scored per round (800 / 32 = 25 rounds)"""
+    """pool solutions scored per round (640 / 32 = 20 rounds)"""
     lr: float = 0.001
     """AdamW learning rate (constant)"""
     weight_decay: float = 0.0
@@ -346,7 +346,7 @@ class ActiveConfig:
     """optimizer steps per round on the round's labeled solutions"""
     micro_batch_size: int = 32
     """solutions per forward/backward (speed only)"""
-    eval_every: int = 3
+    eval_every: int = 2
     """rounds between synthetic-ProcessBench evaluations (plus before the first and after the last)"""
     eval_size: int = 0
     """eval rows used (a seeded sample of data/eval; 0 = all)"""
@@ -387,6 +387,14 @@ class ActiveConfig:
     """seconds before the first retry of a failed request, doubling each time"""
     task_retries: int = 2
     """Prefect retries of a run whose judge stayed unavailable (paid labels are kept on disk)"""
+
+    def __post_init__(self) -> None:
+        if not self.strategies or not set(self.strategies) <= {"active", "random", "full"}:
+            raise ValueError(f"active.strategies must be a non-empty subset of active, random, full: {self.strategies}")
+        if not self.seeds:
+            raise ValueError("active.seeds is empty")
+        if self.labeler not in ("oracle", "mc", "judge", "consensus"):
+            raise ValueError(f"active.labeler must be oracle, mc, judge or consensus, got {self.labeler!r}")
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,10 @@ TINY = {
     "train": {"steps": 4, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 2},
     "evaluate": {"n_problems": 8, "samples_per_problem": 2, "bon_problems": 2, "bon_max_n": 4, "max_new_tokens": 24,
                  "batch_size": 16, "pedu_problems": 2, "pedu_n": 2, "pedu_seeds": 2},
+    "active": {"seeds": [0], "strategies": ["full", "active"], "pool_size": 8, "batch_size": 4, "grad_steps": 1,
+               "eval_every": 1, "micro_batch_size": 4, "num_heads": 2, "match_fractions": [1.0]},
 }
-STAGES = ("problems", "policy", "generate", "segment", "label", "label_quality", "train", "evaluate")
+STAGES = ("problems", "policy", "generate", "segment", "label", "label_quality", "train", "evaluate", "active")
 
 
 def _copy_repo(dst: Path) -> None:
@@ -160,6 +162,11 @@ def test_stages_produce_their_artifacts(repo):
     pedu = json.loads((tmp / "reports/eval/edu_sampling.json").read_text())
     assert len(pedu["standard"]["tokens"]["per_seed"]) == 2 and pedu["standard"]["tokens"]["mean"] > 0
     assert {"acc_prm_delta", "acc_majority_delta", "token_change"} <= set(pedu)
+
+    # active learning: every strategy ran, the curve plot and summary exist
+    summary = json.loads((tmp / "reports/active/summary.json").read_text())
+    assert {"full", "active"} <= set(summary)
+    assert (tmp / "reports/active/curve.png").is_file()
 
 
 def test_second_repro_runs_nothing(repo):

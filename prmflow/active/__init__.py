@@ -5,7 +5,7 @@ An ensemble PRM scores each pool solution; only the solutions it is unsure about
 compare.py turns F1-vs-labels curves of active, random and full labeling into the label saving.
 """
 
-from prmflow.active.compare import final_f1, labels_to_reach, mean_curve, mean_std, smooth, summarize
+from prmflow.active.compare import final_f1, initial_f1, labels_to_reach, mean_curve, mean_std, smooth, summarize
 from prmflow.active.judge import JudgeError, JudgeLabeler, JudgeUnavailable, judge_prompt, parse_judge_reply
 from prmflow.active.labelers import (
     UNLABELED,
@@ -36,6 +36,7 @@ __all__ = [
     "Uncertainty",
     "judge_prompt",
     "final_f1",
+    "initial_f1",
     "labels_to_reach",
     "mean_curve",
     "mean_std",

@@ -8,18 +8,20 @@ mean over the last `window` evaluations (fewer at the start; evaluations with F1
     F1~_i            = mean(F1_{i-window+1}, ..., F1_i)
     final F1         = F1~ at the last evaluation          (the mean of the last `window` ones)
 
-For one seed s, let full_s be the final F1 of strategy `full` and N_s the labels it spent (the
-whole pool). For a match fraction q (e.g. 0.95 or 1.0) the target and the labels strategy S
-needs are
+For one seed s, every strategy starts from the same PRM, whose F1 before any label is f0_s
+(the evaluation at 0 labels, 0.0 if there is none). Let full_s be the final F1 of strategy
+`full` and N_s the labels it spent (the whole pool). Matched F1 is a fraction q (e.g. 0.95 or
+1.0) of the GAIN that full labeling brings, and the labels strategy S needs to get there are
 
-    target_s(q)      = q * full_s
+    target_s(q)      = f0_s + q * (full_s - f0_s)
     labels_S,s(q)    = labels_spent at the first evaluation with F1~ >= target_s(q); None if none
     fraction_S,s(q)  = labels_S,s(q) / N_s              (< 1: S needs fewer labels than full spent)
 
-`full` gets the same numbers (with q = 1.0 it reaches its own final F1 at the latest at its last
-evaluation), so "full already reaches 95% of its final F1 at 30% of its labels" shows next to
-active's fraction. Means and stds go over the seeds that reached the target (`reached` counts
-them); std is the sample std (0.0 for one value, None for none).
+A seed where full ends no better than it started (full_s <= f0_s) has no gain to match and is
+left out (`full_gain` says so). `full` gets the same numbers (with q = 1.0 it reaches its own
+final F1 at the latest at its last evaluation), so "full already reaches 95% of its gain at 30%
+of its labels" shows next to active's fraction. Means and stds go over the seeds that reached
+the target (`reached` counts them); std is the sample std (0.0 for one value, None for none).
 
     >>> curve = [{"labels_spent": 0, "f1": 0.2}, {"labels_spent": 10, "f1": 0.6}, {"labels_spent": 20, "f1": 0.4}]
     >>> smooth(curve, 2)                       # (0.2), (0.2 + 0.6) / 2, (0.6 + 0.4) / 2
@@ -75,7 +77,7 @@ def summarize(runs: Mapping[str, Mapping[Any, Mapping[str, Any]]], match_fractio
     ...         "active": {0: {"curve": [{"labels_spent": 0, "f1": 0.2}, {"labels_spent": 4, "f1": 0.6}],
     ...                        "labels_spent": 4}}}
     >>> s = summarize(runs, [1.0])["active"]
-    >>> s["final_f1"], s["labels_spent"], s["match"]["1.0"]["fraction_of_full"]   # 4 / 8 labels
+    >>> s["final_f1"], s["labels_spent"], s["match"]["1.0"]["fraction_of_full"]   # 0.6 after 4 of 8 labels
     ({'mean': 0.6, 'std': 0.0}, {'mean': 4.0, 'std': 0.0}, {'mean': 0.5, 'std': 0.0, 'reached': 1, 'seeds': 1})
     """
     finals = {s: {seed: final_f1(r["curve"], window) for seed, r in by_seed.items()} for s, by_seed in runs.items()}
@@ -93,15 +95,27 @@ def summarize(runs: Mapping[str, Mapping[Any, Mapping[str, Any]]], match_fractio
                     ref, ref_f1 = full.get(seed), finals["full"].get(seed)
                     if ref is None or ref_f1 is None or not ref["labels_spent"]:
                         continue
-                    need = labels_to_reach(r["curve"], q * ref_f1, window)
-                    per_seed[str(seed)] = {"target_f1": q * ref_f1, "labels": need, "full_labels": ref["labels_spent"],
+                    f0 = initial_f1(ref["curve"])
+                    if ref_f1 <= f0:
+                        per_seed[str(seed)] = {"initial_f1": f0, "full_gain": ref_f1 - f0, "target_f1": None,
+                                               "labels": None, "fraction_of_full": None}
+                        continue
+                    target = f0 + q * (ref_f1 - f0)
+                    need = labels_to_reach(r["curve"], target, window)
+                    per_seed[str(seed)] = {"initial_f1": f0, "full_gain": ref_f1 - f0, "target_f1": target,
+                                           "labels": need, "full_labels": ref["labels_spent"],
                                            "fraction_of_full": None if need is None else need / ref["labels_spent"]}
                 fm, fs = mean_std([v["fraction_of_full"] for v in per_seed.values() if v["fraction_of_full"] is not None])
                 entry["match"][str(q)] = {"per_seed": per_seed, "fraction_of_full": {
                     "mean": fm, "std": fs, "reached": sum(v["labels"] is not None for v in per_seed.values()),
-                    "seeds": len(per_seed)}}
+                    "seeds": sum(v["target_f1"] is not None for v in per_seed.values())}}
         out[strategy] = entry
     return out
+
+
+def initial_f1(curve: Sequence[Mapping[str, Any]]) -> float:
+    """F1 of the evaluation at 0 labels (before training), 0.0 if the curve has none."""
+    return next((float(p["f1"]) for p in curve if p["labels_spent"] == 0 and p.get("f1") is not None), 0.0)
 
 
 def mean_curve(curves: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, float]]:

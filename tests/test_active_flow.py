@@ -1,0 +1,76 @@
+"""Stage `active` end to end on a tiny world: Prefect flow, nested MLflow runs, summary and plot."""
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from conftest import REPO
+from test_active_loop import PROBLEMS, _evals, _pool
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_active_flow(tmp_path, mlflow_tmp, tiny_model_dir, monkeypatch):
+    from mlflow.tracking import MlflowClient
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.active import active_flow
+    from prmflow import io
+
+    monkeypatch.chdir(tmp_path)
+    io.write_jsonl(tmp_path / "segments.jsonl", _pool())
+    io.write_jsonl(tmp_path / "pool.jsonl", PROBLEMS.values())
+    io.write_jsonl(tmp_path / "eval.jsonl", _evals())
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["active"].update({"backbone": str(tiny_model_dir), "seeds": [0, 1], "num_heads": 2, "max_len": 128,
+                             "pool_size": 0, "batch_size": 4, "micro_batch_size": 4, "eval_every": 1,
+                             "grad_steps": 1, "p": 0.6, "std_threshold": 0.05})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+
+    paths = {"segments_path": str(tmp_path / "segments.jsonl"), "problems_path": str(tmp_path / "pool.jsonl"),
+             "state_root": str(tmp_path / "ckpt")}
+    with prefect_test_harness():
+        summary = active_flow(params=str(tmp_path / "params.yaml"), eval_path=str(tmp_path / "eval.jsonl"),
+                              reports_dir=str(tmp_path / "reports"), **paths)
+        # an empty eval file (a tiny policy can leave stage evaluate nothing): runs, no F1 anywhere
+        (tmp_path / "empty.jsonl").write_text("")
+        params["active"].update({"seeds": [0], "strategies": ["full", "active"]})
+        (tmp_path / "params2.yaml").write_text(yaml.safe_dump(params))
+        empty = active_flow(params=str(tmp_path / "params2.yaml"), eval_path=str(tmp_path / "empty.jsonl"),
+                            reports_dir=str(tmp_path / "reports2"), **paths)
+    assert empty["full"]["final_f1"]["mean"] is None and empty["active"]["labels_spent"]["mean"] > 0
+    assert (tmp_path / "reports2" / "active" / "curve.png").is_file()
+
+    out = tmp_path / "reports" / "active"
+    assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    assert (out / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert summary["full"]["labels_spent"] == {"mean": 12.0, "std": 0.0}
+    assert set(summary["active"]["match"]) == {"0.95", "1.0"} and summary["data"]["rounds"] == 3
+    curves = json.loads((out / "curves.json").read_text())
+    for seed in ("0", "1"):  # random spends exactly what active spent, round by round
+        sel = {s: [h["selected"] for h in curves[s][seed] if h["round"] > 0] for s in ("active", "random")}
+        assert sel["active"] == sel["random"]
+        assert [h["round"] for h in curves["full"][seed] if "f1" in h] == [0, 1, 2, 3]
+
+    client = MlflowClient(mlflow_tmp)
+    runs = client.search_runs([client.get_experiment_by_name("prmflow").experiment_id], order_by=["start_time ASC"])
+    stage = [r for r in runs if r.data.tags.get("stage") == "active"][:1]  # the first flow's
+    nested = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == stage[0].info.run_id]
+    assert len(nested) == 6
+    assert {(r.data.tags["strategy"], r.data.tags["seed"]) for r in nested} == {
+        (s, str(k)) for s in ("full", "active", "random") for k in (0, 1)}
+    assert all(r.data.tags["mlflow.parentRunId"] == stage[0].info.run_id for r in nested)
+    full0 = next(r for r in nested if r.data.tags["strategy"] == "full" and r.data.tags["seed"] == "0")
+    history = client.get_metric_history(full0.info.run_id, "active/labels_spent")
+    assert sorted((m.step, m.value) for m in history)[-1] == (3, 12.0)
+    assert "active/f1_at_labels" in full0.data.metrics and "active/full/final_f1_mean" in stage[0].data.metrics
