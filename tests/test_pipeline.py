@@ -233,7 +233,7 @@ def test_label_stage_killed_and_resumed_gives_the_uninterrupted_artifact(repo, t
         dst = tmp_path / name
         shutil.copytree(src, dst, ignore=shutil.ignore_patterns("mlflow.db", "checkpoints"))
         params = yaml.safe_load((dst / "params.yaml").read_text())
-        params["label"].update({"num_rollouts": 3, "chunk_size": 1})  # many small chunks: room to kill
+        params["label"].update({"num_rollouts": 3, "chunk_size": 1, "max_new_tokens": 64})  # many slow chunks: room to kill
         (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         copies[name] = dst
     cmd = [sys.executable, "-m", "flows.label"]
