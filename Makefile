@@ -23,7 +23,8 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/dvc config --local core.analytics false
 	$(BIN)/dvc config --local core.check_update false
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	# dvc repro, with every stage's MLflow run nested under one parent run
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m flows.pipeline --dvc
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
