@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from prefect import task
@@ -13,14 +12,14 @@ from prmflow.config import GenerateConfig
 from prmflow.edu_tree import TreeConfig, grow_tree
 from prmflow.policy.hf_backend import token_offsets
 from prmflow.policy import load_backend
-from prmflow.policy.base import SamplingConfig
+from prmflow.policy.base import SamplingConfig, derive_seed
 from prmflow.policy.evaluate import grade
 from prmflow.synth import format_prompt
 
 
 def problem_seed(seed: int, problem_id: str) -> int:
     """A sampling seed that depends only on (seed, problem id), not on batch or shard layout."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{problem_id}".encode()).digest()[:7], "big")
+    return derive_seed(seed, problem_id)
 
 
 def _row(p: dict[str, Any], rid: str, completion_row: dict[str, Any], **extra: Any) -> dict[str, Any]:

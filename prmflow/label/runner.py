@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from prmflow.label.mc import LabelCost, StepEstimate, answer_verifier, mc_estimates
-from prmflow.policy.base import Backend, SamplingConfig
+from prmflow.policy.base import Backend, SamplingConfig, derive_seed
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def prefix_key(ids: Sequence[int]) -> str:
 
 
 def prefix_seed(seed: int, key: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:7], "big")
+    return derive_seed(seed, key)
 
 
 def mc_label_solutions(backend: Backend, solutions: Sequence[Solution], num_rollouts: int, sampling: SamplingConfig,
