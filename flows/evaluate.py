@@ -5,9 +5,9 @@
 1. Synthetic ProcessBench: the policy solves held-out problems; the exact checker labels each
    solution's first wrong line; rows are balanced between correct and erroneous and split into
    `calib` (threshold fitting) and `test` (reported) subsets.
-2. Three step scorers on the same rows: the trained PRM, a PRM that scores every step 1, and the
-   policy's own token entropy (exp(-max H) per line). Prediction = first step scoring below the
-   threshold (QwenLM/ProcessBench protocol); error_acc, correct_acc and their harmonic mean F1.
+2. Step scorers on the same rows: the trained PRM, a PRM that scores every step 1, the policy's
+   own token entropy (exp(-max H) per line) and its likelihood (exp(min log p) per line).
+   Prediction = first step scoring below the threshold (QwenLM/ProcessBench protocol); error_acc, correct_acc and their harmonic mean F1.
 3. Best-of-N: N solutions per held-out problem, picked by PRM (min/last/prod), PRM-weighted vote,
    majority vote; accuracy for N = 1, 2, 4, ...
 4. EDU-guided sampling (P-EDU, prmflow.edu_sampling): N candidates from entropy-branching trees
@@ -31,7 +31,7 @@ from prmflow.evaluate.bon import bon_accuracy
 from prmflow.evaluate.processbench import f1_curve
 from prmflow.evaluate.scoring import assess
 from prmflow.evaluate.synthetic import balance, processbench_rows, split_subsets
-from tasks.evaluate import bon_candidates, entropy_scores, pedu_compare, prm_scores, sample
+from tasks.evaluate import bon_candidates, entropy_scores, likelihood_scores, pedu_compare, prm_scores, sample
 
 
 def assess_or_fixed(rows: list, scores: dict, how: dict, fixed: float) -> dict:
@@ -78,6 +78,7 @@ def evaluate_flow(params: str = "params.yaml", problems_path: str = "data/proble
             "prm_fixed": (scores_prm, {"threshold": cfg.threshold}),
             "all_ones": ({r["id"]: all_ones(len(r["steps"])) for r in rows}, {"threshold": cfg.threshold}),
             "entropy": (entropy_scores(rows, by_id), {"calibrate_on": "calib"}),
+            "likelihood": (likelihood_scores(cfg, rows, by_id), {"calibrate_on": "calib"}),
         }
         results = {name: assess_or_fixed(rows, scores, how, cfg.threshold) for name, (scores, how) in scorers.items()}
         summary = {name: headline(r) for name, r in results.items()}
@@ -91,7 +92,7 @@ def evaluate_flow(params: str = "params.yaml", problems_path: str = "data/proble
         test = [r for r in rows if r["subset"] == "test"]
         thresholds = [i / 50 for i in range(51)]
         curves = {} if not test else {name: f1_curve([r["label"] for r in test], [scorers[name][0][r["id"]] for r in test], thresholds)
-                  for name in ("prm", "entropy")}
+                  for name in ("prm", "entropy", "likelihood")}
         if test:
             plots.f1_vs_threshold(curves, {n: summary[n]["threshold"] for n in curves}, out / "f1_threshold.png")
 
@@ -119,16 +120,16 @@ def evaluate_flow(params: str = "params.yaml", problems_path: str = "data/proble
                   f"{pedu['acc_prm_delta']['mean']:+.3f} +- {pedu['acc_prm_delta']['std']:.3f}, tokens "
                   f"{pedu['token_change']['mean']:+.1%} +- {pedu['token_change']['std']:.1%}")
 
-        for name in ("prm", "prm_fixed", "all_ones", "entropy"):
+        for name in ("prm", "prm_fixed", "all_ones", "entropy", "likelihood"):
             run.metrics({f"eval/{name}/{k}": v for k, v in summary[name].items() if isinstance(v, (int, float)) and v is not None})
         for method, accs in bon.get("accuracy", {}).items():
             for n, acc in zip(ns, accs, strict=True):
                 run.metrics({f"eval/bon/{method}": acc}, step=n)
         run.artifact(out, "eval")
         print("evaluate: synthetic ProcessBench (test subset)")
-        for name in ("prm", "prm_fixed", "all_ones", "entropy"):
+        for name in ("prm", "prm_fixed", "all_ones", "entropy", "likelihood"):
             s = summary[name]
-            print(f"  {name:>9}: err_acc {s['err_acc']}  correct_acc {s['correct_acc']}  f1 {s['f1']}  "
+            print(f"  {name:>10}: err_acc {s['err_acc']}  correct_acc {s['correct_acc']}  f1 {s['f1']}  "
                   f"(threshold {s['threshold']:.3f}, {s['threshold_mode']})")
     return summary
 

@@ -252,6 +252,9 @@ class TrainConfig:
     """optimizer steps between checkpoints (a killed run resumes from the last one)"""
     freeze_backbone: bool = False
     """train the heads only"""
+    lm_features: bool = False
+    """heads also read the backbone's own LM statistics per step (min/mean token log-prob, max
+    entropy; prmflow.prm.model); needs a causal-LM backbone"""
     register_name: str = "prmflow-prm"
     """MLflow registered model name ("" = do not register)"""
 
@@ -326,6 +329,10 @@ class ActiveConfig:
     """L2 pull of each head toward its initial weights (keeps the heads diverse)"""
     max_len: int = 512
     """PRM context limit in tokens"""
+    lm_features: bool = False
+    """heads also read the backbone's own LM statistics per step (as train.lm_features)"""
+    freeze_backbone: bool = False
+    """train the heads only (the backbone, and with it the likelihood features, stay the policy's)"""
     # selection
     p: float = 0.9
     """a step is confident only if head_mean >= p or <= 1 - p"""

@@ -100,7 +100,10 @@ def run_strategy(cfg: ActiveConfig, strategy: str, seed: int, pool: list[dict[st
     """
     prm = PRM.from_backbone(cfg.backbone, PRMConfig(num_heads=cfg.num_heads, head_hidden=cfg.head_hidden,
                                                     head_data_keep=cfg.head_data_keep, l2_to_init=cfg.l2_to_init,
-                                                    max_len=cfg.max_len, seed=seed))
+                                                    max_len=cfg.max_len, seed=seed,
+                                                    lm_features=cfg.lm_features))
+    if cfg.freeze_backbone:
+        prm.backbone.requires_grad_(False)
     labeler = build_labeler(cfg)
     log = RunLogger(run_id) if run_id else None
 

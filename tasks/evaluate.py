@@ -8,7 +8,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from prmflow.config import EvaluateConfig
-from prmflow.evaluate.baselines import entropy_step_scores
+from prmflow.evaluate.baselines import entropy_step_scores, likelihood_step_scores
 from prmflow.evaluate.scoring import score_rows
 from prmflow.policy import load_backend
 from prmflow.policy.base import Completion, SamplingConfig
@@ -36,6 +36,17 @@ def entropy_scores(rows: list[dict[str, Any]], completions: dict[str, Completion
             raise ValueError(f"row {r['id']}: {len(spans)} line spans but {len(r['steps'])} steps")
         out[r["id"]] = entropy_step_scores(c.entropy, c.offsets, spans)
     return out
+
+
+@task(cache_policy=NO_CACHE, tags=["policy"])
+def likelihood_scores(cfg: EvaluateConfig, rows: list[dict[str, Any]], completions: dict[str, Completion]) -> dict[str, list[float]]:
+    """The policy's own surprise as a step score: exp(min token log-prob) per line, teacher-forced."""
+    backend = load_backend("transformers", cfg.policy, batch_size=cfg.batch_size)
+    comps = [completions[r["id"]] for r in rows]
+    logprobs = backend.token_logprobs([backend.encode(format_prompt(r["problem"])) for r in rows],
+                                      [c.token_ids for c in comps])
+    return {r["id"]: likelihood_step_scores(lp, c.offsets, step_spans(c.text))
+            for r, c, lp in zip(rows, comps, logprobs, strict=True)}
 
 
 @task(cache_policy=NO_CACHE, tags=["prm"])

@@ -35,7 +35,8 @@ def fit_prm(cfg: TrainConfig, rows: list[dict[str, Any]], labels_path: str, out_
     """
     prm = PRM.from_backbone(cfg.backbone, PRMConfig(num_heads=cfg.num_heads, head_hidden=cfg.head_hidden,
                                                     head_data_keep=cfg.head_data_keep, l2_to_init=cfg.l2_to_init,
-                                                    max_len=cfg.max_len, label_type=cfg.label_type, seed=cfg.seed))
+                                                    max_len=cfg.max_len, label_type=cfg.label_type, seed=cfg.seed,
+                                                    lm_features=cfg.lm_features))
     loop = LoopConfig(lr=cfg.lr, epochs=cfg.epochs, steps=cfg.steps, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
                       weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps, seed=cfg.seed,
                       checkpoint_every=cfg.checkpoint_every, freeze_backbone=cfg.freeze_backbone)

@@ -143,3 +143,23 @@ def test_greedy_matches_hf_generate_when_rows_stop_early(eos_biased):
         if be.eos_id in ref:
             ref = ref[: ref.index(be.eos_id)]
         assert c.token_ids == ref
+
+
+def test_token_logprobs_match_the_sampled_tokens_top_logprobs(backend):
+    """Teacher-forced log p of each sampled token equals the log-prob recorded while sampling
+    (whenever the token is among the recorded top-k), in batches of mixed lengths."""
+    s = SamplingConfig(max_new_tokens=12, seed=3, top_logprobs=5)
+    comps = [c for row in backend.generate(PROMPTS, 2, s) for c in row]
+    prompts = [backend.encode(p) for p in PROMPTS for _ in range(2)]
+    lps = backend.token_logprobs(prompts, [c.token_ids for c in comps])
+    checked = 0
+    for c, lp in zip(comps, lps, strict=True):
+        assert len(lp) == len(c.token_ids) and all(x <= 0 for x in lp)
+        for t, tops, x in zip(c.token_ids, c.top_logprobs, lp, strict=True):
+            recorded = dict(tops).get(t)
+            if recorded is not None:
+                assert x == pytest.approx(recorded, abs=1e-4)
+                checked += 1
+    assert checked > 0
+    with pytest.raises(ValueError, match="continuations"):
+        backend.token_logprobs(prompts, [])

@@ -329,3 +329,76 @@ def test_l2_to_init_pulls_heads_back(tiny_model_dir):
         for p in prm.heads.parameters():
             p -= 0.1 * p.grad
     assert prm.sq_dist_to_init().item() < 32.5
+
+
+# --------------------------------------------------------------------------- likelihood features
+
+
+def test_lm_step_features_by_hand():
+    """Three tokens, vocabulary 3: step 0 = tokens 1..2, step 1 = token 3; token 0 is prompt."""
+    logits = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [0.1, 0.8, 0.1], [1 / 3, 1 / 3, 1 / 3], [0.2, 0.2, 0.6]]]))
+    ids = torch.tensor([[2, 0, 1, 2]])
+    steps = torch.tensor([[-1, 0, 0, 1]])
+    f = prmflow.prm.model.lm_step_features(logits, ids, steps)  # (1, 2, 3)
+    # token 1 (=0) from position 0: p=0.5; token 2 (=1) from position 1: p=0.8; token 3 (=2) from position 2: p=1/3
+    h = lambda ps: -sum(p * math.log(p) for p in ps)  # noqa: E731
+    expect = [[math.log(0.5), (math.log(0.5) + math.log(0.8)) / 2, max(h([0.5, 0.25, 0.25]), h([0.1, 0.8, 0.1]))],
+              [math.log(1 / 3), math.log(1 / 3), h([1 / 3] * 3)]]
+    assert torch.allclose(f[0], torch.tensor(expect), atol=1e-5)
+    # the excluded id leaves the softmax: token 2 (=1) from position 1 now has p = 0.8 / 0.9
+    g = prmflow.prm.model.lm_step_features(logits, ids, steps, exclude_id=2)
+    assert g[0, 0, 1].item() == pytest.approx((math.log(0.5 / 0.75) + math.log(0.8 / 0.9)) / 2, abs=1e-5)
+
+
+def test_step_features_are_the_policy_view_without_separators(tiny_model_dir):
+    """The features equal min/mean log p of each step's tokens under the plain LM on the
+    separator-free text, whatever the separator's embedding, and do not depend on batching."""
+    from transformers import AutoModelForCausalLM
+
+    prm = PRM.from_backbone(tiny_model_dir, PRMConfig(lm_features=True, max_len=128))
+    with torch.no_grad():  # a separator embedding unlike anything: must not matter
+        prm.backbone.get_input_embeddings().weight[prm.step_token_id].normal_(0, 5.0)
+    lm = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    steps_text = ["23 + 14 = 37\n", "37 - 5 = 32\n", "The answer is 32"]
+    x = prm.tokenize(PROMPT, steps_text)
+    other = prm.tokenize("Q\n", ["1"])
+    ids, attn, steps, _ = prm.inputs([x, other])
+    with torch.no_grad():
+        f = prm.step_features(ids, attn, steps)[0]  # (T, 3)
+        plain = [t for t in x.input_ids if t != prm.step_token_id]
+        logp = lm(input_ids=torch.tensor([plain])).logits[0].log_softmax(-1)
+    start = x.n_prompt_tokens
+    for k, (pos, text) in enumerate(zip(x.label_positions, steps_text, strict=True)):
+        n = len(prm.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+        lps = [logp[t - 1, plain[t]].item() for t in range(start, start + n)]
+        assert f[pos, 0].item() == pytest.approx(min(lps), abs=1e-4), k
+        assert f[pos, 1].item() == pytest.approx(sum(lps) / n, abs=1e-4), k
+        start += n
+    alone = prm.step_features(*prm.inputs([x])[:3])[0]
+    assert torch.allclose(alone, f[: alone.shape[0]], atol=1e-5)
+    assert (f[: x.n_prompt_tokens] == 0).all()  # the prompt is no step
+
+
+def test_lm_features_prm_trains_saves_and_loads(tiny_model_dir, tmp_path):
+    prm = PRM.from_backbone(tiny_model_dir, PRMConfig(num_heads=2, lm_features=True, max_len=128))
+    assert prm.heads[0].net.in_features == prm.backbone.config.hidden_size + prmflow.prm.model.N_LM_FEATURES
+    x = prm.tokenize(PROMPT, ["23 + 14 = 37\n", "The answer is 37"])
+    ids, attn, steps, pos = prm.inputs([x])
+    with pytest.raises(ValueError, match="lm_features"):
+        prm(ids, attn)  # the features need the step layout
+    loss = step_loss(prm(ids, attn, steps), pos, torch.tensor([[1.0, 0.0]]), torch.ones(2, 1, dtype=torch.bool))
+    loss.backward()
+    assert prm.backbone.get_output_embeddings().weight.grad is not None  # the features are trainable
+    prm.save_pretrained(tmp_path / "prm")
+    loaded = PRM.from_pretrained(tmp_path / "prm")
+    assert loaded.cfg.lm_features and loaded.backbone.get_output_embeddings() is not None
+    steps_list = [["23 + 14 = 37\n", "The answer is 37"], ADVERSARIAL]
+    assert prm.score_batch([PROMPT, PROMPT], steps_list) == loaded.score_batch([PROMPT, PROMPT], steps_list)
+
+
+def test_lm_features_need_an_lm_head(tiny_model_dir):
+    base = AutoModel.from_pretrained(tiny_model_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prmflow.prm.tokenization.add_step_token(tok, base, "<step>")
+    with pytest.raises(ValueError, match="output head"):
+        PRM(base, tok, PRMConfig(lm_features=True))

@@ -175,6 +175,30 @@ class TransformersBackend:
     # ------------------------------------------------------------------ internals
 
     @torch.no_grad()
+    @torch.no_grad()
+    def token_logprobs(self, prompt_ids: Sequence[Sequence[int]], token_ids: Sequence[Sequence[int]]) -> list[list[float]]:
+        """log p(token_t | prompt, tokens_<t) at temperature 1 for every given continuation token
+        (teacher forcing, right-padded batches): how surprising the policy finds each token."""
+        if len(prompt_ids) != len(token_ids):
+            raise ValueError(f"{len(prompt_ids)} prompts but {len(token_ids)} continuations")
+        out: list[list[float]] = []
+        for start in range(0, len(prompt_ids), self.batch_size):
+            seqs = [list(p) + list(t) for p, t in zip(prompt_ids[start : start + self.batch_size],
+                                                      token_ids[start : start + self.batch_size], strict=True)]
+            T = max(len(s) for s in seqs)
+            ids = torch.full((len(seqs), T), self.pad_id, dtype=torch.long)
+            attn = torch.zeros((len(seqs), T), dtype=torch.long)
+            for b, seq in enumerate(seqs):
+                ids[b, : len(seq)], attn[b, : len(seq)] = torch.tensor(seq), 1
+            device = next(self.model.parameters()).device
+            logp = self.model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits.float().log_softmax(-1)
+            self.forward_passes += 1
+            for b, (p, t) in enumerate(zip(prompt_ids[start : start + self.batch_size],
+                                           token_ids[start : start + self.batch_size], strict=True)):
+                rows = torch.arange(len(p) - 1, len(p) + len(t) - 1, device=logp.device)
+                out.append(logp[b, rows, torch.tensor(list(t), dtype=torch.long, device=logp.device)].tolist())
+        return out
+
     def _generate_batch(self, prompt_ids: Sequence[Sequence[int]], n: int, sampling: SamplingConfig,
                         seeds: Sequence[int]) -> list[list[Completion]]:
         B = len(prompt_ids)

@@ -18,6 +18,18 @@ y is the hard label (0/1) or the soft label (fraction of rollouts that reach the
 The mask m gives every head its own random subset of the data (ActPRM), and is reproducible
 because it depends only on the example id.
 
+Likelihood features (`lm_features`, optional). A PRM that starts from the policy also holds
+the policy's next-token distribution, and a sampled slip is a token that distribution found
+unlikely. With `lm_features` the backbone keeps its LM head, and each head reads, besides the
+hidden state at the separator, three statistics of step k's own tokens t (separators skipped):
+
+    f_k = ( min_t log p(x_t | x_<t),  mean_t log p(x_t | x_<t),  max_t H(p(. | x_<t)) )
+    z_{h,b,k} = head_h([ hidden_{b, sep_k} ; f_{b,k} ])
+
+where p is the backbone's own softmax (the separator token excluded from it), computed in a
+second pass over the solution with the separators taken out, so the LM reads exactly what the
+policy wrote. Everything stays trainable: the features move with the backbone.
+
 Where each step's separator sits, for any tokenizer, is `prmflow.prm.tokenization`.
 """
 
@@ -34,10 +46,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from transformers import AutoModel, AutoTokenizer, PreTrainedModel
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from prmflow.io import atomic_path
-from prmflow.prm.tokenization import TokenizedSteps, add_step_token, collate, tokenize_steps
+from prmflow.prm.tokenization import TokenizedSteps, add_step_token, collate, step_index, tokenize_steps
 
 CONFIG_NAME = "prmflow_prm.json"
 HEADS_NAME = "prm_heads.safetensors"
@@ -63,6 +75,9 @@ class PRMConfig:
     """`hard` (0/1 labels) | `soft` (soft_labels in [0, 1]): what the heads are trained on"""
     seed: int = 0
     """seeds head initialisation and the per-head data mask"""
+    lm_features: bool = False
+    """heads also read the backbone's own LM statistics of each step (module docstring); needs a
+    causal-LM backbone with an output head"""
 
     def __post_init__(self) -> None:
         if self.num_heads < 1 or self.head_hidden < 0 or self.max_len < 1 or self.l2_to_init < 0:
@@ -116,6 +131,45 @@ def step_loss(logits: torch.Tensor, label_positions: torch.Tensor, targets: torc
     return total / n_pairs.clamp(min=1) + l2_to_init * sq_dist_to_init
 
 
+# --------------------------------------------------------------------------- likelihood features
+
+N_LM_FEATURES = 3
+LOGP_FLOOR = -30.0
+"""log-probabilities are clamped here so that one impossible token cannot dominate a feature"""
+
+
+def lm_step_features(lm_logits: torch.Tensor, input_ids: torch.Tensor, steps: torch.Tensor,
+                     exclude_id: int | None = None) -> torch.Tensor:
+    """f_k (module docstring) of every step of every row of a batch WITHOUT separators. -> (B, S, 3).
+
+    lm_logits (B, T, V) from the LM on input_ids (B, T); steps (B, T) is k at the tokens of
+    step k and -1 elsewhere (prompt, padding); S = 1 + the largest k. Token t is scored by the
+    distribution at t - 1; `exclude_id` (the separator) is taken out of that softmax. A step
+    with no scorable token gets (0, 0, 0), the features of a certain step.
+    """
+    B, T, _ = lm_logits.shape
+    logits = lm_logits.float()
+    if exclude_id is not None:
+        logits = logits.clone()
+        logits[..., exclude_id] = float("-inf")
+    logp = logits.log_softmax(-1)[:, :-1]  # (B, T-1, V): the distribution that produced token t = 1..T-1
+    entropy = -(logp.exp() * logp.clamp(min=LOGP_FLOOR)).sum(-1)  # (B, T-1)
+    tok_logp = logp.gather(2, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1).clamp(min=LOGP_FLOOR)  # (B, T-1)
+    step = steps[:, 1:]
+    S = int(steps.max().item()) + 1 if steps.numel() else 0
+    seg = torch.where(step >= 0, step, torch.full_like(step, S))  # non-step tokens into a spare slot
+    member = (step >= 0).float()
+    lp_min = torch.zeros(B, S + 1, device=logits.device).scatter_reduce(1, seg, tok_logp, "amin", include_self=False)
+    lp_sum = torch.zeros(B, S + 1, device=logits.device).scatter_add(1, seg, tok_logp * member)
+    count = torch.zeros(B, S + 1, device=logits.device).scatter_add(1, seg, member)
+    ent_max = torch.zeros(B, S + 1, device=logits.device).scatter_reduce(1, seg, entropy, "amax", include_self=False)
+    empty = count == 0
+    lp_min = torch.where(empty, torch.zeros_like(lp_min), lp_min)
+    ent_max = torch.where(empty, torch.zeros_like(ent_max), ent_max)
+    lp_mean = lp_sum / count.clamp(min=1)
+    return torch.stack([lp_min, lp_mean, ent_max], -1)[:, :S]  # (B, S, 3)
+
+
 # --------------------------------------------------------------------------- model
 
 
@@ -165,7 +219,8 @@ class PRM(torch.nn.Module):
 
     Any AutoModel checkpoint works: a causal LM (Llama, Qwen2) loads its base model, and step k
     sees only what precedes its separator. An encoder (BERT) loads too, but attends both ways,
-    so step k's score also sees the later steps.
+    so step k's score also sees the later steps. With `cfg.lm_features` the backbone is the
+    whole causal LM (AutoModelForCausalLM), LM head included.
     """
 
     def __init__(self, backbone: PreTrainedModel, tokenizer: Any, cfg: PRMConfig):
@@ -174,10 +229,13 @@ class PRM(torch.nn.Module):
             raise ValueError(f"tokenizer has no {cfg.step_token!r}; build the PRM with PRM.from_backbone")
         self.backbone, self.tokenizer, self.cfg = backbone, tokenizer, cfg
         self.step_token_id = tokenizer.convert_tokens_to_ids(cfg.step_token)
+        if cfg.lm_features and backbone.get_output_embeddings() is None:
+            raise ValueError(f"lm_features needs a causal LM with an output head; {type(backbone).__name__} has none")
         hidden_size = backbone.config.get_text_config().hidden_size
+        n_in = hidden_size + (N_LM_FEATURES if cfg.lm_features else 0)
         with torch.random.fork_rng(devices=[]):  # seeded heads, global RNG untouched
             torch.manual_seed(cfg.seed)
-            self.heads = torch.nn.ModuleList(Head(hidden_size, cfg.head_hidden) for _ in range(cfg.num_heads))
+            self.heads = torch.nn.ModuleList(Head(n_in, cfg.head_hidden) for _ in range(cfg.num_heads))
 
     @property
     def pad_id(self) -> int:
@@ -186,11 +244,47 @@ class PRM(torch.nn.Module):
                 return tid
         return 0  # any id: padded positions are masked and never read
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """input_ids, attention_mask (B, T) -> logits (E, B, T) at every position."""
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
-        hidden = hidden.to(next(self.heads.parameters()).dtype)  # heads stay float32 on a bf16 backbone
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                steps: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids, attention_mask (B, T) -> logits (E, B, T) at every position.
+
+        `steps` (B, T) from `tokenization.step_index` is required with `cfg.lm_features`.
+        """
+        dtype = next(self.heads.parameters()).dtype  # heads stay float32 on a bf16 backbone
+        if not self.cfg.lm_features:
+            hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
+            hidden = hidden.to(dtype)
+        else:
+            if steps is None:
+                raise ValueError("this PRM reads likelihood features (lm_features): pass steps=step_index(...)")
+            hidden = self.backbone.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            feats = self.step_features(input_ids, attention_mask, steps.to(input_ids.device))  # (B, T, 3)
+            hidden = torch.cat([hidden.to(dtype), feats.to(dtype)], -1)  # (B, T, H + 3)
         return torch.stack([head(hidden) for head in self.heads])  # (E, B, T)
+
+    def step_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        """f_k at every position of step k (zeros elsewhere), (B, T, 3), from a second pass of the
+        causal LM over the text with the separators taken out: the LM sees exactly the policy's
+        view of the solution (a separator, whatever its embedding, would be a token the policy
+        never saw and would shift what it expects after it)."""
+        keep = input_ids != self.step_token_id
+        order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices  # plain tokens first, in order
+        ids = input_ids.gather(1, order)
+        attn = (attention_mask * keep).gather(1, order)
+        plain_steps = torch.where(keep, steps, torch.full_like(steps, -1)).gather(1, order)
+        lm_logits = self.backbone(input_ids=ids, attention_mask=attn).logits  # (B, T, V)
+        per_step = lm_step_features(lm_logits, ids, plain_steps, exclude_id=self.step_token_id)  # (B, S, 3)
+        if per_step.shape[1] == 0:
+            return torch.zeros(*steps.shape, N_LM_FEATURES, device=steps.device, dtype=per_step.dtype)
+        out = per_step.gather(1, steps.clamp(min=0).unsqueeze(-1).expand(-1, -1, N_LM_FEATURES))  # (B, T, 3)
+        return torch.where((steps >= 0).unsqueeze(-1), out, torch.zeros_like(out))
+
+    def inputs(self, batch: Sequence[TokenizedSteps]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Model inputs of a batch on the model's device: input_ids, attention_mask, steps (B, T)
+        and label_positions (B, S); `self(*prm.inputs(batch)[:3])` gives the logits."""
+        device = next(self.parameters()).device
+        ids, attn, pos = collate(batch, self.pad_id)
+        return ids.to(device), attn.to(device), step_index(batch, ids.shape[1]).to(device), pos.to(device)
 
     def sq_dist_to_init(self) -> torch.Tensor:
         """sum_h ||theta_h - theta_h^0||^2, the L2-to-init term before its coefficient."""
@@ -219,8 +313,8 @@ class PRM(torch.nn.Module):
             for i in range(0, len(prompts), batch_size):
                 chunk = zip(prompts[i : i + batch_size], steps_list[i : i + batch_size])
                 batch = [self.tokenize(p, s) for p, s in chunk]
-                ids, attn, pos = collate(batch, self.pad_id)
-                probs = torch.sigmoid(self(ids.to(device), attn.to(device)).float()).cpu()  # (E, B, T)
+                ids, attn, steps, _ = self.inputs(batch)
+                probs = torch.sigmoid(self(ids, attn, steps).float()).cpu()  # (E, B, T)
                 for b, x in enumerate(batch):
                     per_head = probs[:, b, x.label_positions]  # (E, kept steps)
                     out.append(StepScores(per_head.mean(0).tolist(), per_head.std(0, correction=0).tolist(),
@@ -240,7 +334,7 @@ class PRM(torch.nn.Module):
         """A fresh PRM on a policy / LM checkpoint: its base model, its tokenizer + the step token,
         and seeded heads. `backbone_kwargs` go to AutoModel.from_pretrained (e.g. dtype)."""
         tokenizer = AutoTokenizer.from_pretrained(path_or_name)
-        backbone = AutoModel.from_pretrained(path_or_name, **backbone_kwargs)
+        backbone = _auto(cfg).from_pretrained(path_or_name, **backbone_kwargs)
         add_step_token(tokenizer, backbone, cfg.step_token)
         return cls(backbone, tokenizer, copy.deepcopy(cfg))
 
@@ -257,6 +351,11 @@ class PRM(torch.nn.Module):
         """Load a PRM written by save_pretrained."""
         path = Path(path)
         cfg = PRMConfig(**json.loads((path / CONFIG_NAME).read_text()))
-        prm = cls(AutoModel.from_pretrained(path, **backbone_kwargs), AutoTokenizer.from_pretrained(path), cfg)
+        prm = cls(_auto(cfg).from_pretrained(path, **backbone_kwargs), AutoTokenizer.from_pretrained(path), cfg)
         prm.heads.load_state_dict(load_file(path / HEADS_NAME))
         return prm
+
+
+def _auto(cfg: PRMConfig) -> type:
+    """The Auto class of the backbone: the whole causal LM when the heads read its LM head."""
+    return AutoModelForCausalLM if cfg.lm_features else AutoModel

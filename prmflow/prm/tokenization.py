@@ -34,6 +34,8 @@ class TokenizedSteps(NamedTuple):
     """steps dropped from the end to fit max_len (they get no label and no score)"""
     n_truncated_prompt_tokens: int = 0
     """prompt tokens dropped from the left, only when the prompt + first step do not fit"""
+    n_prompt_tokens: int = 0
+    """prompt tokens kept at the start of input_ids (the steps begin right after them)"""
 
 
 def tokenize_steps(tokenizer: Any, prompt: str, steps: Sequence[str], step_token_id: int,
@@ -50,17 +52,17 @@ def tokenize_steps(tokenizer: Any, prompt: str, steps: Sequence[str], step_token
     ...         return {"input_ids": [[ord(c) for c in t] for t in texts]}
     >>> tokenize_steps(Chars(), "Q?\\n", ["2\\n", "ok"], step_token_id=0, max_len=64)  # doctest: +NORMALIZE_WHITESPACE
     TokenizedSteps(input_ids=[81, 63, 10, 50, 10, 0, 111, 107, 0], label_positions=[5, 8],
-                   n_truncated_steps=0, n_truncated_prompt_tokens=0)
+                   n_truncated_steps=0, n_truncated_prompt_tokens=0, n_prompt_tokens=3)
 
     Too long: whole steps go from the end. If not even the prompt + first step fit, the prompt
     loses tokens from the left (its end, next to the steps, is kept) and one step remains:
 
     >>> tokenize_steps(Chars(), "Q?\\n", ["2\\n", "ok"], step_token_id=0, max_len=7)  # doctest: +NORMALIZE_WHITESPACE
     TokenizedSteps(input_ids=[81, 63, 10, 50, 10, 0], label_positions=[5],
-                   n_truncated_steps=1, n_truncated_prompt_tokens=0)
+                   n_truncated_steps=1, n_truncated_prompt_tokens=0, n_prompt_tokens=3)
     >>> tokenize_steps(Chars(), "Q?\\n", ["2\\n", "ok"], step_token_id=0, max_len=4)  # doctest: +NORMALIZE_WHITESPACE
     TokenizedSteps(input_ids=[10, 50, 10, 0], label_positions=[3],
-                   n_truncated_steps=1, n_truncated_prompt_tokens=2)
+                   n_truncated_steps=1, n_truncated_prompt_tokens=2, n_prompt_tokens=1)
 
     A first step that alone (with its separator) exceeds max_len cannot be scored: ValueError.
     """
@@ -90,7 +92,7 @@ def tokenize_steps(tokenizer: Any, prompt: str, steps: Sequence[str], step_token
     found = [i for i, t in enumerate(ids) if t == step_token_id]
     if found != positions:
         raise AssertionError(f"separator id {step_token_id} found at {found}, expected exactly at {positions}")
-    return TokenizedSteps(ids, positions, len(step_ids) - n_keep, n_cut)
+    return TokenizedSteps(ids, positions, len(step_ids) - n_keep, n_cut, len(prompt_ids) - n_cut)
 
 
 def collate(batch: Sequence[TokenizedSteps], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -105,6 +107,22 @@ def collate(batch: Sequence[TokenizedSteps], pad_id: int) -> tuple[torch.Tensor,
         attn[b, : len(x.input_ids)] = 1
         pos[b, : len(x.label_positions)] = torch.tensor(x.label_positions, dtype=torch.long)
     return ids, attn, pos
+
+
+def step_index(batch: Sequence[TokenizedSteps], length: int) -> torch.Tensor:
+    """(B, length) long: k at the tokens of step k and at its separator, -1 at prompt and padding.
+
+    >>> x = TokenizedSteps([81, 63, 10, 50, 10, 0, 111, 107, 0], [5, 8], 0, 0, 3)
+    >>> step_index([x], 10).tolist()
+    [[-1, -1, -1, 0, 0, 0, 1, 1, 1, -1]]
+    """
+    out = torch.full((len(batch), length), -1, dtype=torch.long)
+    for b, x in enumerate(batch):
+        start = x.n_prompt_tokens
+        for k, end in enumerate(x.label_positions):
+            out[b, start : end + 1] = k
+            start = end + 1
+    return out
 
 
 def add_step_token(tokenizer: Any, model: PreTrainedModel, step_token: str) -> int:

@@ -155,12 +155,12 @@ def accumulate_grads(prm: PRM, group: Sequence[Example], batch_size: int) -> flo
     total = 0.0
     for i in range(0, len(group), batch_size):
         mb = group[i : i + batch_size]
-        ids, attn, pos = collate([e.tokens for e in mb], prm.pad_id)  # (B, T), (B, T), (B, S)
+        ids, attn, steps, pos = prm.inputs([e.tokens for e in mb])  # (B, T) x 3, (B, S)
         targets = torch.zeros(pos.shape)  # (B, S)
         for b, e in enumerate(mb):
             targets[b, : len(e.targets)] = torch.tensor(e.targets)
-        logits = prm(ids.to(device), attn.to(device))  # (E, B, T)
-        bce_sum, _ = step_bce(logits, pos.to(device), targets.to(device), masks[:, i : i + batch_size].to(device))
+        logits = prm(ids, attn, steps)  # (E, B, T)
+        bce_sum, _ = step_bce(logits, pos, targets.to(device), masks[:, i : i + batch_size].to(device))
         loss = bce_sum / n_pairs
         if prm.cfg.l2_to_init > 0:
             loss = loss + prm.cfg.l2_to_init * prm.sq_dist_to_init() / n_micro
