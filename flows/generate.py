@@ -8,6 +8,10 @@ prmflow.entropy), `top_logprobs`, `finish_reason`, plus the exact checker's `fir
 `final_correct`. EDU trees (prmflow.edu_tree) grown from sample 0 of the first
 `generate.tree_problems` problems go to data/generations/tree.jsonl, one row per branch, same
 fields plus `parent`, `branch_pos`, `depth`, `suffix_tokens`. Summary in reports/generate.json, entropy histogram in reports/generate/.
+
+Problems are sampled in `generate.num_shards` shards (one retried Prefect task each, saved
+under checkpoints/generate/), so a killed run resumes with only the unfinished shards; the
+artifacts are byte-identical for any shard count (tasks.generate).
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from tasks.generate import sample_solutions
 
 @flow(name="generate", log_prints=True)
 def generate(params: str = "params.yaml", problems_path: str = "data/problems/pool.jsonl",
-             out_path: str = "data/generations/generations.jsonl", reports_dir: str = "reports") -> dict:
+             out_path: str = "data/generations/generations.jsonl", reports_dir: str = "reports",
+             work_root: str = "checkpoints/generate") -> dict:
     cfg = load_section(params, "generate", GenerateConfig)
     reports = Path(reports_dir)
     with tracking.stage_run("generate", cfg) as run:
@@ -31,7 +36,7 @@ def generate(params: str = "params.yaml", problems_path: str = "data/problems/po
         # ~60 bytes per generated token (id, offsets, entropy, top-k logprobs), trees included
         n_seqs = len(problems) * cfg.n + min(cfg.tree_problems, len(problems)) * cfg.tree_max_branches
         io.ensure_free_space(out_path, n_seqs * cfg.max_new_tokens * (60 + 20 * cfg.top_logprobs), "generations")
-        out = sample_solutions(cfg, problems)
+        out = sample_solutions(cfg, problems, work_root)
         rows, tree_rows = out["samples"], out["tree"]
         io.write_jsonl(out_path, rows)
         io.write_jsonl(Path(out_path).with_name("tree.jsonl"), tree_rows)
@@ -55,8 +60,10 @@ def generate(params: str = "params.yaml", problems_path: str = "data/problems/po
         plots.entropy_hist(ents, reports / "generate" / "entropy.png", f"token entropy over {n_tok} generated tokens",
                            threshold=1.0)
         run.metrics({f"generate/{k}": v for k, v in stats.items()})
+        run.metrics({f"generate/run_{k}": v for k, v in out["info"].items()})  # this process only
         run.artifact(reports / "generate", "plots")
         print(f"generate: {stats}")
+        print(f"generate: {out['info']['shards_run']} shards run now, {out['info']['shards_skipped']} resumed from checkpoint")
     return stats
 
 

@@ -8,6 +8,9 @@ prmflow.label.mc), or OmegaPRM's binary search finds the first error with fewer 
 Because the synthetic checker knows the truth, the labels are scored against exact gold labels.
 Outputs data/labels/labels.jsonl (TRL stepwise: `prompt`, `completions`, `labels`, plus
 `soft_labels`, `cost`, `source`, `gold_labels`) and reports/labeling/label.json.
+The work runs in `label.num_shards` shards (one retried Prefect task each, saved under
+checkpoints/label/); a killed run resumes with at most one chunk redone, and the artifact is
+byte-identical for any shard count (tasks.label).
 """
 
 from __future__ import annotations
@@ -19,19 +22,19 @@ from prefect import flow
 from prmflow import io, tracking
 from prmflow.config import LabelConfig, load_section
 from prmflow.label import label_quality
-from tasks.label import label_rows, total_cost
+from tasks.label import label_sharded, total_cost
 
 
 @flow(name="label", log_prints=True)
 def label_flow(params: str = "params.yaml", segments_path: str = "data/segments/segments.jsonl",
                problems_path: str = "data/problems/pool.jsonl", out_path: str = "data/labels/labels.jsonl",
-               reports_dir: str = "reports") -> dict:
+               reports_dir: str = "reports", checkpoint_root: str = "checkpoints/label") -> dict:
     cfg = load_section(params, "label", LabelConfig)
     with tracking.stage_run("label", cfg) as run:
         rows = io.read_jsonl(segments_path)
         io.ensure_free_space(out_path, Path(segments_path).stat().st_size, "labels")  # smaller than the segments
         answers = {p["id"]: p["answer"] for p in io.read_jsonl(problems_path)}
-        labeled, info = label_rows(cfg, rows, answers)
+        labeled, info = label_sharded(cfg, rows, answers, checkpoint_root)
         io.write_jsonl(out_path, labeled)
 
         cost = total_cost(labeled)
@@ -53,6 +56,7 @@ def label_flow(params: str = "params.yaml", segments_path: str = "data/segments/
         run.metrics({f"label/run_{k}": v for k, v in info.items()})  # this process only, not the artifact
         print(f"label: {stats}")
         print(f"label: {info['rollouts_run']} rollouts run now, {info['resumed_prefixes']} prefixes resumed from checkpoint")
+        print(f"label: {info['shards_run']} shards run now, {info['shards_skipped']} resumed from checkpoint")
     return stats
 
 

@@ -1,20 +1,37 @@
-"""Tasks of stage `generate`: sample solutions with per-token entropy."""
+"""Tasks of stage `generate`: sample solutions with per-token entropy, one Prefect task per shard.
+
+Pool problems are split into `cfg.num_shards` shards by a stable hash of ids (prmflow.shard).
+Each shard is one task (retried `cfg.task_retries` times) that writes its problems' samples and
+EDU-tree branches atomically to `checkpoints/generate/<job hash>/shard-NNNN.jsonl`, one line per
+problem; a shard whose file is already there (and holds exactly its problems) is skipped, so a
+killed run redoes only the shards that were in flight. `sample_solutions` merges the shard files
+back in input order. The merged rows do not depend on the shard count, bit for bit: a sample's
+random stream depends only on (seed, problem id), and the prompt batches are planned once for
+the whole job (`plan_batches`, as one backend call would cut them) and shards take whole
+batches (by a hash of each batch's first problem id), so no float depends on the shard layout
+(a row's entropies do depend, in the last bits, on which prompts share its batch).
+"""
 
 from __future__ import annotations
 
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from tqdm.auto import tqdm
 
+from prmflow import io, shard
 from prmflow.config import GenerateConfig
 from prmflow.edu_tree import TreeConfig, grow_tree
 from prmflow.policy.hf_backend import token_offsets
-from prmflow.policy import load_backend
-from prmflow.policy.base import SamplingConfig, derive_seed
+from prmflow.policy.base import Backend, SamplingConfig, derive_seed
 from prmflow.policy.evaluate import grade
 from prmflow.synth import format_prompt
+from tasks.backends import cached_backend
 
 
 def problem_seed(seed: int, problem_id: str) -> int:
@@ -37,31 +54,48 @@ def _row(p: dict[str, Any], rid: str, completion_row: dict[str, Any], **extra: A
     }
 
 
-@task(cache_policy=NO_CACHE, tags=["policy"])
-def sample_solutions(cfg: GenerateConfig, problems: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """n completions per problem (ids `<problem id>/<j>`), plus EDU trees for the first
-    `cfg.tree_problems` problems (branch rows `<problem id>/t<node>`; node 0 is sample 0).
+def _backend(cfg: GenerateConfig) -> Backend:
+    return cached_backend(cfg.backend, cfg.model, cfg.batch_size)
 
-    Not cached by Prefect: DVC reruns this stage only when its inputs change.
+
+def job_dir(cfg: GenerateConfig, problems: list[dict[str, Any]], root: str = "checkpoints/generate") -> Path:
+    """Where the shard files of this exact job (config, policy weights, problems) live."""
+    knobs = {k: v for k, v in asdict(cfg).items() if k != "task_retries"}  # retries change no output
+    return shard.work_dir(root, "generate", knobs, shard.path_fingerprint(cfg.model), problems)
+
+
+def sample_problems(backend: Backend, cfg: GenerateConfig, batches: list[list[dict[str, Any]]],
+                    tree_ids: set[str]) -> list[dict[str, Any]]:
+    """Per problem (batch order): `{"problem_id", "samples": [n rows], "tree": [branch rows]}`.
+
+    Each batch is one backend call, so it is batched exactly as given. Sample rows have ids
+    `<problem id>/<j>`; problems in `tree_ids` also get an EDU tree grown from sample 0
+    (branch rows `<problem id>/t<node>`; node 0 is sample 0).
     """
-    backend = load_backend(cfg.backend, cfg.model, batch_size=cfg.batch_size, show_progress=True)
     top = max(cfg.top_logprobs, cfg.tree_top_k if cfg.tree_problems else 0)
     sampling = SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
                               seed=cfg.seed, top_logprobs=top)
+    problems = [p for b in batches for p in b]
     seeds = [problem_seed(cfg.seed, p["id"]) for p in problems]
-    completions = backend.generate([format_prompt(p["problem"]) for p in problems], cfg.n, sampling, seeds=seeds)
-    rows = []
+    backend.show_progress = False  # type: ignore[attr-defined]
+    completions = []
+    for b in tqdm(batches, desc="generate", unit="batch"):
+        completions += backend.generate([format_prompt(p["problem"]) for p in b], cfg.n, sampling,
+                                        seeds=[problem_seed(cfg.seed, p["id"]) for p in b])
+    out = []
     for p, samples in zip(problems, completions, strict=True):
+        rows = []
         for j, c in enumerate(samples):
             row = c.to_row(cfg.decimals)
             row["top_logprobs"] = [t[: cfg.top_logprobs] for t in row["top_logprobs"]]
             rows.append(_row(p, f"{p['id']}/{j}", row, sample_idx=j))
+        out.append({"problem_id": p["id"], "samples": rows, "tree": []})
 
-    tree_rows = []
-    backend.show_progress = False  # trees make many small calls; one bar for all of them below
     tree_cfg = TreeConfig(entropy_threshold=cfg.tree_threshold, top_k=cfg.tree_top_k,
                           max_branches=cfg.tree_max_branches, max_depth=cfg.tree_max_depth)
-    for p, samples, seed in tqdm(list(zip(problems, completions, seeds))[: cfg.tree_problems], desc="EDU trees"):
+    todo = [(p, samples, seed, rec) for p, samples, seed, rec in zip(problems, completions, seeds, out)
+            if p["id"] in tree_ids]
+    for p, samples, seed, rec in tqdm(todo, desc="EDU trees", disable=not todo):
         prompt_ids = backend.encode(format_prompt(p["problem"]))
         tree = grow_tree(backend, prompt_ids, samples[0], tree_cfg, sampling, seed)
         for k, node in enumerate(tree.nodes[1:], start=1):
@@ -71,6 +105,89 @@ def sample_solutions(cfg: GenerateConfig, problems: list[dict[str, Any]]) -> dic
                    "entropy": [round(h, cfg.decimals) for h in tree.full_entropy(k)], "top_logprobs": [],
                    "finish_reason": node.finish_reason}
             parent_id = f"{p['id']}/0" if node.parent == 0 else f"{p['id']}/t{node.parent}"
-            tree_rows.append(_row(p, f"{p['id']}/t{k}", row, parent=parent_id, branch_pos=node.branch_pos,
-                                  depth=node.depth, suffix_tokens=len(node.token_ids)))
-    return {"samples": rows, "tree": tree_rows}
+            rec["tree"].append(_row(p, f"{p['id']}/t{k}", row, parent=parent_id, branch_pos=node.branch_pos,
+                                    depth=node.depth, suffix_tokens=len(node.token_ids)))
+    return out
+
+
+def plan_batches(cfg: GenerateConfig, problems: list[dict[str, Any]], wd: Path) -> list[list[dict[str, Any]]]:
+    """The prompt batches of the whole job, exactly as the backend would cut them for one call
+    over all problems (by prompt length, `batch_size // n` prompts each). Shards take whole
+    batches, so every batch, and thus every float, is the same for any shard count. The plan
+    is saved next to the shards, so a resumed run needs no tokenizer to find what is done."""
+    plan_path = wd / "batches.json"
+    ids = [p["id"] for p in problems]
+    if plan_path.is_file():
+        plan = json.loads(plan_path.read_text())
+        if sorted(i for b in plan for i in b) == sorted(ids):
+            by_id = {p["id"]: p for p in problems}
+            return [[by_id[i] for i in b] for b in plan]
+    backend = _backend(cfg)
+    lens = [len(backend.encode(format_prompt(p["problem"]))) for p in problems]
+    order = sorted(range(len(problems)), key=lambda i: (lens[i], i))
+    per_batch = max(1, cfg.batch_size // cfg.n) if cfg.batch_size >= cfg.n else 1
+    batches = [[problems[i] for i in order[k : k + per_batch]] for k in range(0, len(order), per_batch)]
+    io.write_json(plan_path, [[p["id"] for p in b] for b in batches])
+    return batches
+
+
+def read_shard(path: str | os.PathLike[str], problem_ids: list[str]) -> list[dict[str, Any]] | None:
+    """The shard's records if its file exists and holds exactly `problem_ids` in order, else None."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    try:
+        recs = io.read_jsonl(p, allow_empty=True)
+    except io.DataError:
+        return None
+    if [r.get("problem_id") for r in recs] != problem_ids:
+        return None
+    return recs
+
+
+@task(cache_policy=NO_CACHE, tags=["policy"], task_run_name="generate-shard-{shard_idx}")
+def generate_shard(cfg: GenerateConfig, shard_idx: int, batches: list[list[dict[str, Any]]], tree_ids: list[str],
+                   path: str) -> dict[str, Any]:
+    """Sample one shard's problems and write them atomically to `path`; skip if already there.
+
+    Not cached by Prefect: the shard file is this task's persisted result (DVC decides when the
+    stage reruns, the work dir hash when a shard can be reused).
+    """
+    ids = [p["id"] for b in batches for p in b]
+    if read_shard(path, ids) is not None:
+        return {"shard": shard_idx, "skipped": True, "problems": len(ids)}
+    recs = sample_problems(_backend(cfg), cfg, batches, set(tree_ids)) if ids else []
+    io.write_jsonl(path, recs)
+    return {"shard": shard_idx, "skipped": False, "problems": len(ids)}
+
+
+def sample_solutions(cfg: GenerateConfig, problems: list[dict[str, Any]],
+                     work_root: str = "checkpoints/generate") -> dict[str, Any]:
+    """n completions per problem plus EDU trees for the first `cfg.tree_problems` problems,
+    computed shard by shard (sequentially, one model load per process) and merged in input order.
+
+    Returns `samples`, `tree` (rows as in the artifacts) and `info` (`shards_run`, `shards_skipped`).
+    """
+    ids = [p["id"] for p in problems]
+    if len(set(ids)) != len(ids):
+        raise ValueError("generate: problem ids are not unique")
+    wd = job_dir(cfg, problems, work_root)
+    paths = [shard.shard_path(wd, s) for s in range(cfg.num_shards)]
+    tree_ids = {p["id"] for p in problems[: cfg.tree_problems]}
+    batches = plan_batches(cfg, problems, wd)
+    by_shard = shard.split_by_shard(batches, cfg.num_shards, key=lambda b: b[0]["id"])
+    shard_ids = [[p["id"] for b in bs for p in b] for bs in by_shard]
+    print(f"generate: {len(batches)} batches, {cfg.num_shards} shards in {wd} "
+          f"(problems per shard {[len(x) for x in shard_ids]})")
+    run = generate_shard.with_options(retries=cfg.task_retries)
+    infos = [run(cfg, s, bs, sorted(tree_ids & set(shard_ids[s])), str(paths[s])) for s, bs in enumerate(by_shard)]
+    by_id: dict[str, dict[str, Any]] = {}
+    for s in range(cfg.num_shards):
+        recs = read_shard(paths[s], shard_ids[s])
+        if recs is None:
+            raise RuntimeError(f"generate: shard {s} at {paths[s]} is missing or damaged after its task ran")
+        by_id.update((r["problem_id"], r) for r in recs)
+    rows = [r for p in problems for r in by_id[p["id"]]["samples"]]
+    tree_rows = [r for p in problems[: cfg.tree_problems] for r in by_id[p["id"]]["tree"]]
+    info = {"shards_run": sum(not i["skipped"] for i in infos), "shards_skipped": sum(i["skipped"] for i in infos)}
+    return {"samples": rows, "tree": tree_rows, "info": info}

@@ -1,9 +1,15 @@
-"""Tasks of stage `label`: MC step labels for segmented solutions."""
+"""Tasks of stage `label`: MC step labels for segmented solutions, one Prefect task per shard.
+
+The work is split into `cfg.num_shards` shards (see `label_sharded`); each shard is one task,
+retried `cfg.task_retries` times, whose estimates land atomically in
+`checkpoints/label/<job hash>/shard-NNNN.jsonl` (an mc shard also appends every paid-for chunk
+to `shard-NNNN.partial.jsonl` while it runs). Finished shards are skipped on rerun, so a killed
+run redoes at most the chunk in flight, and the merged rows are byte-identical for any shard
+count and to an uninterrupted run.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -12,12 +18,14 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from tqdm.auto import tqdm
 
+from prmflow import io, shard
 from prmflow.config import LabelConfig
+from prmflow.io import DataError
 from prmflow.label import LabelCost, answer_verifier, hard_label, omega_labels, stepwise_row
 from prmflow.label import checkpoint
-from prmflow.label.runner import Solution, mc_label_solutions
-from prmflow.policy import load_backend
+from prmflow.label.runner import Solution, assemble, chunk_keys, plan_prefixes, roll_out_chunk
 from prmflow.policy.base import Backend, SamplingConfig
+from tasks.backends import cached_backend
 
 
 def to_solutions(backend: Backend, rows: list[dict[str, Any]], answers: dict[str, str]) -> list[Solution]:
@@ -37,50 +45,154 @@ def to_solutions(backend: Backend, rows: list[dict[str, Any]], answers: dict[str
     return out
 
 
-def checkpoint_path(cfg: LabelConfig, rows: list[dict[str, Any]], answers: dict[str, str],
-                    root: str = "checkpoints/label") -> Path:
-    """Where paid-for estimates of this exact job (config + inputs) accumulate."""
-    h = hashlib.sha256(json.dumps([asdict(cfg), [r["id"] for r in rows], [r["token_ids"] for r in rows],
-                                   [r["ends"] for r in rows], answers], sort_keys=True).encode())
-    return Path(root) / f"{h.hexdigest()[:16]}.jsonl"
+def job_dir(cfg: LabelConfig, rows: list[dict[str, Any]], answers: dict[str, str],
+            root: str = "checkpoints/label") -> Path:
+    """Where the shard files of this exact job (config, policy weights, inputs) live."""
+    knobs = {k: v for k, v in asdict(cfg).items() if k != "task_retries"}  # retries change no output
+    return shard.work_dir(root, "label", knobs, shard.path_fingerprint(cfg.model), rows, answers)
 
 
-@task(cache_policy=NO_CACHE, tags=["policy", "rollouts"])
-def label_rows(cfg: LabelConfig, rows: list[dict[str, Any]], answers: dict[str, str],
-               checkpoint_root: str = "checkpoints/label") -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """TRL stepwise rows with MC (or OmegaPRM) labels, their cost, and the exact gold labels.
+def _sampling(cfg: LabelConfig) -> SamplingConfig:
+    return SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
+                          seed=cfg.seed)
 
-    Not cached by Prefect (DVC decides when this stage reruns). Instead, every chunk of MC
-    estimates is appended to a checkpoint as soon as it is paid for, so a killed run resumes
-    where it stopped and ends with the same artifact as an uninterrupted one.
-    Returns (rows, run info: `resumed_prefixes`, `rollouts_run` = rollouts actually sampled now).
+
+def _backend(cfg: LabelConfig) -> Backend:
+    return cached_backend(cfg.backend, cfg.model, cfg.batch_size)
+
+
+WorkItem = tuple[str, list[int], str, str]
+"""(prefix key, prefix token ids, prefix text, gold answer)"""
+
+
+def _load_complete(path: Path, keys: list[str]) -> dict[str, checkpoint.Entry] | None:
+    """A finished shard file's entries if it holds every key, else None."""
+    if not path.is_file():
+        return None
+    try:
+        got = checkpoint.load(path)
+    except DataError:
+        return None
+    return got if all(k in got for k in keys) else None
+
+
+@task(cache_policy=NO_CACHE, tags=["policy", "rollouts"], task_run_name="label-mc-shard-{shard_idx}")
+def label_mc_shard(cfg: LabelConfig, shard_idx: int, chunks: list[list[WorkItem]], path: str) -> dict[str, int]:
+    """MC estimates of one shard's chunks of prefixes, written atomically to `path` when all are done.
+
+    Skipped if `path` already holds them. While running, every chunk is appended (fsynced) to
+    `<path stem>.partial.jsonl` as soon as it is paid for, so a kill (or a retry) redoes at
+    most the chunk in flight. A chunk is always rolled out whole, exactly as in an unsharded
+    run, so estimates and each prefix's share of the chunk's cost are the same.
     """
-    backend = load_backend(cfg.backend, cfg.model, batch_size=cfg.batch_size)
-    sampling = SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                              seed=cfg.seed)
+    final = Path(path)
+    keys = [item[0] for chunk in chunks for item in chunk]
+    if _load_complete(final, keys) is not None:
+        return {"shard": shard_idx, "skipped": 1, "resumed_prefixes": len(keys), "rollouts_run": 0}
+    partial = final.with_name(final.stem + ".partial.jsonl")
+    done = checkpoint.load(partial)
+    resumed = rollouts = 0
+    sampling = _sampling(cfg)
+    backend = None
+    with tqdm(total=len(keys), desc=f"MC rollouts, shard {shard_idx}", unit="prefix") as bar:
+        for chunk in chunks:
+            if all(item[0] in done for item in chunk):
+                resumed += len(chunk)
+            else:
+                backend = backend or _backend(cfg)
+                new = roll_out_chunk(backend, chunk, cfg.num_rollouts, sampling)
+                checkpoint.append(partial, new)
+                done.update(new)
+                rollouts += sum(c.rollouts for _, c in new.values())
+            bar.update(len(chunk))
+    checkpoint.write(final, {k: done[k] for k in keys})
+    partial.unlink(missing_ok=True)
+    return {"shard": shard_idx, "skipped": 0, "resumed_prefixes": resumed, "rollouts_run": rollouts}
+
+
+def _omega_line(s: Solution, res: Any) -> dict[str, Any]:
+    return {"id": s.id, "soft": res.soft_labels, "hard": res.hard_labels, "cost": res.cost.to_dict()}
+
+
+@task(cache_policy=NO_CACHE, tags=["policy", "rollouts"], task_run_name="label-omega-shard-{shard_idx}")
+def label_omega_shard(cfg: LabelConfig, shard_idx: int, sols: list[Solution], path: str) -> dict[str, int]:
+    """OmegaPRM labels of one shard's solutions, written atomically to `path`; skipped if there.
+    Each solution's binary search only ever batches its own prefixes, so results do not depend
+    on the shard layout."""
+    ids = [s.id for s in sols]
+    if _read_omega(Path(path), ids) is not None:
+        return {"shard": shard_idx, "skipped": 1, "resumed_prefixes": 0, "rollouts_run": 0}
+    backend, sampling = _backend(cfg), _sampling(cfg)
+    lines = []
+    for s in tqdm(sols, desc=f"OmegaPRM binary search, shard {shard_idx}", unit="solution"):
+        prefixes = [s.prompt_ids + s.token_ids[:e] for e in s.ends]
+        res = omega_labels(backend, prefixes, s.final_correct, answer_verifier(s.answer, s.prefix_texts),
+                           cfg.num_rollouts, sampling)
+        lines.append(_omega_line(s, res))
+    io.write_jsonl(path, lines)
+    return {"shard": shard_idx, "skipped": 0, "resumed_prefixes": 0,
+            "rollouts_run": sum(x["cost"]["rollouts"] for x in lines)}
+
+
+def _read_omega(path: Path, ids: list[str]) -> list[dict[str, Any]] | None:
+    if not path.is_file():
+        return None
+    try:
+        lines = io.read_jsonl(path, allow_empty=True)
+    except DataError:
+        return None
+    return lines if [x.get("id") for x in lines] == ids else None
+
+
+def label_sharded(cfg: LabelConfig, rows: list[dict[str, Any]], answers: dict[str, str],
+                  checkpoint_root: str = "checkpoints/label") -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """TRL stepwise rows with MC (or OmegaPRM) labels, their cost, and the exact gold labels,
+    computed in `cfg.num_shards` shard tasks (run one after another) and merged.
+
+    mc: the prefixes to roll out are listed once for the whole job, in a fixed order, each
+    once (shared EDU-tree prefixes too), and cut into chunks of `cfg.chunk_size`; each chunk
+    goes to the shard of its first prefix's key (prmflow.shard). Merging gives every prefix's
+    cost to the first solution that needs it, as an unsharded run does, so the rows are
+    byte-identical for any shard count. omega: solutions are sharded by problem id.
+    Returns (rows, run info: `resumed_prefixes` loaded from checkpoints, `rollouts_run` now,
+    `shards_run`, `shards_skipped`).
+    """
     if cfg.max_solutions:
         rows = rows[: cfg.max_solutions]
-    resumed = {"resumed_prefixes": 0, "resumed_rollouts": 0}
-    sols = to_solutions(backend, rows, answers)
+    ids = [r["id"] for r in rows]
+    if len(set(ids)) != len(ids):
+        raise ValueError("label: segment row ids are not unique")
+    wd = job_dir(cfg, rows, answers, checkpoint_root)
+    paths = [shard.shard_path(wd, s) for s in range(cfg.num_shards)]
+    sols = to_solutions(_backend(cfg), rows, answers)
     if cfg.method == "mc":
-        ckpt = checkpoint_path(cfg, rows, answers, checkpoint_root)
-        done = checkpoint.load(ckpt)
-        resumed = {"resumed_prefixes": len(done), "resumed_rollouts": sum(c.rollouts for _, c in done.values())}
-        total = sum(len(s.ends) for s in sols)
-        with tqdm(total=total, desc="MC rollouts (prefixes, upper bound)", unit="prefix") as bar:
-            if done:
-                bar.write(f"resuming: {len(done)} prefix estimates already paid for in {ckpt}")
-            labeled = mc_label_solutions(backend, sols, cfg.num_rollouts, sampling, chunk_size=cfg.chunk_size,
-                                         exact_last=cfg.exact_last, done=done,
-                                         on_chunk=lambda new: checkpoint.append(ckpt, new), progress=bar.update)
+        todo, owner = plan_prefixes(sols, exact_last=cfg.exact_last)
+        chunks = chunk_keys(list(todo), cfg.chunk_size)
+        by_shard = shard.split_by_shard(range(len(chunks)), cfg.num_shards, key=lambda c: chunks[c][0])
+        print(f"label: {len(todo)} prefixes in {len(chunks)} chunks, {cfg.num_shards} shards in {wd} "
+              f"(chunks per shard {[len(x) for x in by_shard]})")
+        run = label_mc_shard.with_options(retries=cfg.task_retries)
+        infos = [run(cfg, s, [[(k, *todo[k]) for k in chunks[c]] for c in cs], str(paths[s]))
+                 for s, cs in enumerate(by_shard)]
+        estimates: dict[str, checkpoint.Entry] = {}
+        for s, cs in enumerate(by_shard):
+            got = _load_complete(paths[s], [k for c in cs for k in chunks[c]])
+            if got is None:
+                raise RuntimeError(f"label: shard {s} at {paths[s]} is missing or incomplete after its task ran")
+            estimates.update(got)
+        labeled = assemble(sols, estimates, owner, exact_last=cfg.exact_last)
         results = [(lab.soft_labels, [hard_label(x) for x in lab.soft_labels], lab.cost) for lab in labeled]
     elif cfg.method == "omega":
-        results = []
-        for s in tqdm(sols, desc="OmegaPRM binary search", unit="solution"):
-            prefixes = [s.prompt_ids + s.token_ids[:e] for e in s.ends]
-            res = omega_labels(backend, prefixes, s.final_correct, answer_verifier(s.answer, s.prefix_texts),
-                               cfg.num_rollouts, sampling)
-            results.append((res.soft_labels, res.hard_labels, res.cost))
+        by_shard = shard.split_by_shard(range(len(sols)), cfg.num_shards, key=lambda i: rows[i]["problem_id"])
+        run = label_omega_shard.with_options(retries=cfg.task_retries)
+        infos = [run(cfg, s, [sols[i] for i in idx], str(paths[s])) for s, idx in enumerate(by_shard)]
+        by_id: dict[str, dict[str, Any]] = {}
+        for s, idx in enumerate(by_shard):
+            lines = _read_omega(paths[s], [sols[i].id for i in idx])
+            if lines is None:
+                raise RuntimeError(f"label: shard {s} at {paths[s]} is missing or damaged after its task ran")
+            by_id.update((x["id"], x) for x in lines)
+        results = [(by_id[i]["soft"], by_id[i]["hard"], LabelCost(**by_id[i]["cost"])) for i in ids]
     else:
         raise ValueError(f"label.method must be 'mc' or 'omega', got '{cfg.method}'")
     out = []
@@ -88,8 +200,21 @@ def label_rows(cfg: LabelConfig, rows: list[dict[str, Any]], answers: dict[str, 
         out.append(stepwise_row(r["id"], r["prompt"], r["steps"], hard, soft, cost.to_dict(),
                                 f"{r['source']}/{cfg.method}{cfg.num_rollouts}", problem_id=r["problem_id"],
                                 gold_labels=r["gold_labels"], final_correct=r["final_correct"]))
-    total = sum(r["cost"]["rollouts"] for r in out)
-    return out, {"resumed_prefixes": resumed["resumed_prefixes"], "rollouts_run": total - resumed["resumed_rollouts"]}
+    info = {"resumed_prefixes": sum(i["resumed_prefixes"] for i in infos),
+            "rollouts_run": sum(i["rollouts_run"] for i in infos),
+            "shards_run": sum(not i["skipped"] for i in infos), "shards_skipped": sum(i["skipped"] for i in infos)}
+    return out, info
+
+
+@task(cache_policy=NO_CACHE, tags=["policy", "rollouts"])
+def label_rows(cfg: LabelConfig, rows: list[dict[str, Any]], answers: dict[str, str],
+               checkpoint_root: str = "checkpoints/label") -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """`label_sharded` as one task (for callers that label inside another task, via `.fn`).
+
+    Not cached by Prefect (DVC decides when a stage reruns); the shard files under
+    `checkpoint_root` make a killed run resume where it stopped and end with the same rows.
+    """
+    return label_sharded(cfg, rows, answers, checkpoint_root)
 
 
 def total_cost(rows: list[dict[str, Any]]) -> LabelCost:

@@ -3,7 +3,8 @@
 An append-only JSONL file, one line per labeled prefix, fsynced after every chunk:
     {"key": <prefix sha1>, "n_correct": 3, "num_rollouts": 8, "cost": {"rollouts": 8, ...}}
 A kill can only tear the last line; `load` ignores a torn final line (and says so) but rejects
-damage anywhere else, since that means the file is not ours.
+damage anywhere else, since that means the file is not ours. `write` saves a finished set of
+entries (a labeling shard) atomically, in the same format.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from prmflow.io import DataError, dumps_line
+from prmflow.io import DataError, dumps_line, write_jsonl
 from prmflow.label.mc import LabelCost, StepEstimate
 
 Entry = tuple[StepEstimate, LabelCost]
@@ -38,13 +39,21 @@ def load(path: str | os.PathLike[str]) -> dict[str, Entry]:
     return out
 
 
+def _line(key: str, est: StepEstimate, cost: LabelCost) -> dict:
+    return {"key": key, "n_correct": est.n_correct, "num_rollouts": est.num_rollouts, "cost": cost.to_dict()}
+
+
+def write(path: str | os.PathLike[str], entries: dict[str, Entry]) -> None:
+    """Write entries (in their order) to `path` atomically: the file is complete or absent."""
+    write_jsonl(path, (_line(k, est, cost) for k, (est, cost) in entries.items()))
+
+
 def append(path: str | os.PathLike[str], entries: dict[str, Entry]) -> None:
     """Append entries and fsync, so they survive a kill right after this returns."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     with open(p, "a", encoding="utf-8") as f:
         for key, (est, cost) in entries.items():
-            f.write(dumps_line({"key": key, "n_correct": est.n_correct, "num_rollouts": est.num_rollouts,
-                                "cost": cost.to_dict()}) + "\n")
+            f.write(dumps_line(_line(key, est, cost)) + "\n")
         f.flush()
         os.fsync(f.fileno())

@@ -21,7 +21,7 @@ costs.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from prmflow.label.mc import LabelCost, StepEstimate, answer_verifier, mc_estimates
@@ -64,50 +64,64 @@ def prefix_seed(seed: int, key: str) -> int:
     return derive_seed(seed, key)
 
 
-def mc_label_solutions(backend: Backend, solutions: Sequence[Solution], num_rollouts: int, sampling: SamplingConfig,
-                       *, chunk_size: int = 64, exact_last: bool = True,
-                       done: dict[str, tuple[StepEstimate, LabelCost]] | None = None,
-                       on_chunk: Callable[[dict[str, tuple[StepEstimate, LabelCost]]], None] | None = None,
-                       progress: Callable[[int], None] | None = None) -> list[Labeled]:
-    """Soft MC labels for every step of every solution (see module docstring)."""
-    memo: dict[str, StepEstimate] = {k: est for k, (est, _) in (done or {}).items()}
-    paid: dict[str, LabelCost] = {k: cost for k, (_, cost) in (done or {}).items()}
-    # 1. which prefixes need rollouts, in a deterministic order, each once
-    todo: dict[str, tuple[list[int], str, str]] = {}
+Todo = dict[str, tuple[list[int], str, str]]
+"""prefix key -> (prefix token ids, prefix text, gold answer), in the deterministic labeling order"""
+
+
+def _is_exact(sol: Solution, k: int, exact_last: bool) -> bool:
+    return exact_last and sol.finished and k == len(sol.ends) - 1
+
+
+def plan_prefixes(solutions: Sequence[Solution], *, exact_last: bool = True,
+                  done: Collection[str] = ()) -> tuple[Todo, dict[str, str]]:
+    """Which prefixes need rollouts, each once, in a fixed order (solution order, then step
+    order), skipping those in `done`; and the owner (first solution needing it) of every prefix."""
+    todo: Todo = {}
     owner: dict[str, str] = {}
     for sol in solutions:
         if len(sol.ends) != len(sol.prefix_texts):
             raise ValueError(f"solution '{sol.id}': {len(sol.ends)} step ends but {len(sol.prefix_texts)} prefix texts")
         for k, end in enumerate(sol.ends):
-            if exact_last and sol.finished and k == len(sol.ends) - 1:
+            if _is_exact(sol, k, exact_last):
                 continue
             key = prefix_key(sol.prompt_ids + sol.token_ids[:end])
             if key not in owner:
                 owner[key] = sol.id
-            if key not in memo and key not in todo:
+            if key not in done and key not in todo:
                 todo[key] = (sol.prompt_ids + sol.token_ids[:end], sol.prefix_texts[k], sol.answer)
-    # 2. roll them out in chunks
-    keys = list(todo)
-    for start in range(0, len(keys), chunk_size):
-        chunk = keys[start : start + chunk_size]
-        prefixes = [todo[k][0] for k in chunk]
-        verifiers = [answer_verifier(todo[k][2], [todo[k][1]]) for k in chunk]
-        estimates, cost = mc_estimates(backend, prefixes, lambda i, text: verifiers[i](0, text), num_rollouts,
-                                       sampling, seeds=[prefix_seed(sampling.seed, k) for k in chunk])
-        share = _split_cost(cost, estimates)
-        new = {k: (est, c) for k, est, c in zip(chunk, estimates, share, strict=True)}
-        for k, (est, c) in new.items():
-            memo[k], paid[k] = est, c
-        if on_chunk is not None:
-            on_chunk(new)
-        if progress is not None:
-            progress(len(chunk))
-    # 3. assemble per solution
+    return todo, owner
+
+
+def chunk_keys(keys: Sequence[str], chunk_size: int) -> list[list[str]]:
+    """Cut the ordered work list into backend calls of `chunk_size` prefixes."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    return [list(keys[i : i + chunk_size]) for i in range(0, len(keys), chunk_size)]
+
+
+def roll_out_chunk(backend: Backend, items: Sequence[tuple[str, Sequence[int], str, str]], num_rollouts: int,
+                   sampling: SamplingConfig) -> dict[str, tuple[StepEstimate, LabelCost]]:
+    """One backend call: MC estimates of the (key, prefix ids, prefix text, answer) items, each
+    with its share of the call's cost. A prefix's rollouts depend only on (seed, prefix)."""
+    verifiers = [answer_verifier(answer, [text]) for _, _, text, answer in items]
+    estimates, cost = mc_estimates(backend, [list(ids) for _, ids, _, _ in items],
+                                   lambda i, text: verifiers[i](0, text), num_rollouts, sampling,
+                                   seeds=[prefix_seed(sampling.seed, k) for k, _, _, _ in items])
+    share = _split_cost(cost, estimates)
+    return {k: (est, c) for (k, _, _, _), est, c in zip(items, estimates, share, strict=True)}
+
+
+def assemble(solutions: Sequence[Solution], estimates: dict[str, tuple[StepEstimate, LabelCost]],
+             owner: dict[str, str], *, exact_last: bool = True) -> list[Labeled]:
+    """Labels of every solution from the estimates of all its prefixes; a prefix's cost goes to
+    its owner (see `plan_prefixes`), whoever paid for it and in whatever process."""
+    memo = {k: est for k, (est, _) in estimates.items()}
+    paid = {k: cost for k, (_, cost) in estimates.items()}
     out = []
     for sol in solutions:
         soft, n, cost = [], [], LabelCost()
         for k, end in enumerate(sol.ends):
-            if exact_last and sol.finished and k == len(sol.ends) - 1:
+            if _is_exact(sol, k, exact_last):
                 soft.append(float(sol.final_correct))
                 n.append(0)
                 continue
@@ -120,6 +134,27 @@ def mc_label_solutions(backend: Backend, solutions: Sequence[Solution], num_roll
                 cost += paid.pop(key)
         out.append(Labeled(soft, n, cost))
     return out
+
+
+def mc_label_solutions(backend: Backend, solutions: Sequence[Solution], num_rollouts: int, sampling: SamplingConfig,
+                       *, chunk_size: int = 64, exact_last: bool = True,
+                       done: dict[str, tuple[StepEstimate, LabelCost]] | None = None,
+                       on_chunk: Callable[[dict[str, tuple[StepEstimate, LabelCost]]], None] | None = None,
+                       progress: Callable[[int], None] | None = None) -> list[Labeled]:
+    """Soft MC labels for every step of every solution (see module docstring)."""
+    estimates: dict[str, tuple[StepEstimate, LabelCost]] = dict(done or {})
+    # 1. which prefixes need rollouts, in a deterministic order, each once
+    todo, owner = plan_prefixes(solutions, exact_last=exact_last, done=estimates)
+    # 2. roll them out in chunks
+    for chunk in chunk_keys(list(todo), chunk_size):
+        new = roll_out_chunk(backend, [(k, *todo[k]) for k in chunk], num_rollouts, sampling)
+        estimates.update(new)
+        if on_chunk is not None:
+            on_chunk(new)
+        if progress is not None:
+            progress(len(chunk))
+    # 3. assemble per solution
+    return assemble(solutions, estimates, owner, exact_last=exact_last)
 
 
 def _split_cost(cost: LabelCost, estimates: Sequence[StepEstimate]) -> list[LabelCost]:
