@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 include env.mk
 export
 
-.PHONY: run test setup clean-venv bench
+.PHONY: run test setup clean-venv bench peak-rss experiments
 
 setup: $(STAMP)
 
@@ -31,6 +31,14 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.rollouts
+
+# every default stage again (dvc repro --force), measuring the peak RSS of any stage process
+peak-rss: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.peak_rss
+
+# the experiment suite (not part of `make run`): dvc repro experiments/dvc.yaml
+experiments: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro experiments/dvc.yaml
 
 clean-venv:
 	rm -rf $(VENV)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 
@@ -32,12 +33,21 @@ def pipeline(params: str = "params.yaml") -> dict:
     return {"problems": counts, "policy": policy_stats, "generate": gen_stats}
 
 
+def peak_child_rss_mib() -> float:
+    """Peak resident set size of the largest finished child process (stages run as children of
+    `dvc repro`, which is ours), in MiB: Linux reports ru_maxrss in KiB."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
 def run_dvc(targets: list[str]) -> int:
-    """`dvc repro` with every stage's MLflow run nested under one parent run."""
+    """`dvc repro` with every stage's MLflow run nested under one parent run; logs the peak RSS
+    of any stage process (`pipeline/peak_rss_mib`)."""
     with tracking.pipeline_run("pipeline (dvc repro)") as run:
         env = dict(os.environ, **{tracking.PARENT_ENV: run.run_id})
         rc = subprocess.call(["dvc", "repro", *targets], env=env)
         run.tags({"dvc_returncode": str(rc)})
+        run.metrics({"pipeline/peak_rss_mib": peak_child_rss_mib()})
+        print(f"pipeline: peak RSS of any stage process {peak_child_rss_mib():.0f} MiB")
         if rc:
             raise SystemExit(rc)  # marks the parent run FAILED
     return rc

@@ -128,6 +128,18 @@ class GenerateConfig:
     """most branches per tree"""
     tree_max_depth: int = 2
     """most nested branchings"""
+    num_shards: int = 4
+    """pool problems are split into this many shards by a hash of their id (prmflow.shard); each
+    shard is one retried Prefect task whose output is saved under checkpoints/generate/, so a
+    killed run redoes only unfinished shards. The artifact is byte-identical for any value"""
+    task_retries: int = 1
+    """Prefect retries of a failed shard task"""
+
+    def __post_init__(self) -> None:
+        if self.num_shards < 1:
+            raise ValueError(f"generate.num_shards must be >= 1, got {self.num_shards}")
+        if self.task_retries < 0:
+            raise ValueError(f"generate.task_retries must be >= 0, got {self.task_retries}")
 
 
 @dataclass(frozen=True)
@@ -182,6 +194,19 @@ class LabelConfig:
     """label at most this many segmented solutions (0 = all)"""
     exact_last: bool = True
     """the last step of a finished solution is labeled by its exact final answer, with no rollouts"""
+    num_shards: int = 4
+    """labeling work is split into this many shards (mc: chunks of prefixes, by a hash of each
+    chunk's first prefix; omega: solutions, by a hash of their problem id); each shard is one
+    retried Prefect task saved under checkpoints/label/, and an mc shard also checkpoints every
+    chunk, so a killed run redoes at most one chunk. The artifact is byte-identical for any value"""
+    task_retries: int = 1
+    """Prefect retries of a failed shard task"""
+
+    def __post_init__(self) -> None:
+        if self.num_shards < 1:
+            raise ValueError(f"label.num_shards must be >= 1, got {self.num_shards}")
+        if self.task_retries < 0:
+            raise ValueError(f"label.task_retries must be >= 0, got {self.task_retries}")
 
 
 @dataclass(frozen=True)
@@ -404,6 +429,50 @@ class ActiveConfig:
             raise ValueError(f"active.labeler must be oracle, mc, judge or consensus, got {self.labeler!r}")
 
 
+EXPERIMENTS = ("label_efficiency", "data_efficiency", "threshold_ablation", "active_learning", "edu_sampling")
+
+
+@dataclass(frozen=True)
+class ExperimentsConfig:
+    """Stage `experiments` (not in the default `dvc repro`): the papers' claims with seeds and CIs.
+
+    Experiments 1-3 run here; 4 (active learning) and 5 (EDU sampling) are the `active` and
+    `evaluate` stages' own multi-seed runs, read from their reports so nothing runs twice.
+    Other knobs (rollouts, temperatures, PRM training) come from those stages' sections.
+    """
+
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    """one run per arm and seed; a seed picks the problem subset, rollout stream, head init and data order"""
+    only: list[str] = field(default_factory=list)
+    """run just these experiments (empty = all five), e.g. for `dvc exp run -S experiments.only=[...]`"""
+    level: float = 0.95
+    """confidence level of the reported intervals (Student t over seeds)"""
+    label_problems: int = 20
+    """1. label efficiency: pool problems per seed (disjoint slices; all their samples and tree branches)"""
+    data_fractions: list[float] = field(default_factory=lambda: [0.015, 0.05, 0.25, 1.0])
+    """2. data efficiency: fractions of the EDU label set's rollout budget a PRM is trained on"""
+    static_rollouts: int = 8
+    """2. rollouts per newline step of the static-MC comparison data (all generations, labeled once)"""
+    thresholds: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0, 1.5, 2.0])
+    """3. fixed entropy thresholds of the ablation (the calibrated strategy is always added)"""
+    ablation_problems: int = 100
+    """3. pool problems per seed whose samples are segmented, labeled and trained on per threshold"""
+
+    def __post_init__(self) -> None:
+        if len(self.seeds) < 1 or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"experiments.seeds must be distinct and non-empty: {self.seeds}")
+        unknown = set(self.only) - set(EXPERIMENTS)
+        if unknown:
+            raise ValueError(f"experiments.only: unknown {sorted(unknown)} (known: {', '.join(EXPERIMENTS)})")
+        if not 0 < self.level < 1:
+            raise ValueError(f"experiments.level must be in (0, 1), got {self.level}")
+        if not self.data_fractions or not all(0 < f <= 1 for f in self.data_fractions):
+            raise ValueError(f"experiments.data_fractions must be in (0, 1]: {self.data_fractions}")
+
+    def runs(self, name: str) -> bool:
+        return not self.only or name in self.only
+
+
 @dataclass(frozen=True)
 class Params:
     """All sections of params.yaml, for code that needs more than one."""
@@ -417,6 +486,7 @@ class Params:
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     active: ActiveConfig = field(default_factory=ActiveConfig)
+    experiments: ExperimentsConfig = field(default_factory=ExperimentsConfig)
 
 
 # --------------------------------------------------------------------------- loading

@@ -100,6 +100,11 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     )
 
 
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write a text file (UTF-8, \n line ends) atomically."""
+    _write_text_atomic(path, lambda f: f.write(text))
+
+
 # --------------------------------------------------------------------------- reading
 
 
@@ -166,6 +171,17 @@ def iter_jsonl(path: str | os.PathLike[str], *, allow_empty: bool = False) -> It
             yield Line(str(p), lineno, row)
     if n == 0 and not allow_empty:
         raise DataError(p, None, None, "file has no rows")
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """One JSON document; a missing or malformed file raises DataError naming it (and the line)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(str(p), None, None, "file not found")
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(str(p), e.lineno, None, f"invalid JSON: {e.msg}") from None
 
 
 def read_jsonl(path: str | os.PathLike[str], *, allow_empty: bool = False) -> list[dict[str, Any]]:

@@ -174,3 +174,42 @@ def active_curves(curves: Mapping[str, Sequence[Mapping[str, float]]], path: str
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, title="mean, band = min-max over seeds", title_fontsize=7)
     _save(fig, path)
+
+
+def ci_lines(series: Mapping[str, Sequence[tuple[float, Mapping[str, object]]]], path: str | os.PathLike[str],
+             xlabel: str, ylabel: str, title: str, logx: bool = False,
+             points: Mapping[str, tuple[float, Mapping[str, object]]] | None = None) -> None:
+    """One line per series through (x, mean) with a shaded CI band; `points` are single arms
+    drawn as a marker with an error bar (e.g. a baseline at one budget). CI dicts: prmflow.stats."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name, pts in series.items():
+        pts = sorted(pts, key=lambda p: p[0])
+        xs = [p[0] for p in pts]
+        ax.plot(xs, [p[1]["mean"] for p in pts], marker="o", label=name)
+        if all(p[1].get("lo") is not None for p in pts):
+            ax.fill_between(xs, [p[1]["lo"] for p in pts], [p[1]["hi"] for p in pts], alpha=0.2)
+    for name, (x, ci) in (points or {}).items():
+        err = None if ci.get("lo") is None else [[ci["mean"] - ci["lo"]], [ci["hi"] - ci["mean"]]]
+        ax.errorbar([x], [ci["mean"]], yerr=err, marker="s", ms=7, capsize=4, ls="none", label=name)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if logx:
+        ax.set_xscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def ci_scatter(points: Mapping[str, tuple[Mapping[str, object], Mapping[str, object]]], path: str | os.PathLike[str],
+               xlabel: str, ylabel: str, title: str, logx: bool = False) -> None:
+    """One labelled marker per arm at (x mean, y mean) with CI error bars on both axes."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name, (x, y) in points.items():
+        xerr = None if x.get("lo") is None else [[x["mean"] - x["lo"]], [x["hi"] - x["mean"]]]
+        yerr = None if y.get("lo") is None else [[y["mean"] - y["lo"]], [y["hi"] - y["mean"]]]
+        ax.errorbar([x["mean"]], [y["mean"]], xerr=xerr, yerr=yerr, marker="o", capsize=3, ls="none", label=name)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if logx:
+        ax.set_xscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)

@@ -146,6 +146,25 @@ def pipeline_run(name: str = "pipeline") -> Iterator[RunLogger]:
                 os.environ[PARENT_ENV] = old
 
 
+def arm_run(experiment: str, arm: str, seed: int, params: Mapping[str, Any], metrics: Mapping[str, float],
+            parent_run_id: str | None = None) -> str:
+    """One finished run per experiment arm x seed, tagged `experiment`, `arm` and `seed`, so the
+    MLflow UI's compare view (filter `tags.experiment = '...'`) shows the report's table. Returns its id."""
+    exp_id = setup()
+    client = MlflowClient(tracking_uri())
+    tags = {"stage": "experiments", "experiment": experiment, "arm": arm, "seed": str(seed),
+            "mlflow.runName": f"{experiment}/{arm}/seed{seed}"}
+    parent = parent_run_id or os.environ.get(PARENT_ENV)
+    if parent:
+        tags["mlflow.parentRunId"] = parent
+    run = client.create_run(exp_id, tags=tags, run_name=tags["mlflow.runName"])
+    logger = RunLogger(run.info.run_id)
+    logger.params({"experiment": experiment, "arm": arm, "seed": seed, **params})
+    logger.metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
 def register_model(run_id: str, artifact_path: str, name: str) -> str:
     """Register a run's logged model directory in the MLflow model registry; returns the version.
 

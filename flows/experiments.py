@@ -1,0 +1,198 @@
+"""Stage `experiments`: the papers' claims reproduced in miniature, with seeds and 95% CIs.
+
+    python -m flows.experiments [--params params.yaml] [--smoke]
+    dvc repro experiments/dvc.yaml          # the same, as a DVC stage (not in the default `dvc repro`)
+
+Runs on the embedded default's artifacts (policy, generations, EDU labels, synthetic
+ProcessBench) and writes reports/REPORT.md, reports/experiments.json (every number with its CI)
+and plots under reports/experiments/. Experiments:
+
+1. Label efficiency: step/first-error label accuracy vs exact gold against rollout tokens, for
+   newline MC, OmegaPRM, EDU steps and the EDU tree (per seed: its own problem subset and rollouts).
+2. Data efficiency: PRM F1 when trained on EDU labels at fractions of their rollout budget,
+   against a PRM on static newline-MC labels of the same solutions at 100%.
+3. Threshold ablation: fixed entropy thresholds and the calibrated strategy: steps per
+   solution, label cost, label accuracy and PRM F1 (per seed: problem subset, rollouts, PRM).
+4. Active learning: the `active` stage's strategies x seeds (reports/active/summary.json).
+5. EDU sampling: the `evaluate` stage's P-EDU vs standard seeds (reports/eval/edu_sampling.json).
+
+Every arm x seed is an MLflow run tagged `experiment`, `arm`, `seed`. `--smoke` shrinks every
+experiment to a couple of seeds and problems (CI runs it to check the report is complete).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+
+from prmflow import experiment_report as rep
+from prmflow import io, plots, tracking
+from prmflow.config import (ExperimentsConfig, LabelConfig, LabelQualityConfig, SegmentConfig, TrainConfig,
+                            load_section)
+from prmflow.stats import mean_ci
+from tasks.experiments import budget_subset, label_efficiency, label_with, problem_subset, train_and_score
+
+SMOKE = {"seeds": [0, 1], "label_problems": 2, "data_fractions": [0.25, 1.0], "thresholds": [1.0],
+         "ablation_problems": 4, "static_rollouts": 2}
+
+
+def _by_problem(rows: list[dict[str, Any]], problems: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    keep = {p["id"] for p in problems}
+    return [r for r in rows if r["problem_id"] in keep]
+
+
+def run_label_efficiency(cfg: ExperimentsConfig, lq: LabelQualityConfig, pool: list[dict[str, Any]],
+                         samples: list[dict[str, Any]], tree: list[dict[str, Any]], out: Path) -> dict[str, Any]:
+    answers = {p["id"]: p["answer"] for p in pool}
+    per_seed = {}
+    for seed in cfg.seeds:
+        problems = problem_subset(pool, cfg.label_problems, seed)
+        per_seed[seed] = label_efficiency(lq, _by_problem(samples, problems), _by_problem(tree, problems), answers, seed)
+        for scheme, r in per_seed[seed].items():
+            tracking.arm_run("label_efficiency", scheme, seed, {"problems": len(problems)}, r)
+    section = rep.label_efficiency(per_seed, cfg.level)
+    plots.ci_scatter({s: (n["tokens_per_solution"], n["first_error_acc"]) for s, n in section["numbers"].items()},
+                     out / "experiments" / "label_efficiency.png", "rollout tokens per solution",
+                     "first-error accuracy vs gold", "label quality vs cost (mean, 95% CI over seeds)", logx=True)
+    return section
+
+
+def run_data_efficiency(cfg: ExperimentsConfig, seg_cfg: SegmentConfig, label_cfg: LabelConfig, train_cfg: TrainConfig,
+                        edu_rows: list[dict[str, Any]], samples: list[dict[str, Any]], pool: list[dict[str, Any]],
+                        pb_rows: list[dict[str, Any]], out: Path) -> dict[str, Any]:
+    answers = {p["id"]: p["answer"] for p in pool}
+    static_cfg = replace(label_cfg, num_rollouts=cfg.static_rollouts)
+    static_rows, static_stats = label_with(replace(seg_cfg, strategy="newline"), static_cfg, samples, answers,
+                                           "checkpoints/experiments/label")
+    edu: dict[float, dict[int, dict[str, Any]]] = {f: {} for f in cfg.data_fractions}
+    static: dict[int, dict[str, Any]] = {}
+    for seed in cfg.seeds:
+        for f in cfg.data_fractions:
+            edu[f][seed] = train_and_score(train_cfg, budget_subset(edu_rows, f, seed), pb_rows, seed)
+            tracking.arm_run("data_efficiency", f"edu@{f:g}", seed, {"fraction": f, "labels": "edu"}, edu[f][seed])
+        static[seed] = train_and_score(train_cfg, static_rows, pb_rows, seed)
+        tracking.arm_run("data_efficiency", "static@1", seed, {"fraction": 1.0, "labels": "newline_mc"}, static[seed])
+    section = rep.data_efficiency(edu, static, cfg.level)
+    section["numbers"]["static_labels"] = static_stats
+    full_tokens = section["numbers"][f"edu@{max(cfg.data_fractions):g}"]["label_tokens"]["mean"]
+    plots.ci_lines({"EDU labels": [(f, section["numbers"][f"edu@{f:g}"]["f1"]) for f in sorted(edu)]},
+                   out / "experiments" / "data_efficiency.png", "fraction of the EDU rollout budget",
+                   "synthetic ProcessBench F1", f"PRM F1 vs label budget (100% = {full_tokens:.0f} tokens)", logx=True,
+                   points={"static newline MC, 100%": (1.0, section["numbers"]["static@1"]["f1"])})
+    return section
+
+
+def run_threshold_ablation(cfg: ExperimentsConfig, seg_cfg: SegmentConfig, label_cfg: LabelConfig, train_cfg: TrainConfig,
+                           samples: list[dict[str, Any]], pool: list[dict[str, Any]], pb_rows: list[dict[str, Any]],
+                           out: Path) -> dict[str, Any]:
+    answers = {p["id"]: p["answer"] for p in pool}
+    arms = {f"fixed@{t:g}": replace(seg_cfg, strategy="fixed", entropy_threshold=t) for t in cfg.thresholds}
+    arms["calibrated"] = replace(seg_cfg, strategy="calibrated")
+    per_arm: dict[str, dict[int, dict[str, Any]]] = {a: {} for a in arms}
+    for seed in cfg.seeds:
+        gens = _by_problem(samples, problem_subset(pool, cfg.ablation_problems, 1000 + seed))
+        for arm, scfg in arms.items():
+            rows, stats = label_with(scfg, replace(label_cfg, seed=seed), gens, answers, "checkpoints/experiments/label")
+            per_arm[arm][seed] = {**stats, **train_and_score(train_cfg, rows, pb_rows, seed)}
+            tracking.arm_run("threshold_ablation", arm, seed, {"strategy": scfg.strategy,
+                             "entropy_threshold": scfg.entropy_threshold}, per_arm[arm][seed])
+    section = rep.threshold_ablation(per_arm, cfg.level)
+    fixed = [(t, section["numbers"][f"fixed@{t:g}"]) for t in cfg.thresholds]
+    cal = section["numbers"]["calibrated"]
+    plots.ci_lines({"fixed threshold": [(t, n["f1"]) for t, n in fixed]}, out / "experiments" / "threshold_f1.png",
+                   "entropy threshold (nats)", "synthetic ProcessBench F1", "PRM F1 vs entropy threshold", logx=True,
+                   points={"calibrated": (cal["threshold"]["mean"], cal["f1"])})
+    plots.ci_lines({"steps / solution": [(t, n["steps_per_solution"]) for t, n in fixed],
+                    "label tokens / solution / 100": [(t, _scaled(n["tokens_per_solution"], 0.01)) for t, n in fixed]},
+                   out / "experiments" / "threshold_cost.png", "entropy threshold (nats)", "per solution",
+                   "segmentation and label cost vs threshold", logx=True,
+                   points={"calibrated: steps": (cal["threshold"]["mean"], cal["steps_per_solution"])})
+    return section
+
+
+def _scaled(ci: dict[str, Any], k: float) -> dict[str, Any]:
+    return {key: (v * k if isinstance(v, float) and key in ("mean", "lo", "hi") else v) for key, v in ci.items()}
+
+
+def collect_active_learning(cfg: ExperimentsConfig, reports: Path) -> dict[str, Any]:
+    summary = io.read_json(reports / "active" / "summary.json")
+    for strat in ("active", "random", "full"):
+        for seed, f1 in summary.get(strat, {}).get("final_f1_last_eval", {}).items():
+            labels = summary[strat].get("labeler_cost", {}).get(seed, {}).get("calls")
+            tracking.arm_run("active_learning", strat, int(seed), {}, {"final_f1": f1, **({"labels": labels} if labels else {})})
+    return rep.active_learning(summary, cfg.level)
+
+
+def collect_edu_sampling(cfg: ExperimentsConfig, reports: Path) -> dict[str, Any]:
+    pedu = io.read_json(reports / "eval" / "edu_sampling.json")
+    for arm in ("standard", "p_edu"):
+        for i, _ in enumerate(pedu[arm]["acc_prm"]["per_seed"]):
+            tracking.arm_run("edu_sampling", arm, i, {"n": pedu["n"]},
+                             {k: pedu[arm][k]["per_seed"][i] for k in ("acc_prm", "acc_majority", "tokens")})
+    return rep.edu_sampling(pedu, cfg.level)
+
+
+@flow(name="experiments", log_prints=True)
+def experiments_flow(params: str = "params.yaml", smoke: bool = False, reports_dir: str = "reports") -> dict:
+    cfg = load_section(params, "experiments", ExperimentsConfig)
+    if smoke:
+        cfg = replace(cfg, **SMOKE)
+    seg_cfg = load_section(params, "segment", SegmentConfig)
+    label_cfg = load_section(params, "label", LabelConfig)
+    train_cfg = load_section(params, "train", TrainConfig)
+    lq = load_section(params, "label_quality", LabelQualityConfig)
+    if smoke:
+        lq = replace(lq, newline_rollouts=[1, 2], num_rollouts=2)
+    out = Path(reports_dir)
+    with tracking.stage_run("experiments", cfg) as run:
+        pool = io.read_jsonl("data/problems/pool.jsonl")
+        samples = io.read_jsonl("data/generations/generations.jsonl")
+        tree = io.read_jsonl("data/generations/tree.jsonl", allow_empty=True)
+        pb_rows = io.read_jsonl("data/eval/synthetic_processbench.jsonl")
+        edu_rows = io.read_jsonl("data/labels/labels.jsonl")
+        sections = []
+        if cfg.runs("label_efficiency"):
+            sections.append(run_label_efficiency(cfg, lq, pool, samples, tree, out))
+        if cfg.runs("data_efficiency"):
+            sections.append(run_data_efficiency(cfg, seg_cfg, label_cfg, train_cfg, edu_rows, samples, pool, pb_rows, out))
+        if cfg.runs("threshold_ablation"):
+            sections.append(run_threshold_ablation(cfg, seg_cfg, label_cfg, train_cfg, samples, pool, pb_rows, out))
+        if cfg.runs("active_learning"):
+            sections.append(collect_active_learning(cfg, out))
+        if cfg.runs("edu_sampling"):
+            sections.append(collect_edu_sampling(cfg, out))
+
+        command = "python -m flows.experiments" + (" --smoke" if smoke else "")
+        io.write_json(out / "experiments.json", {"config": asdict(cfg), "smoke": smoke, "sections": sections})
+        io.write_text(out / "REPORT.md", rep.render(sections, {"command": command, "seeds": cfg.seeds, "level": cfg.level}))
+        run.metrics({f"experiments/supported/{s['title']}": float(s["supported"]) for s in sections
+                     if s["supported"] is not None})
+        run.artifact(out / "REPORT.md")
+        run.artifact(out / "experiments.json")
+        if (out / "experiments").is_dir():
+            run.artifact(out / "experiments", "plots")
+        for s in sections:
+            print(f"{s['title']}: {s['verdict']}")
+    return {"sections": [s["title"] for s in sections]}
+
+
+if __name__ == "__main__":
+    import argparse
+    import sys
+
+    from prmflow.config import load_params
+    from prmflow.io import DataError
+
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--smoke", action="store_true", help="a couple of seeds and problems per experiment (CI)")
+    args = parser.parse_args()
+    try:
+        load_params(args.params)
+        experiments_flow(params=args.params, smoke=args.smoke)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

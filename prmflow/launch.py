@@ -1,0 +1,113 @@
+"""Launch a stage flow as one process (`python -m flows.<stage>`) or through `accelerate launch`.
+
+    python -m prmflow.launch train [--params params.yaml] [--launcher python|accelerate]
+                                   [--num-processes N] [--mixed-precision no|bf16|fp16] [--cpu]
+                                   [--dry-run]
+
+PRM training on several GPUs runs `accelerate launch --num_processes N -m flows.train --params
+...`; on this CPU machine the same entry point runs single-process, either directly or as
+`accelerate launch --num_processes 1 --cpu -m flows.train`. Defaults come from the `train`
+section of the params file when it has the knobs (`launcher`, `num_processes`,
+`mixed_precision`), else from the command line (python, 1 process, no mixed precision).
+
+Only the command is built here; the training loop decides how it uses the processes
+(`accelerate.Accelerator` in prmflow.prm.train). Until it does, every accelerate process runs
+the whole flow, so use more than one process only once the loop is distributed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+LAUNCHERS = ("python", "accelerate")
+MIXED_PRECISION = ("no", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """How a stage flow process is started."""
+
+    launcher: str = "python"
+    """`python` (one process) | `accelerate` (`accelerate launch`, one process per device)"""
+    num_processes: int = 1
+    """processes `accelerate launch` starts (GPUs on one node); ignored by `python`"""
+    mixed_precision: str = "no"
+    """`accelerate launch --mixed_precision`: no | bf16 | fp16"""
+    cpu: bool = False
+    """`accelerate launch --cpu`: force CPU even where CUDA is visible"""
+
+    def __post_init__(self) -> None:
+        if self.launcher not in LAUNCHERS:
+            raise ValueError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {self.launcher!r}")
+        if self.num_processes < 1:
+            raise ValueError(f"num_processes must be >= 1, got {self.num_processes}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"mixed_precision must be one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}")
+
+
+def accelerate_available(python: str = sys.executable) -> bool:
+    """Whether `python` can import accelerate (it is not a prmflow dependency yet)."""
+    probe = subprocess.run([python, "-c", "import accelerate"], capture_output=True)
+    return probe.returncode == 0
+
+
+def stage_command(stage: str, params: str, cfg: LaunchConfig, python: str = sys.executable) -> list[str]:
+    """The argv that runs `flows.<stage>` with `params` under `cfg`.
+
+    >>> stage_command("train", "params.yaml", LaunchConfig(), python="py")
+    ['py', '-m', 'flows.train', '--params', 'params.yaml']
+    >>> stage_command("train", "p.yaml", LaunchConfig("accelerate", 4, "bf16"), python="py")  # doctest: +NORMALIZE_WHITESPACE
+    ['py', '-m', 'accelerate.commands.launch', '--num_machines', '1', '--num_processes', '4',
+     '--mixed_precision', 'bf16', '--dynamo_backend', 'no', '-m', 'flows.train', '--params', 'p.yaml']
+    """
+    module = f"flows.{stage}"
+    if cfg.launcher == "python":
+        return [python, "-m", module, "--params", params]
+    # `python -m accelerate.commands.launch` == `accelerate launch`, from the same interpreter
+    cmd = [python, "-m", "accelerate.commands.launch", "--num_machines", "1",
+           "--num_processes", str(cfg.num_processes), "--mixed_precision", cfg.mixed_precision,
+           "--dynamo_backend", "no"]
+    if cfg.cpu:
+        cmd.append("--cpu")
+    return [*cmd, "-m", module, "--params", params]
+
+
+def from_params(params: str, section: str = "train", **overrides: object) -> LaunchConfig:
+    """LaunchConfig from `section` of the params file (fields it has), then non-None overrides."""
+    from prmflow.config import read_params
+
+    data, _ = read_params(params)
+    values = {k: v for k, v in (data.get(section) or {}).items() if k in ("launcher", "num_processes", "mixed_precision")}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return LaunchConfig(**values)  # type: ignore[arg-type]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run a stage flow directly or through `accelerate launch`.")
+    parser.add_argument("stage", help="flow module under flows/, e.g. train")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--launcher", choices=LAUNCHERS)
+    parser.add_argument("--num-processes", type=int)
+    parser.add_argument("--mixed-precision", choices=MIXED_PRECISION)
+    parser.add_argument("--cpu", action="store_true", default=None, help="accelerate: force CPU")
+    parser.add_argument("--dry-run", action="store_true", help="print the command, do not run it")
+    args = parser.parse_args(argv)
+    cfg = from_params(args.params, launcher=args.launcher, num_processes=args.num_processes,
+                      mixed_precision=args.mixed_precision, cpu=args.cpu)
+    cmd = stage_command(args.stage, args.params, cfg)
+    print(" ".join(cmd), flush=True)
+    if args.dry_run:
+        return 0
+    if cfg.launcher == "accelerate" and not accelerate_available():
+        print("error: launcher 'accelerate' needs the accelerate package (pip install accelerate)", file=sys.stderr)
+        return 2
+    # the stage runs from the current directory (data/, models/ and params are relative to it)
+    return subprocess.call(cmd)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

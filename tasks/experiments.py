@@ -1,0 +1,111 @@
+"""Tasks of stage `experiments`: one arm x seed each, returning plain numbers.
+
+Every arm reuses the pipeline's own library calls (segmentation, MC labeling, PRM training,
+synthetic ProcessBench), so an arm measures what the pipeline would do with that setting.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import tempfile
+from dataclasses import replace
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from prmflow.config import LabelConfig, LabelQualityConfig, SegmentConfig, TrainConfig
+from prmflow.evaluate.scoring import assess, score_rows
+from prmflow.prm import PRM, PRMConfig
+from prmflow.prm.train import TrainConfig as LoopConfig
+from prmflow.prm.train import train_prm
+from tasks.label import label_rows
+from tasks.label_quality import compare_schemes
+from tasks.segment import segment
+
+MIN_TRAIN_STEPS = 50
+"""a PRM trained on a small fraction still gets this many optimizer steps (data, not compute, is scarce)"""
+
+
+def problem_subset(problems: list[dict[str, Any]], n: int, seed: int) -> list[dict[str, Any]]:
+    """n problems drawn without replacement by `seed` (order kept as in the file)."""
+    if n >= len(problems):
+        return list(problems)
+    keep = set(random.Random(f"subset:{seed}").sample(range(len(problems)), n))
+    return [p for i, p in enumerate(problems) if i in keep]
+
+
+def budget_subset(rows: list[dict[str, Any]], fraction: float, seed: int) -> list[dict[str, Any]]:
+    """Rows in a seeded random order, kept while their summed rollout cost fits fraction x total
+    (at least one row). Returns them in file order.
+
+    >>> rows = [{"id": str(i), "cost": {"generated_tokens": 10}} for i in range(10)]
+    >>> len(budget_subset(rows, 0.3, 0)), len(budget_subset(rows, 1.0, 0)), len(budget_subset(rows, 0.001, 0))
+    (3, 10, 1)
+    """
+    total = sum(r["cost"]["generated_tokens"] for r in rows)
+    order = list(range(len(rows)))
+    random.Random(f"budget:{seed}").shuffle(order)
+    keep, spent = set(), 0
+    for i in order:
+        c = rows[i]["cost"]["generated_tokens"]
+        if keep and spent + c > fraction * total + 1e-9:
+            continue
+        keep.add(i)
+        spent += c
+    return [r for i, r in enumerate(rows) if i in keep]
+
+
+@task(cache_policy=NO_CACHE, tags=["policy", "rollouts"])
+def label_efficiency(lq: LabelQualityConfig, samples: list[dict[str, Any]], tree: list[dict[str, Any]],
+                     answers: dict[str, str], seed: int) -> dict[str, dict[str, Any]]:
+    """Experiment 1 for one seed: every labeling scheme on the same solutions, scored vs gold."""
+    results = compare_schemes.fn(replace(lq, seed=seed), samples, tree, answers)
+    return {name: {k: v for k, v in r.items() if k != "step_tokens"} for name, r in results.items()}
+
+
+@task(cache_policy=NO_CACHE, tags=["policy", "rollouts"])
+def label_with(seg_cfg: SegmentConfig, label_cfg: LabelConfig, generations: list[dict[str, Any]],
+               answers: dict[str, str], checkpoint_root: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Segment `generations` with `seg_cfg`, MC-label them with `label_cfg`: TRL rows + stats."""
+    seg = segment.fn(seg_cfg, generations)
+    rows, _ = label_rows.fn(label_cfg, seg["rows"], answers, checkpoint_root=checkpoint_root)
+    n = max(1, len(rows))
+    gold = [(p == g) for r in rows for p, g in zip(r["labels"], r["gold_labels"], strict=True)]
+    return rows, {
+        "threshold": seg["threshold"] if seg["threshold"] is not None else seg_cfg.entropy_threshold,
+        "steps_per_solution": sum(len(r["labels"]) for r in rows) / n,
+        "tokens_per_solution": sum(r["cost"]["generated_tokens"] for r in rows) / n,
+        "rollouts_per_solution": sum(r["cost"]["rollouts"] for r in rows) / n,
+        "label_step_acc": sum(gold) / max(1, len(gold)),
+        "solutions": len(rows),
+    }
+
+
+@task(cache_policy=NO_CACHE, tags=["train", "prm"])
+def train_and_score(train_cfg: TrainConfig, rows: list[dict[str, Any]], pb_rows: list[dict[str, Any]],
+                    seed: int, score_batch_size: int = 32) -> dict[str, Any]:
+    """A PRM as the `train` stage builds it (seed = `seed`), trained on `rows`, then its synthetic
+    ProcessBench metrics on the test subset (threshold fitted on `calib`)."""
+    prm = PRM.from_backbone(train_cfg.backbone, PRMConfig(
+        num_heads=train_cfg.num_heads, head_hidden=train_cfg.head_hidden, head_data_keep=train_cfg.head_data_keep,
+        l2_to_init=train_cfg.l2_to_init, max_len=train_cfg.max_len, label_type=train_cfg.label_type, seed=seed,
+        lm_features=train_cfg.lm_features))
+    per_epoch = math.ceil(len(rows) / (train_cfg.batch_size * train_cfg.grad_accum))
+    steps = train_cfg.steps or max(MIN_TRAIN_STEPS, math.ceil(train_cfg.epochs * per_epoch))
+    loop = LoopConfig(lr=train_cfg.lr, steps=steps, batch_size=train_cfg.batch_size, grad_accum=train_cfg.grad_accum,
+                      weight_decay=train_cfg.weight_decay, warmup_steps=min(train_cfg.warmup_steps, steps // 2),
+                      seed=seed, checkpoint_every=10**9, freeze_backbone=train_cfg.freeze_backbone,
+                      progress_bar=False)
+    with tempfile.TemporaryDirectory() as ckpt:
+        summary = train_prm(prm, rows, loop, ckpt, resume=False)
+    scores, _ = score_rows(prm, pb_rows, batch_size=score_batch_size)
+    try:
+        result = assess(pb_rows, scores, calibrate_on="calib")
+    except ValueError:  # a tiny config can leave calib one-sided
+        result = assess(pb_rows, scores, threshold=0.5)
+    test = result["subsets"].get("test") or {"f1": 0.0, "error_acc": 0.0, "correct_acc": 0.0}
+    return {"f1": test["f1"], "err_acc": test["error_acc"], "correct_acc": test["correct_acc"],
+            "train_rows": len(rows), "train_steps": summary["steps"],
+            "label_tokens": sum(r["cost"]["generated_tokens"] for r in rows)}
