@@ -44,3 +44,52 @@ def mlflow_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
+
+
+# --------------------------------------------------------------------------- vLLM (its own venv)
+
+VLLM_PY = REPO / ".venv-vllm" / "bin" / "python"
+VLLM_K = 20  # top-k logprobs behind the entropy estimate (vLLM's default max_logprobs)
+VLLM_PROMPTS = [
+    "Question: Mia has 23 marbles. She finds 14 more marbles. How many marbles does Mia have now?\nAnswer:\n",
+    "Question: Leo has 6 cards. Then his cards become 3 times as many. How many cards does Leo have now?\nAnswer:\n",
+    "Question: Leo has 9 cards.\nAnswer:\n",
+    "Question:",
+]
+VLLM_MAX_NEW = 24
+VLLM_SEEDS = [101, 102, 103, 104]
+
+
+def vllm_missing() -> str | None:
+    """Why the vLLM tests cannot run here (.venv-vllm absent or without vllm), or None."""
+    import subprocess
+
+    if not VLLM_PY.exists():
+        return f"{VLLM_PY.relative_to(REPO)} not found; run `make vllm-env` to create the vLLM environment"
+    probe = subprocess.run([str(VLLM_PY), "-c", "import importlib.util, sys; "
+                            "sys.exit(importlib.util.find_spec('vllm') is None)"], capture_output=True)
+    if probe.returncode != 0:
+        return f"vllm is not importable by {VLLM_PY.relative_to(REPO)}; run `make vllm-env`"
+    return None
+
+
+@pytest.fixture(scope="session")
+def vllm_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test corpus' tiny Llama with head_dim 32 (vLLM's CPU attention has no kernel for 16),
+    briefly trained so its distributions are neither uniform nor degenerate; skips without vLLM."""
+    reason = vllm_missing()
+    if reason:
+        pytest.skip(reason)
+    from prmflow.policy.tiny import build_model, build_tokenizer, make_examples, train_lm
+
+    out = tmp_path_factory.mktemp("vllm_tiny") / "model"
+    tok = build_tokenizer(CORPUS, 300)
+    model = build_model("llama", len(tok), 64, 2, 2, 256, tok.pad_token_id, tok.eos_token_id, seed=0)
+    prompts = [c.split("Answer:\n")[0] + "Answer:\n" for c in CORPUS]
+    sols = [c.split("Answer:\n")[1] for c in CORPUS]
+    train_lm(model, make_examples(tok, prompts, sols, 256), steps=40, batch_size=8, lr=3e-3, warmup_steps=5,
+             weight_decay=0.0, pad_id=tok.pad_token_id, seed=0)
+    model.eval()
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out

@@ -29,11 +29,10 @@ from typing import Any
 import pytest
 
 from prmflow.entropy import topk_entropy
-from prmflow.policy.base import SamplingConfig
+from prmflow.policy.base import SamplingConfig, sample_seed
 from prmflow.policy.openai_backend import OpenAIBackend, OpenAIBackendError
-from prmflow.policy.vllm_backend import sample_seed
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO
 EOS = 1  # the conftest tokenizer's </s>
 SECRET = "sk-test-9f8e7d6c5b4a-do-not-leak"
 KEY_ENV = "PRMFLOW_TEST_OPENAI_KEY"
@@ -364,18 +363,14 @@ def test_load_backend_and_argument_checks(fake, tiny_model_dir, monkeypatch):
 
 # ---------------------------------------------------------------------- real vLLM server
 
-VLLM_PY = REPO / ".venv-vllm" / "bin" / "python"
-K = 20  # top-k of the entropy estimate (vLLM's default --max-logprobs)
+from conftest import VLLM_K as K  # noqa: E402
+from conftest import VLLM_MAX_NEW as MAX_NEW  # noqa: E402
+from conftest import VLLM_PROMPTS as PROMPTS  # noqa: E402
+from conftest import VLLM_PY  # noqa: E402
+from conftest import VLLM_SEEDS as SEEDS  # noqa: E402
+
 ATOL_HF = 1e-3  # float32 vLLM vs float32 transformers (logprobs agree to ~1e-5; slack for sums)
 ATOL_VLLM = 1e-5  # the same engine behind the HTTP server and the offline VLLMBackend
-PROMPTS = [
-    "Question: Mia has 23 marbles. She finds 14 more marbles. How many marbles does Mia have now?\nAnswer:\n",
-    "Question: Leo has 6 cards. Then his cards become 3 times as many. How many cards does Leo have now?\nAnswer:\n",
-    "Question: Leo has 9 cards.\nAnswer:\n",
-    "Question:",
-]
-MAX_NEW = 24
-SEEDS = [101, 102, 103, 104]
 
 OFFLINE_SCRIPT = """
 import json, sys
@@ -391,16 +386,6 @@ json.dump({"greedy": rows(greedy), "sampled": rows(sampled)}, open(sys.argv[2], 
 """
 
 
-def _vllm_missing() -> str | None:
-    if not VLLM_PY.exists():
-        return f"{VLLM_PY.relative_to(REPO)} not found; run `make vllm-env` to create the vLLM environment"
-    probe = subprocess.run([str(VLLM_PY), "-c", "import importlib.util, sys; "
-                            "sys.exit(importlib.util.find_spec('vllm') is None)"], capture_output=True)
-    if probe.returncode != 0:
-        return f"vllm is not importable by {VLLM_PY.relative_to(REPO)}; run `make vllm-env`"
-    return None
-
-
 def _vllm_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     from prmflow.policy.vllm_backend import engine_env_defaults
 
@@ -411,28 +396,12 @@ def _vllm_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def trained_model(tmp_path_factory) -> Path:
-    """The test corpus' tiny Llama with head_dim 32 (vLLM CPU has no kernel for 16), briefly
-    trained so its distributions are neither uniform nor degenerate (as tests/test_vllm_backend.py)."""
-    reason = _vllm_missing()
-    if reason:
-        pytest.skip(reason)
+def trained_model(vllm_tiny_model) -> Path:
+    """conftest's trained head_dim-32 tiny Llama (shared with tests/test_vllm_backend.py)."""
     from transformers import AutoTokenizer
 
-    from conftest import CORPUS
-    from prmflow.policy.tiny import build_model, build_tokenizer, make_examples, train_lm
-
-    out = tmp_path_factory.mktemp("openai_vllm") / "model"
-    tok = build_tokenizer(CORPUS, 300)
-    model = build_model("llama", len(tok), 64, 2, 2, 256, tok.pad_token_id, tok.eos_token_id, seed=0)
-    prompts = [c.split("Answer:\n")[0] + "Answer:\n" for c in CORPUS]
-    sols = [c.split("Answer:\n")[1] for c in CORPUS]
-    train_lm(model, make_examples(tok, prompts, sols, 256), steps=40, batch_size=8, lr=3e-3, warmup_steps=5,
-             weight_decay=0.0, pad_id=tok.pad_token_id, seed=0)
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    assert AutoTokenizer.from_pretrained(out).eos_token_id == EOS
-    return out
+    assert AutoTokenizer.from_pretrained(vllm_tiny_model).eos_token_id == EOS
+    return vllm_tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -24,55 +24,21 @@ import torch
 from prmflow.entropy import token_entropy, topk_entropy, topk_entropy_upper
 from prmflow.policy.base import SamplingConfig
 
-REPO = Path(__file__).resolve().parents[1]
-VLLM_PY = REPO / ".venv-vllm" / "bin" / "python"
-K = 20  # top-k logprobs behind the entropy estimate (vLLM's default max_logprobs)
+from conftest import REPO, VLLM_PY
+from conftest import VLLM_K as K
+from conftest import VLLM_MAX_NEW as MAX_NEW
+from conftest import VLLM_PROMPTS as PROMPTS
+from conftest import VLLM_SEEDS as SEEDS
+
 ATOL = 1e-3  # float32 engine vs float32 transformers: logprobs agree to ~1e-5; 1e-3 is slack for sums
-PROMPTS = [
-    "Question: Mia has 23 marbles. She finds 14 more marbles. How many marbles does Mia have now?\nAnswer:\n",
-    "Question: Leo has 6 cards. Then his cards become 3 times as many. How many cards does Leo have now?\nAnswer:\n",
-    "Question: Leo has 9 cards.\nAnswer:\n",
-    "Question:",
-]
-MAX_NEW = 24
-SEEDS = [101, 102, 103, 104]
 PREFIX_LEN = 5
 
 
-def _vllm_missing() -> str | None:
-    """Why the vLLM tests cannot run here, or None."""
-    if not VLLM_PY.exists():
-        return f"{VLLM_PY.relative_to(REPO)} not found; run `make vllm-env` to create the vLLM environment"
-    probe = subprocess.run([str(VLLM_PY), "-c", "import importlib.util, sys; "
-                            "sys.exit(importlib.util.find_spec('vllm') is None)"], capture_output=True)
-    if probe.returncode != 0:
-        return f"vllm is not importable by {VLLM_PY.relative_to(REPO)}; run `make vllm-env`"
-    return None
-
-
 @pytest.fixture(scope="module")
-def vllm_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+def vllm_run(vllm_tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """(model dir, the JSON written by tests/vllm_check.py under .venv-vllm)."""
-    reason = _vllm_missing()
-    if reason:
-        pytest.skip(reason)
-    from transformers import AutoTokenizer
-
-    from prmflow.policy.tiny import build_model, make_examples, train_lm
-
     tmp = tmp_path_factory.mktemp("vllm")
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    model = build_model("llama", len(tok), 64, 2, 2, 256, tok.pad_token_id, tok.eos_token_id, seed=0)
-    from conftest import CORPUS  # tests/ is on sys.path under pytest
-
-    prompts = [c.split("Answer:\n")[0] + "Answer:\n" for c in CORPUS]
-    sols = [c.split("Answer:\n")[1] for c in CORPUS]
-    train_lm(model, make_examples(tok, prompts, sols, 256), steps=40, batch_size=8, lr=3e-3, warmup_steps=5,
-             weight_decay=0.0, pad_id=tok.pad_token_id, seed=0)
-    model.eval()
-    model_dir = tmp / "model"
-    model.save_pretrained(model_dir)
-    tok.save_pretrained(model_dir)
+    model_dir = vllm_tiny_model
     spec = {"model": str(model_dir), "prompts": PROMPTS, "max_new_tokens": MAX_NEW, "entropy_top_k": K,
             "seeds": SEEDS, "prefix_len": PREFIX_LEN}
     (tmp / "spec.json").write_text(json.dumps(spec))

@@ -25,6 +25,19 @@ def derive_seed(seed: int, key: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:7], "big")
 
 
+_SEED_MOD = 2**63 - 1
+
+
+def sample_seed(prompt_seed: int, j: int) -> int:
+    """Seed of sample j of a prompt whose seed is `prompt_seed`: every backend (transformers'
+    per-row generators, vLLM's and the OpenAI server's per-request seeds) uses this formula.
+
+    >>> sample_seed(5, 0) != sample_seed(5, 1) != sample_seed(6, 0)
+    True
+    """
+    return (int(prompt_seed) * 1_000_003 + j) % _SEED_MOD
+
+
 @dataclass(frozen=True)
 class SamplingConfig:
     """How to sample. temperature 0 means greedy."""
@@ -92,3 +105,35 @@ class Backend(Protocol):
                      seeds: Sequence[int] | None = None) -> list[list[Completion]]:
         """Like `generate`, from token-level prefixes (MC rollouts continue a step prefix)."""
         ...
+
+
+def prompt_seeds(prompt_ids: Sequence[Sequence[int]], n: int, sampling: SamplingConfig,
+                 seeds: Sequence[int] | None) -> list[int]:
+    """Check a `generate_ids` request and return one seed per prompt (default sampling.seed + i).
+
+    >>> prompt_seeds([[1], [2, 3]], 2, SamplingConfig(seed=7), None)
+    [7, 8]
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if seeds is None:
+        seeds = [sampling.seed + i for i in range(len(prompt_ids))]
+    if len(seeds) != len(prompt_ids):
+        raise ValueError(f"got {len(seeds)} seeds for {len(prompt_ids)} prompts")
+    for i, ids in enumerate(prompt_ids):
+        if len(ids) == 0:
+            raise ValueError(f"prompt {i} is empty (no tokens)")
+    return list(seeds)
+
+
+class TokenizerFrontEnd:
+    """`encode` and `generate` for a backend that has `self.tokenizer` and `generate_ids`."""
+
+    tokenizer: Any
+
+    def encode(self, prompt: str) -> list[int]:
+        return list(self.tokenizer(prompt, add_special_tokens=True)["input_ids"])
+
+    def generate(self, prompts: Sequence[str], n: int, sampling: SamplingConfig,
+                 seeds: Sequence[int] | None = None) -> list[list[Completion]]:
+        return self.generate_ids([self.encode(p) for p in prompts], n, sampling, seeds=seeds)  # type: ignore[attr-defined]

@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from transformers.cache_utils import Cache, DynamicLayer
 
 from prmflow.entropy import check_finite, token_entropy
-from prmflow.policy.base import Completion, SamplingConfig
+from prmflow.policy.base import Completion, SamplingConfig, TokenizerFrontEnd, prompt_seeds, sample_seed
 
 
 class GrowingLayer(DynamicLayer):
@@ -112,7 +112,7 @@ def token_offsets(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> tup
     return text, spans
 
 
-class TransformersBackend:
+class TransformersBackend(TokenizerFrontEnd):
     """Sample from any HF causal LM with per-token entropy. See module docstring."""
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, batch_size: int = 32,
@@ -136,25 +136,10 @@ class TransformersBackend:
 
     # ------------------------------------------------------------------ public API
 
-    def encode(self, prompt: str) -> list[int]:
-        return list(self.tokenizer(prompt, add_special_tokens=True)["input_ids"])
-
-    def generate(self, prompts: Sequence[str], n: int, sampling: SamplingConfig,
-                 seeds: Sequence[int] | None = None) -> list[list[Completion]]:
-        return self.generate_ids([self.encode(p) for p in prompts], n, sampling, seeds=seeds)
-
     def generate_ids(self, prompt_ids: Sequence[Sequence[int]], n: int, sampling: SamplingConfig,
                      seeds: Sequence[int] | None = None) -> list[list[Completion]]:
         """n samples per prompt. `seeds[i]` (default sampling.seed + i) seeds prompt i's samples."""
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
-        if seeds is None:
-            seeds = [sampling.seed + i for i in range(len(prompt_ids))]
-        if len(seeds) != len(prompt_ids):
-            raise ValueError(f"got {len(seeds)} seeds for {len(prompt_ids)} prompts")
-        for i, ids in enumerate(prompt_ids):
-            if len(ids) == 0:
-                raise ValueError(f"prompt {i} is empty (no tokens)")
+        seeds = prompt_seeds(prompt_ids, n, sampling, seeds)
         # batch prompts of similar length together (less left padding); samples depend on their
         # own seeds only, so the order of work does not change them
         order = sorted(range(len(prompt_ids)), key=lambda i: (len(prompt_ids[i]), i))
@@ -233,7 +218,7 @@ class TransformersBackend:
         for b in range(B):
             for j in range(n):
                 g = torch.Generator(device="cpu")
-                g.manual_seed((int(seeds[b]) * 1_000_003 + j) % (2**63 - 1))
+                g.manual_seed(sample_seed(seeds[b], j))
                 u[b * n + j] = torch.rand(T, generator=g)
 
         next_pos = pos[:, -1] + 1  # (A,) for the A rows still active

@@ -57,9 +57,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from prmflow.entropy import topk_entropy
-from prmflow.policy.base import Completion, SamplingConfig
+from prmflow.policy.base import Completion, SamplingConfig, TokenizerFrontEnd, prompt_seeds, sample_seed
 from prmflow.policy.hf_backend import token_offsets
-from prmflow.policy.vllm_backend import sample_seed
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +106,7 @@ def _api_root(base_url: str) -> str:
     return url if parts.path not in ("", "/") else url + "/v1"
 
 
-class OpenAIBackend:
+class OpenAIBackend(TokenizerFrontEnd):
     """Sample from an OpenAI-compatible completions server, per-token top-k entropy. See module docstring."""
 
     def __init__(self, base_url: str, model: str, *, api_key_env: str | None = "OPENAI_API_KEY",
@@ -188,25 +187,10 @@ class OpenAIBackend:
 
     # ------------------------------------------------------------------ public API
 
-    def encode(self, prompt: str) -> list[int]:
-        return list(self.tokenizer(prompt, add_special_tokens=True)["input_ids"])
-
-    def generate(self, prompts: Sequence[str], n: int, sampling: SamplingConfig,
-                 seeds: Sequence[int] | None = None) -> list[list[Completion]]:
-        return self.generate_ids([self.encode(p) for p in prompts], n, sampling, seeds=seeds)
-
     def generate_ids(self, prompt_ids: Sequence[Sequence[int]], n: int, sampling: SamplingConfig,
                      seeds: Sequence[int] | None = None) -> list[list[Completion]]:
         """n samples per prompt. `seeds[i]` (default sampling.seed + i) seeds prompt i's samples."""
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
-        if seeds is None:
-            seeds = [sampling.seed + i for i in range(len(prompt_ids))]
-        if len(seeds) != len(prompt_ids):
-            raise ValueError(f"got {len(seeds)} seeds for {len(prompt_ids)} prompts")
-        for i, ids in enumerate(prompt_ids):
-            if len(ids) == 0:
-                raise ValueError(f"prompt {i} is empty (no tokens)")
+        seeds = prompt_seeds(prompt_ids, n, sampling, seeds)
         k = max(self.entropy_top_k, sampling.top_logprobs)
         bodies = [self._body(ids, sampling, k, sample_seed(s, j))
                   for ids, s in zip(prompt_ids, seeds, strict=True) for j in range(n)]

