@@ -26,6 +26,13 @@ C = TypeVar("C")
 # --------------------------------------------------------------------------- stage configs
 
 
+def _check_shards(section: str, num_shards: int, task_retries: int) -> None:
+    if num_shards < 1:
+        raise ValueError(f"{section}.num_shards must be >= 1, got {num_shards}")
+    if task_retries < 0:
+        raise ValueError(f"{section}.task_retries must be >= 0, got {task_retries}")
+
+
 @dataclass(frozen=True)
 class ProblemsConfig:
     """Stage `problems`: sample synthetic word problems (or load a real source)."""
@@ -136,10 +143,7 @@ class GenerateConfig:
     """Prefect retries of a failed shard task"""
 
     def __post_init__(self) -> None:
-        if self.num_shards < 1:
-            raise ValueError(f"generate.num_shards must be >= 1, got {self.num_shards}")
-        if self.task_retries < 0:
-            raise ValueError(f"generate.task_retries must be >= 0, got {self.task_retries}")
+        _check_shards("generate", self.num_shards, self.task_retries)
 
 
 @dataclass(frozen=True)
@@ -203,10 +207,7 @@ class LabelConfig:
     """Prefect retries of a failed shard task"""
 
     def __post_init__(self) -> None:
-        if self.num_shards < 1:
-            raise ValueError(f"label.num_shards must be >= 1, got {self.num_shards}")
-        if self.task_retries < 0:
-            raise ValueError(f"label.task_retries must be >= 0, got {self.task_retries}")
+        _check_shards("label", self.num_shards, self.task_retries)
 
 
 @dataclass(frozen=True)

@@ -176,6 +176,23 @@ def active_curves(curves: Mapping[str, Sequence[Mapping[str, float]]], path: str
     _save(fig, path)
 
 
+def _ci_err(ci: Mapping[str, object]) -> list[list[float]] | None:
+    """matplotlib's asymmetric error bar [[below], [above]] of a prmflow.stats CI (None: one seed)."""
+    if ci.get("lo") is None:
+        return None
+    return [[ci["mean"] - ci["lo"]], [ci["hi"] - ci["mean"]]]  # type: ignore[operator]
+
+
+def _finish_ci(fig: plt.Figure, ax: plt.Axes, path: str | os.PathLike[str], xlabel: str, ylabel: str, title: str,
+               logx: bool) -> None:
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if logx:
+        ax.set_xscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
 def ci_lines(series: Mapping[str, Sequence[tuple[float, Mapping[str, object]]]], path: str | os.PathLike[str],
              xlabel: str, ylabel: str, title: str, logx: bool = False,
              points: Mapping[str, tuple[float, Mapping[str, object]]] | None = None) -> None:
@@ -189,14 +206,8 @@ def ci_lines(series: Mapping[str, Sequence[tuple[float, Mapping[str, object]]]],
         if all(p[1].get("lo") is not None for p in pts):
             ax.fill_between(xs, [p[1]["lo"] for p in pts], [p[1]["hi"] for p in pts], alpha=0.2)
     for name, (x, ci) in (points or {}).items():
-        err = None if ci.get("lo") is None else [[ci["mean"] - ci["lo"]], [ci["hi"] - ci["mean"]]]
-        ax.errorbar([x], [ci["mean"]], yerr=err, marker="s", ms=7, capsize=4, ls="none", label=name)
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-    if logx:
-        ax.set_xscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    _save(fig, path)
+        ax.errorbar([x], [ci["mean"]], yerr=_ci_err(ci), marker="s", ms=7, capsize=4, ls="none", label=name)
+    _finish_ci(fig, ax, path, xlabel, ylabel, title, logx)
 
 
 def ci_scatter(points: Mapping[str, tuple[Mapping[str, object], Mapping[str, object]]], path: str | os.PathLike[str],
@@ -204,12 +215,6 @@ def ci_scatter(points: Mapping[str, tuple[Mapping[str, object], Mapping[str, obj
     """One labelled marker per arm at (x mean, y mean) with CI error bars on both axes."""
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for name, (x, y) in points.items():
-        xerr = None if x.get("lo") is None else [[x["mean"] - x["lo"]], [x["hi"] - x["mean"]]]
-        yerr = None if y.get("lo") is None else [[y["mean"] - y["lo"]], [y["hi"] - y["mean"]]]
-        ax.errorbar([x["mean"]], [y["mean"]], xerr=xerr, yerr=yerr, marker="o", capsize=3, ls="none", label=name)
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-    if logx:
-        ax.set_xscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    _save(fig, path)
+        ax.errorbar([x["mean"]], [y["mean"]], xerr=_ci_err(x), yerr=_ci_err(y), marker="o", capsize=3, ls="none",
+                    label=name)
+    _finish_ci(fig, ax, path, xlabel, ylabel, title, logx)

@@ -17,12 +17,13 @@ from prefect.cache_policies import NO_CACHE
 
 from prmflow.config import LabelConfig, LabelQualityConfig, SegmentConfig, TrainConfig
 from prmflow.evaluate.scoring import assess, score_rows
-from prmflow.prm import PRM, PRMConfig
-from prmflow.prm.train import TrainConfig as LoopConfig
+from prmflow.label import label_quality
+from prmflow.prm import PRM
 from prmflow.prm.train import train_prm
 from tasks.label import label_rows
 from tasks.label_quality import compare_schemes
 from tasks.segment import segment
+from tasks.train import loop_config, prm_config
 
 MIN_TRAIN_STEPS = 50
 """a PRM trained on a small fraction still gets this many optimizer steps (data, not compute, is scarce)"""
@@ -72,13 +73,13 @@ def label_with(seg_cfg: SegmentConfig, label_cfg: LabelConfig, generations: list
     seg = segment.fn(seg_cfg, generations)
     rows, _ = label_rows.fn(label_cfg, seg["rows"], answers, checkpoint_root=checkpoint_root)
     n = max(1, len(rows))
-    gold = [(p == g) for r in rows for p, g in zip(r["labels"], r["gold_labels"], strict=True)]
+    step_acc = label_quality([r["labels"] for r in rows], [r["gold_labels"] for r in rows])["step_acc"]
     return rows, {
         "threshold": seg["threshold"] if seg["threshold"] is not None else seg_cfg.entropy_threshold,
         "steps_per_solution": sum(len(r["labels"]) for r in rows) / n,
         "tokens_per_solution": sum(r["cost"]["generated_tokens"] for r in rows) / n,
         "rollouts_per_solution": sum(r["cost"]["rollouts"] for r in rows) / n,
-        "label_step_acc": sum(gold) / max(1, len(gold)),
+        "label_step_acc": step_acc if step_acc is not None else 0.0,
         "solutions": len(rows),
     }
 
@@ -88,16 +89,11 @@ def train_and_score(train_cfg: TrainConfig, rows: list[dict[str, Any]], pb_rows:
                     seed: int, score_batch_size: int = 32) -> dict[str, Any]:
     """A PRM as the `train` stage builds it (seed = `seed`), trained on `rows`, then its synthetic
     ProcessBench metrics on the test subset (threshold fitted on `calib`)."""
-    prm = PRM.from_backbone(train_cfg.backbone, PRMConfig(
-        num_heads=train_cfg.num_heads, head_hidden=train_cfg.head_hidden, head_data_keep=train_cfg.head_data_keep,
-        l2_to_init=train_cfg.l2_to_init, max_len=train_cfg.max_len, label_type=train_cfg.label_type, seed=seed,
-        lm_features=train_cfg.lm_features))
+    prm = PRM.from_backbone(train_cfg.backbone, prm_config(train_cfg, seed))
     per_epoch = math.ceil(len(rows) / (train_cfg.batch_size * train_cfg.grad_accum))
     steps = train_cfg.steps or max(MIN_TRAIN_STEPS, math.ceil(train_cfg.epochs * per_epoch))
-    loop = LoopConfig(lr=train_cfg.lr, steps=steps, batch_size=train_cfg.batch_size, grad_accum=train_cfg.grad_accum,
-                      weight_decay=train_cfg.weight_decay, warmup_steps=min(train_cfg.warmup_steps, steps // 2),
-                      seed=seed, checkpoint_every=10**9, freeze_backbone=train_cfg.freeze_backbone,
-                      progress_bar=False)
+    loop = replace(loop_config(train_cfg), steps=steps, warmup_steps=min(train_cfg.warmup_steps, steps // 2), seed=seed,
+                   checkpoint_every=10**9, progress_bar=False)
     with tempfile.TemporaryDirectory() as ckpt:
         summary = train_prm(prm, rows, loop, ckpt, resume=False)
     scores, _ = score_rows(prm, pb_rows, batch_size=score_batch_size)

@@ -26,6 +26,20 @@ def checkpoint_dir(cfg: TrainConfig, labels_path: str, root: str = "checkpoints/
     return Path(root) / h.hexdigest()[:16]
 
 
+def prm_config(cfg: TrainConfig, seed: int | None = None) -> PRMConfig:
+    """The PRM architecture the `train` stage builds (seed: cfg.seed unless given)."""
+    return PRMConfig(num_heads=cfg.num_heads, head_hidden=cfg.head_hidden, head_data_keep=cfg.head_data_keep,
+                     l2_to_init=cfg.l2_to_init, max_len=cfg.max_len, label_type=cfg.label_type,
+                     seed=cfg.seed if seed is None else seed, lm_features=cfg.lm_features)
+
+
+def loop_config(cfg: TrainConfig) -> LoopConfig:
+    """The training loop the `train` stage runs."""
+    return LoopConfig(lr=cfg.lr, epochs=cfg.epochs, steps=cfg.steps, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
+                      weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps, seed=cfg.seed,
+                      checkpoint_every=cfg.checkpoint_every, freeze_backbone=cfg.freeze_backbone)
+
+
 @task(cache_policy=NO_CACHE, tags=["train"])
 def fit_prm(cfg: TrainConfig, rows: list[dict[str, Any]], labels_path: str, out_dir: str,
             run_id: str | None = None) -> dict[str, Any]:
@@ -33,13 +47,8 @@ def fit_prm(cfg: TrainConfig, rows: list[dict[str, Any]], labels_path: str, out_
 
     Not cached by Prefect: its own checkpoints make a rerun after a crash cheap.
     """
-    prm = PRM.from_backbone(cfg.backbone, PRMConfig(num_heads=cfg.num_heads, head_hidden=cfg.head_hidden,
-                                                    head_data_keep=cfg.head_data_keep, l2_to_init=cfg.l2_to_init,
-                                                    max_len=cfg.max_len, label_type=cfg.label_type, seed=cfg.seed,
-                                                    lm_features=cfg.lm_features))
-    loop = LoopConfig(lr=cfg.lr, epochs=cfg.epochs, steps=cfg.steps, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
-                      weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps, seed=cfg.seed,
-                      checkpoint_every=cfg.checkpoint_every, freeze_backbone=cfg.freeze_backbone)
+    prm = PRM.from_backbone(cfg.backbone, prm_config(cfg))
+    loop = loop_config(cfg)
     log = RunLogger(run_id) if run_id else None
 
     def on_step(step: int, metrics: dict[str, float]) -> None:
