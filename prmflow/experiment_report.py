@@ -135,8 +135,9 @@ def active_learning(summary: Mapping[str, Any], level: float) -> dict[str, Any]:
     strategies = [s for s in ("active", "random", "full") if s in summary]
     for strat in strategies:
         s = summary[strat]
-        per_seed_f1 = s.get("final_f1_last_eval", {})
-        numbers[strat] = {"final_f1": mean_ci(list(per_seed_f1.values()), level) if per_seed_f1 else None}
+        # a seed has no F1 when the active stage ran without eval rows
+        f1s = [v for v in s.get("final_f1_last_eval", {}).values() if v is not None]
+        numbers[strat] = {"final_f1": mean_ci(f1s, level) if f1s else None}
         for q, m in sorted(s.get("match", {}).items()):
             fr = [r["fraction_of_full"] for r in m["per_seed"].values() if r.get("fraction_of_full") is not None]
             numbers[strat][f"fraction_of_full@{q}"] = {**(mean_ci(fr, level) if fr else {"mean": None}),
@@ -150,6 +151,8 @@ def active_learning(summary: Mapping[str, Any], level: float) -> dict[str, Any]:
             cells.append("-" if not c or c["mean"] is None else f"{fmt(c, 2)} ({c['reached']}/{c['seeds']} seeds)")
         rows.append([strat, *cells])
     verdict, supported = "The active stage did not run the active strategy.", None
+    if "active" in numbers:
+        verdict = "ActPRM has no labels-at-matched-F1 figure: the active stage reported no eval F1 to match."
     if "active" in numbers and qs:
         q = qs[0]
         c = numbers["active"].get(f"fraction_of_full@{q}")

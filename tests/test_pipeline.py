@@ -173,7 +173,8 @@ def test_second_repro_runs_nothing(repo):
     tmp, env, _ = repo
     out = _run(["dvc", "repro"], tmp, env)
     assert "Running stage" not in out
-    status = _run(["dvc", "status"], tmp, env)
+    # the default pipeline (./dvc.yaml); experiments/dvc.yaml is deliberately not part of it
+    status = _run(["dvc", "status", "dvc.yaml"], tmp, env)
     assert "up to date" in status
 
 
@@ -287,11 +288,32 @@ def test_same_params_and_seed_give_byte_identical_data(repo, tmp_path_factory):
     assert len(a) >= 6 and a == b
 
 
-def test_experiment_suite_smoke_writes_every_section(repo):
+def _gold_processbench(tmp: Path) -> None:
+    """Replace the tiny world's synthetic ProcessBench (its 20-step policy never solves a problem,
+    so balancing leaves no rows) with graded gold and one-number-off gold solutions."""
+    from prmflow.evaluate.synthetic import balance, processbench_rows, split_subsets
+
+    problems = [json.loads(x) for x in (tmp / "data/problems/eval.jsonl").read_text().splitlines()]
+    texts = []
+    for p in problems:
+        lines = p["solution"].split("\n")
+        k = len(p["problem"]) % (len(lines) - 1)  # a deterministic step to break
+        bad = lines[:k] + [lines[k].rsplit("=", 1)[0] + "= " + str(int(lines[k].rsplit("=", 1)[1]) + 1)] + lines[k + 1:]
+        texts.append([p["solution"], "\n".join(bad)])
+    rows, _ = processbench_rows(problems, texts, "gold")
+    rows = split_subsets(balance(rows, 0.5, 0), 0.3, 0)
+    assert {r["label"] == -1 for r in rows} == {True, False} and {r["subset"] for r in rows} == {"calib", "test"}
+    (tmp / "data/eval/synthetic_processbench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_experiment_suite_smoke_writes_every_section(repo, tmp_path):
     """CI's reduced experiment suite: the report exists with all five sections, every reported
     number has its CI over the smoke seeds, each arm x seed is an MLflow run, and the DVC stage
-    (kept out of the default `dvc repro`) is well-formed."""
-    tmp, env, _ = repo
+    (kept out of the default `dvc repro`) is well-formed. Runs in a copy of the tiny repo."""
+    tmp = tmp_path / "repo"
+    shutil.copytree(repo[0], tmp, symlinks=True, ignore=shutil.ignore_patterns("mlflow.db", "mlruns", "checkpoints"))
+    env = _env(tmp)
+    _gold_processbench(tmp)
     out = _run([sys.executable, "-m", "flows.experiments", "--smoke"], tmp, env)
     report = (tmp / "reports/REPORT.md").read_text()
     titles = ["1. Label efficiency", "2. Data efficiency", "3. Entropy-threshold ablation", "4. Active learning",
