@@ -6,6 +6,10 @@ The PRM is the policy's backbone plus reward head(s) read at a dedicated step to
 to each step (prmflow.prm), trained with BCE on hard or soft MC labels. Outputs models/prm/
 (`PRM.from_pretrained(dir).score(prompt, steps)`; the backbone also loads with
 `AutoModel.from_pretrained`), reports/train.json and reports/train/loss.png.
+
+Several GPUs: `python -m prmflow.launch train` with `launcher: accelerate` and `num_processes: N`
+in the train section runs `accelerate launch -m flows.train`; rank 0 runs this flow, the other
+ranks only their share of every optimizer step (prmflow.prm.parallel).
 """
 
 from __future__ import annotations
@@ -41,6 +45,12 @@ def train_flow(params: str = "params.yaml", labels_path: str = "data/labels/labe
 
 
 if __name__ == "__main__":
-    from flows._cli import main
+    from flows._cli import main, params_arg
+    from prmflow.prm.parallel import worker_rank
 
-    main(train_flow, __doc__)
+    if worker_rank() > 0:  # `accelerate launch --num_processes N`: ranks 1.. train beside the flow of rank 0
+        from tasks.train import train_worker
+
+        train_worker(params_arg(__doc__))
+    else:
+        main(train_flow, __doc__)

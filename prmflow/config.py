@@ -33,6 +33,62 @@ def _check_shards(section: str, num_shards: int, task_retries: int) -> None:
         raise ValueError(f"{section}.task_retries must be >= 0, got {task_retries}")
 
 
+BACKENDS = ("transformers", "vllm", "openai")
+VLLM_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Policy-engine knobs shared by the stages that sample (generate, label). Each says which
+    backend reads it; one set for another backend than the stage's `backend` is an error."""
+
+    backend: str = "transformers"
+    """`transformers` (in-process, full-vocabulary entropy) | `vllm` (offline vllm.LLM with prefix
+    caching, top-k entropy; needs .venv-vllm) | `openai` (a remote OpenAI-compatible server)"""
+    dtype: str = "float32"
+    """vllm: weight dtype of the engine (auto | float32 | bfloat16 | float16)"""
+    tensor_parallel_size: int = 1
+    """vllm: GPUs the engine shards the model over (of CUDA_VISIBLE_DEVICES)"""
+    max_model_len: int = 0
+    """vllm: context length the engine reserves KV cache for (0 = the model's own)"""
+    enforce_eager: bool = True
+    """vllm: no CUDA graphs / torch.compile warm-up (fast start); false for long GPU runs"""
+    entropy_top_k: int = 20
+    """vllm, openai: top-k logprobs behind the entropy estimate (prmflow.entropy gives its bounds;
+    -1 = the full vocabulary, vllm only); transformers always uses the full vocabulary"""
+    base_url: str = ""
+    """openai: the server's API root, e.g. http://127.0.0.1:8000/v1 ("" = $OPENAI_BASE_URL)"""
+    concurrency: int = 8
+    """openai: requests in flight"""
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.dtype not in VLLM_DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(VLLM_DTYPES)}, got {self.dtype!r}")
+        if min(self.tensor_parallel_size, self.concurrency) < 1 or self.max_model_len < 0:
+            raise ValueError("tensor_parallel_size and concurrency must be >= 1, max_model_len >= 0")
+        if self.entropy_top_k < 1 and self.entropy_top_k != -1:
+            raise ValueError(f"entropy_top_k must be >= 1 (or -1: the full vocabulary, vllm), got {self.entropy_top_k}")
+        readers = {"dtype": "vllm", "tensor_parallel_size": "vllm", "max_model_len": "vllm", "enforce_eager": "vllm",
+                   "base_url": "openai", "concurrency": "openai"}
+        defaults = {f.name: f.default for f in dataclasses.fields(EngineOptions)}
+        for name, reader in readers.items():
+            if getattr(self, name) != defaults[name] and self.backend != reader:
+                raise ValueError(f"{name} is read by the {reader} backend only, but backend is {self.backend!r}")
+
+    def backend_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of `prmflow.policy.load_backend(self.backend, model, ...)`."""
+        if self.backend == "vllm":
+            return {"dtype": self.dtype, "tensor_parallel_size": self.tensor_parallel_size,
+                    "max_model_len": self.max_model_len or None, "enforce_eager": self.enforce_eager,
+                    "entropy_top_k": self.entropy_top_k}
+        if self.backend == "openai":
+            return {"top_logprobs": self.entropy_top_k, "concurrency": self.concurrency,
+                    **({"base_url": self.base_url} if self.base_url else {})}
+        return {}
+
+
 @dataclass(frozen=True)
 class ProblemsConfig:
     """Stage `problems`: sample synthetic word problems (or load a real source)."""
@@ -102,13 +158,11 @@ class PolicyConfig:
 
 
 @dataclass(frozen=True)
-class GenerateConfig:
+class GenerateConfig(EngineOptions):
     """Stage `generate`: sample solutions with per-token entropy from the policy."""
 
     seed: int = 0
     """sampling seed"""
-    backend: str = "transformers"
-    """`transformers` (CPU/GPU, full-vocabulary entropy); more backends arrive with scale-out"""
     model: str = "models/policy"
     """local HF model dir or hub id (hub only when online)"""
     n: int = 4
@@ -143,6 +197,7 @@ class GenerateConfig:
     """Prefect retries of a failed shard task"""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check_shards("generate", self.num_shards, self.task_retries)
 
 
@@ -171,15 +226,13 @@ class SegmentConfig:
 
 
 @dataclass(frozen=True)
-class LabelConfig:
-    """Stage `label`: Monte-Carlo step labels (prmflow.label)."""
+class LabelConfig(EngineOptions):
+    """Stage `label`: Monte-Carlo step labels (prmflow.label); `backend` runs the rollouts."""
 
     method: str = "mc"
     """`mc` (roll out every step prefix, Math-Shepherd) or `omega` (OmegaPRM binary search)"""
     num_rollouts: int = 8
     """N rollouts per step prefix"""
-    backend: str = "transformers"
-    """policy backend for rollouts"""
     model: str = "models/policy"
     """policy model dir or hub id (the policy that generated the solutions)"""
     temperature: float = 1.0
@@ -207,6 +260,7 @@ class LabelConfig:
     """Prefect retries of a failed shard task"""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check_shards("label", self.num_shards, self.task_retries)
 
 
@@ -283,6 +337,28 @@ class TrainConfig:
     entropy; prmflow.prm.model); needs a causal-LM backbone"""
     register_name: str = "prmflow-prm"
     """MLflow registered model name ("" = do not register)"""
+    dtype: str = "float32"
+    """backbone weight dtype (float32 | bfloat16 | float16); the heads stay float32"""
+    lora_r: int = 0
+    """0 = train the backbone itself (or freeze it); > 0 = LoRA of this rank (peft), merged on save"""
+    launcher: str = "python"
+    """how `python -m prmflow.launch train` starts the stage: `python` (one process) | `accelerate`
+    (`accelerate launch`, one data-parallel process per device; prmflow.prm.train reduces gradients)"""
+    num_processes: int = 1
+    """accelerate: processes (GPUs on one node)"""
+    mixed_precision: str = "no"
+    """accelerate: autocast precision of the forward pass (no | bf16 | fp16)"""
+
+    def __post_init__(self) -> None:
+        from prmflow.launch import LaunchConfig  # validates launcher, num_processes, mixed_precision
+
+        LaunchConfig(self.launcher, self.num_processes, self.mixed_precision)
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.lora_r < 0:
+            raise ValueError(f"lora_r must be >= 0, got {self.lora_r}")
+        if self.lora_r > 0 and self.freeze_backbone:
+            raise ValueError("lora_r > 0 trains LoRA adapters on the backbone; it contradicts freeze_backbone: true")
 
 
 @dataclass(frozen=True)
@@ -564,6 +640,11 @@ def build_config(cls: type[C], values: dict[str, Any], *, path: str | os.PathLik
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
+        # a check that names a key it was given ("tensor_parallel_size is ...") points at that key
+        key = next((k for k in values if str(e).startswith(f"{k} ")), None)
+        if key is not None:
+            raise DataError(path, lines.get((section, str(key)), lines.get((section,))),
+                            f"{section}.{key}" if section else str(key), str(e)) from None
         raise DataError(path, lines.get((section,)), section or None, str(e)) from None
 
 

@@ -11,13 +11,15 @@ section of the params file when it has the knobs (`launcher`, `num_processes`,
 `mixed_precision`), else from the command line (python, 1 process, no mixed precision).
 
 Only the command is built here; the training loop decides how it uses the processes
-(`accelerate.Accelerator` in prmflow.prm.train). Until it does, every accelerate process runs
-the whole flow, so use more than one process only once the loop is distributed.
+(prmflow.prm.parallel): with N processes, rank 0 runs the flow and every rank trains its share
+of each optimizer step; gradients are summed over the ranks, so N processes take the same steps
+as one. On a CPU-only machine `--num-processes 2 --cpu` runs two gloo processes for real.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -50,7 +52,7 @@ class LaunchConfig:
 
 
 def accelerate_available(python: str = sys.executable) -> bool:
-    """Whether `python` can import accelerate (it is not a prmflow dependency yet)."""
+    """Whether `python` can import accelerate (a prmflow dependency; an engine venv may lack it)."""
     probe = subprocess.run([python, "-c", "import accelerate"], capture_output=True)
     return probe.returncode == 0
 
@@ -62,7 +64,7 @@ def stage_command(stage: str, params: str, cfg: LaunchConfig, python: str = sys.
     ['py', '-m', 'flows.train', '--params', 'params.yaml']
     >>> stage_command("train", "p.yaml", LaunchConfig("accelerate", 4, "bf16"), python="py")  # doctest: +NORMALIZE_WHITESPACE
     ['py', '-m', 'accelerate.commands.launch', '--num_machines', '1', '--num_processes', '4',
-     '--mixed_precision', 'bf16', '--dynamo_backend', 'no', '-m', 'flows.train', '--params', 'p.yaml']
+     '--mixed_precision', 'bf16', '--dynamo_backend', 'no', '--multi_gpu', '-m', 'flows.train', '--params', 'p.yaml']
     """
     module = f"flows.{stage}"
     if cfg.launcher == "python":
@@ -71,9 +73,19 @@ def stage_command(stage: str, params: str, cfg: LaunchConfig, python: str = sys.
     cmd = [python, "-m", "accelerate.commands.launch", "--num_machines", "1",
            "--num_processes", str(cfg.num_processes), "--mixed_precision", cfg.mixed_precision,
            "--dynamo_backend", "no"]
-    if cfg.cpu:
+    if cfg.num_processes > 1:
+        # torchrun, one process per device; on CPU (launch_env) the processes form a gloo group
+        cmd.append("--multi_gpu")
+    elif cfg.cpu:
         cmd.append("--cpu")
     return [*cmd, "-m", module, "--params", params]
+
+
+def launch_env(cfg: LaunchConfig) -> dict[str, str]:
+    """Environment the launched processes need beyond the caller's: `accelerate launch --cpu`
+    starts one process only, so several CPU processes go through `--multi_gpu` (torchrun) with
+    ACCELERATE_USE_CPU, which makes accelerate form a gloo process group on the CPU."""
+    return {"ACCELERATE_USE_CPU": "true"} if cfg.launcher == "accelerate" and cfg.cpu and cfg.num_processes > 1 else {}
 
 
 def from_params(params: str, section: str = "train", **overrides: object) -> LaunchConfig:
@@ -106,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: launcher 'accelerate' needs the accelerate package (pip install accelerate)", file=sys.stderr)
         return 2
     # the stage runs from the current directory (data/, models/ and params are relative to it)
-    return subprocess.call(cmd)
+    return subprocess.call(cmd, env={**os.environ, **launch_env(cfg)})
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def _row(p: dict[str, Any], rid: str, completion_row: dict[str, Any], **extra: A
 
 
 def _backend(cfg: GenerateConfig) -> Backend:
-    return cached_backend(cfg.backend, cfg.model, cfg.batch_size)
+    return cached_backend(cfg, cfg.model, cfg.batch_size)
 
 
 def job_dir(cfg: GenerateConfig, problems: list[dict[str, Any]], root: str = "checkpoints/generate") -> Path:

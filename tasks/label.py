@@ -58,7 +58,7 @@ def _sampling(cfg: LabelConfig) -> SamplingConfig:
 
 
 def _backend(cfg: LabelConfig) -> Backend:
-    return cached_backend(cfg.backend, cfg.model, cfg.batch_size)
+    return cached_backend(cfg, cfg.model, cfg.batch_size)
 
 
 WorkItem = tuple[str, list[int], str, str]

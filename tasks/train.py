@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from prmflow.config import TrainConfig
+from prmflow.config import TrainConfig, load_section
+from prmflow.io import read_jsonl
 from prmflow.prm import PRM, PRMConfig
+from prmflow.prm.parallel import Processes
 from prmflow.prm.train import TrainConfig as LoopConfig
 from prmflow.prm.train import train_prm
 from prmflow.tracking import RunLogger
@@ -37,7 +41,26 @@ def loop_config(cfg: TrainConfig) -> LoopConfig:
     """The training loop the `train` stage runs."""
     return LoopConfig(lr=cfg.lr, epochs=cfg.epochs, steps=cfg.steps, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
                       weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps, seed=cfg.seed,
-                      checkpoint_every=cfg.checkpoint_every, freeze_backbone=cfg.freeze_backbone)
+                      checkpoint_every=cfg.checkpoint_every, freeze_backbone=cfg.freeze_backbone, lora_r=cfg.lora_r)
+
+
+def train_on_this_process(cfg: TrainConfig, rows: list[dict[str, Any]], labels_path: str,
+                          on_step: Callable[[int, dict[str, float]], None] | None = None) -> tuple[PRM, dict[str, Any], Processes]:
+    """Build the PRM on the backbone and train it (resuming from checkpoints) as one of the
+    data-parallel processes of this run (`accelerate launch`; a plain run is one process)."""
+    procs = Processes.current()
+    prm = PRM.from_backbone(cfg.backbone, prm_config(cfg), dtype=getattr(torch, cfg.dtype))
+    summary = train_prm(prm, rows, loop_config(cfg), checkpoint_dir(cfg, labels_path), on_step=on_step, resume=True,
+                        procs=procs)
+    return prm, summary, procs
+
+
+def train_worker(params: str = "params.yaml", labels_path: str = "data/labels/labels.jsonl") -> None:
+    """A non-main process of a data-parallel `train` stage: it trains its share and returns;
+    the main process runs the Prefect flow, saves the model and logs to MLflow."""
+    cfg = load_section(params, "train", TrainConfig)
+    _, _, procs = train_on_this_process(cfg, read_jsonl(labels_path), labels_path)
+    procs.barrier()  # matches fit_prm's: wait while rank 0 writes the model
 
 
 @task(cache_policy=NO_CACHE, tags=["train"])
@@ -45,16 +68,17 @@ def fit_prm(cfg: TrainConfig, rows: list[dict[str, Any]], labels_path: str, out_
             run_id: str | None = None) -> dict[str, Any]:
     """Build the PRM on the backbone, train it (resuming from checkpoints), save to `out_dir`.
 
-    Not cached by Prefect: its own checkpoints make a rerun after a crash cheap.
+    Runs on the main process (rank 0); under `accelerate launch` the other ranks run
+    `train_worker` alongside. Not cached by Prefect: its own checkpoints make a rerun after a
+    crash cheap.
     """
-    prm = PRM.from_backbone(cfg.backbone, prm_config(cfg))
-    loop = loop_config(cfg)
     log = RunLogger(run_id) if run_id else None
 
     def on_step(step: int, metrics: dict[str, float]) -> None:
         if log and (step % 10 == 0 or step == 1):
             log.metrics(metrics, step=step)
 
-    summary = train_prm(prm, rows, loop, checkpoint_dir(cfg, labels_path), on_step=on_step, resume=True)
+    prm, summary, procs = train_on_this_process(cfg, rows, labels_path, on_step)
     prm.save_pretrained(out_dir)
+    procs.barrier()  # the other ranks exit only once the model is written
     return summary

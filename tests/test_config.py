@@ -48,3 +48,45 @@ def test_unknown_section_and_bad_yaml(tmp_path):
     p.write_text("policy: [1, 2\n")
     with pytest.raises(DataError, match="invalid YAML"):
         load_params(p)
+
+
+def test_engine_knobs_reach_the_backend_they_belong_to(monkeypatch):
+    """generate/label engine knobs become load_backend kwargs of their backend only; a knob of
+    another backend is an error naming it, and each knob set gets its own cached engine."""
+    from prmflow.config import LabelConfig, TrainConfig
+    from tasks import backends
+
+    vllm = GenerateConfig(backend="vllm", dtype="bfloat16", tensor_parallel_size=4, max_model_len=4096,
+                          enforce_eager=False, entropy_top_k=10)
+    assert vllm.backend_kwargs() == {"dtype": "bfloat16", "tensor_parallel_size": 4, "max_model_len": 4096,
+                                     "enforce_eager": False, "entropy_top_k": 10}
+    assert LabelConfig(backend="openai", base_url="http://127.0.0.1:8000/v1", concurrency=2).backend_kwargs() == {
+        "top_logprobs": 20, "concurrency": 2, "base_url": "http://127.0.0.1:8000/v1"}
+    assert GenerateConfig().backend_kwargs() == {} and GenerateConfig(backend="vllm").backend_kwargs()["max_model_len"] is None
+    with pytest.raises(ValueError, match="tensor_parallel_size is read by the vllm backend only"):
+        GenerateConfig(tensor_parallel_size=2)
+    with pytest.raises(ValueError, match="base_url is read by the openai backend only"):
+        LabelConfig(backend="vllm", base_url="http://x")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        LabelConfig(backend="tgi")
+    with pytest.raises(ValueError, match="lora_r > 0 .* freeze_backbone"):
+        TrainConfig(lora_r=4, freeze_backbone=True)
+    with pytest.raises(ValueError, match="launcher"):
+        TrainConfig(launcher="torchrun")
+
+    calls = []
+    monkeypatch.setattr(backends, "load_backend", lambda name, model, **kw: calls.append((name, model, kw)) or object())
+    backends.clear()
+    a = backends.cached_backend(vllm, "m", 64)
+    assert backends.cached_backend(vllm, "m", 64) is a and len(calls) == 1
+    assert calls[0] == ("vllm", "m", {"batch_size": 64, **vllm.backend_kwargs()})
+    backends.cached_backend(GenerateConfig(backend="vllm", dtype="float16"), "m", 64)
+    assert len(calls) == 2 and calls[1][2]["dtype"] == "float16"
+    backends.clear()
+
+
+def test_a_knob_of_another_backend_in_params_names_file_line_and_key(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("generate:\n  backend: transformers\n  tensor_parallel_size: 2\n")
+    with pytest.raises(DataError, match=r"params.yaml:3: field 'generate.tensor_parallel_size': tensor_parallel_size is read by the vllm backend only"):
+        load_section(p, "generate", GenerateConfig)

@@ -241,10 +241,10 @@ def _labels(n: int) -> list[dict]:
     return rows
 
 
-@pytest.mark.skipif(importlib.util.find_spec("accelerate") is None,
-                    reason="accelerate is not installed (not a prmflow dependency yet)")
-def test_train_through_accelerate_launch_on_cpu(prefect_server, tiny_model_dir: Path, tmp_path: Path):
-    """The PRM training entry point, single-process on CPU, through `accelerate launch`."""
+@pytest.mark.parametrize("processes", [1, 2])
+def test_train_through_accelerate_launch_on_cpu(prefect_server, tiny_model_dir: Path, tmp_path: Path, processes: int):
+    """The PRM training stage through `accelerate launch` on the CPU: one process, and two
+    data-parallel gloo processes (rank 0 runs the flow, rank 1 trains beside it)."""
     home, api_url = prefect_server
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -267,13 +267,13 @@ def test_train_through_accelerate_launch_on_cpu(prefect_server, tiny_model_dir: 
     env["PYTHONPATH"] = os.pathsep.join([str(repo), str(probe), *filter(None, [os.environ.get("PYTHONPATH")])])
 
     out = _run([sys.executable, "-m", "prmflow.launch", "train", "--launcher", "accelerate",
-                "--num-processes", "1", "--cpu"], repo, env, timeout=300)
-    assert "accelerate.commands.launch" in out and "--cpu" in out
+                "--num-processes", str(processes), "--cpu"], repo, env, timeout=300)
+    assert "accelerate.commands.launch" in out and ("--cpu" if processes == 1 else "--multi_gpu") in out
     # the flow ran under accelerate's launcher (it exports its settings to the process)
     launched = json.loads((repo / "launch_env.json").read_text())
-    assert launched["ACCELERATE_USE_CPU"] == "True" and launched["ACCELERATE_MIXED_PRECISION"] == "no"
+    assert launched["ACCELERATE_USE_CPU"].lower() == "true" and launched["ACCELERATE_MIXED_PRECISION"] == "no"
     summary = json.loads((repo / "reports/train.json").read_text())
-    assert summary["steps"] == 4 and summary["examples"] == 8
+    assert summary["steps"] == 4 and summary["examples"] == 8 and summary["processes"] == processes
     from prmflow.prm import PRM
 
     prm = PRM.from_pretrained(repo / "models/prm")

@@ -156,7 +156,8 @@ def test_truncation_counts_and_frozen_backbone(fresh_prm, tmp_path):
     assert all(not torch.equal(v, dict(prm.heads.named_parameters())[k]) for k, v in heads.items())
 
 
-@pytest.mark.skipif(importlib.util.find_spec("peft") is not None, reason="peft is installed")
-def test_lora_without_peft_is_a_clear_error(fresh_prm, tmp_path):
+def test_lora_without_peft_is_a_clear_error(fresh_prm, tmp_path, monkeypatch):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "peft" else find_spec(name, *a))
     with pytest.raises(ImportError, match="needs the `peft` package"):
         train_prm(fresh_prm(), _rows(), _cfg(lora_r=4), tmp_path)

@@ -17,6 +17,9 @@ Checkpoints go to out_dir/checkpoints/step-{n}/ (written atomically): model.safe
 (step, examples seen, losses, Python RNG, a fingerprint of config + data). With resume=True a run
 continues from the newest one and ends bit-identical to an uninterrupted run on the same
 machine: every ingredient of a step (parameters, AdamW moments, lr, rows, RNG) is restored exactly.
+
+Under `accelerate launch --num_processes W` the group's micro-batches are split over W processes
+and their gradients summed (prmflow.prm.parallel), which is the same optimizer step.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from tqdm.auto import tqdm
 from prmflow.io import atomic_path
 from prmflow.policy.tiny import lr_at
 from prmflow.prm.model import PRM, TokenizedSteps, collate, head_data_mask, step_bce
+from prmflow.prm.parallel import Processes
 
 
 @dataclass
@@ -142,24 +146,31 @@ def example_order(n: int, seed: int, start: int, count: int) -> list[int]:
     return [_epoch_perm(n, seed, p // n)[p % n] for p in range(start, start + count)]
 
 
-def accumulate_grads(prm: PRM, group: Sequence[Example], batch_size: int) -> float:
+def accumulate_grads(prm: PRM, group: Sequence[Example], batch_size: int, procs: Processes | None = None) -> float:
     """Backpropagate loss_s (module docstring) for one group in micro-batches; returns loss_s.
 
-    Gradients add up in .grad (zero them first). Raises FloatingPointError naming the rows of
-    a micro-batch whose loss is not finite.
+    Gradients add up in .grad (zero them first). With `procs` of W > 1 processes this process
+    runs only its own micro-batches (`procs.owns`) and returns its share of loss_s; the shares
+    and the gradients sum to the single-process ones. Raises FloatingPointError naming the rows
+    of a micro-batch whose loss is not finite.
     """
+    procs = procs or Processes()
     device = next(prm.parameters()).device
     masks = head_data_mask([e.id for e in group], prm.cfg.num_heads, prm.cfg.head_data_keep, prm.cfg.seed)  # (E, G)
     n_pairs = max(1, sum(int(masks[:, j].sum()) * len(e.targets) for j, e in enumerate(group)))
     n_micro = math.ceil(len(group) / batch_size)
     total = 0.0
     for i in range(0, len(group), batch_size):
+        if not procs.owns(i // batch_size):
+            continue
         mb = group[i : i + batch_size]
         ids, attn, steps, pos = prm.inputs([e.tokens for e in mb])  # (B, T) x 3, (B, S)
         targets = torch.zeros(pos.shape)  # (B, S)
         for b, e in enumerate(mb):
             targets[b, : len(e.targets)] = torch.tensor(e.targets)
-        logits = prm(ids, attn, steps)  # (E, B, T)
+        with procs.autocast():
+            logits = prm(ids, attn, steps)  # (E, B, T)
+        logits = logits.float()
         bce_sum, _ = step_bce(logits, pos, targets.to(device), masks[:, i : i + batch_size].to(device))
         loss = bce_sum / n_pairs
         if prm.cfg.l2_to_init > 0:
@@ -172,13 +183,19 @@ def accumulate_grads(prm: PRM, group: Sequence[Example], batch_size: int) -> flo
 
 
 def train_prm(prm: PRM, rows: Sequence[dict[str, Any]], cfg: TrainConfig, out_dir: str | Path,
-              on_step: Callable[[int, dict[str, float]], None] | None = None, resume: bool = True) -> dict[str, Any]:
+              on_step: Callable[[int, dict[str, float]], None] | None = None, resume: bool = True,
+              procs: Processes | None = None) -> dict[str, Any]:
     """Train `prm` in place on TRL stepwise rows; returns a summary.
 
     `on_step(step, {"train/loss", "train/lr", "train/grad_norm"})` runs after each optimizer step
-    (1-based), after that step's checkpoint is written. resume=True continues from the newest
-    checkpoint in out_dir/checkpoints; resume=False deletes them and starts over.
+    (1-based), after that step's checkpoint is written, on the main process only. resume=True
+    continues from the newest checkpoint in out_dir/checkpoints; resume=False deletes them and
+    starts over. `procs` (default: one process, prm where it is) are the data-parallel
+    processes, e.g. `Processes.current()` under `accelerate launch`; every one of them calls
+    this with the same arguments, and the PRM moves to its device.
     """
+    procs = procs or Processes(device=next(prm.parameters()).device)
+    prm.to(procs.device)
     if cfg.lora_r > 0:
         prm.backbone = _wrap_lora(prm.backbone, cfg.lora_r)
     prm.cfg.label_type = cfg.label_type or prm.cfg.label_type
@@ -195,8 +212,9 @@ def train_prm(prm: PRM, rows: Sequence[dict[str, Any]], cfg: TrainConfig, out_di
     ckpt_dir = Path(out_dir) / "checkpoints"
     fingerprint = _fingerprint(cfg, prm, examples)
     latest = _latest_checkpoint(ckpt_dir) if resume else None
-    if not resume:
+    if not resume and procs.is_main:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
+    procs.barrier()  # nobody reads checkpoints the main process is deleting
     if latest is not None:
         state = _load_checkpoint(latest, prm, opt, fingerprint)
     else:
@@ -206,7 +224,7 @@ def train_prm(prm: PRM, rows: Sequence[dict[str, Any]], cfg: TrainConfig, out_di
     start = state["step"]
 
     prm.train()
-    bar = tqdm(total=total, initial=start, desc="train prm", disable=not cfg.progress_bar)
+    bar = tqdm(total=total, initial=start, desc="train prm", disable=not (cfg.progress_bar and procs.is_main))
     for step in range(start, total):
         lr = lr_at(step, total, cfg.warmup_steps, cfg.lr)
         for g in opt.param_groups:
@@ -214,9 +232,11 @@ def train_prm(prm: PRM, rows: Sequence[dict[str, Any]], cfg: TrainConfig, out_di
         group = [examples[j] for j in example_order(len(examples), cfg.seed, step * group_size, group_size)]
         opt.zero_grad(set_to_none=True)
         try:
-            loss = accumulate_grads(prm, group, cfg.batch_size)
+            loss = accumulate_grads(prm, group, cfg.batch_size, procs)
         except FloatingPointError as e:
             raise FloatingPointError(f"optimizer step {step + 1}: {e}") from None
+        procs.sum_gradients(params)
+        loss = procs.sum(loss)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or math.inf))
         if not math.isfinite(grad_norm):
             raise FloatingPointError(f"optimizer step {step + 1}: non-finite gradient norm "
@@ -225,10 +245,12 @@ def train_prm(prm: PRM, rows: Sequence[dict[str, Any]], cfg: TrainConfig, out_di
         state["step"], state["examples_seen"] = step + 1, (step + 1) * group_size
         state["losses"].append(loss)
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == total:
-            _save_checkpoint(ckpt_dir, prm, opt, state, cfg.keep_checkpoints)
+            if procs.is_main:
+                _save_checkpoint(ckpt_dir, prm, opt, state, cfg.keep_checkpoints)
+            procs.barrier()
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}")
-        if on_step is not None:
+        if on_step is not None and procs.is_main:
             on_step(step + 1, {"train/loss": loss, "train/lr": lr, "train/grad_norm": grad_norm})
     bar.close()
     prm.eval()
@@ -243,6 +265,7 @@ def train_prm(prm: PRM, rows: Sequence[dict[str, Any]], cfg: TrainConfig, out_di
         "truncated_rows": sum(e.tokens.n_truncated_steps > 0 for e in examples),
         "truncated_steps": sum(e.tokens.n_truncated_steps for e in examples),
         "prompt_truncated_rows": sum(e.tokens.n_truncated_prompt_tokens > 0 for e in examples),
+        "processes": procs.world,
     }
 
 
