@@ -285,3 +285,51 @@ def test_api_key_never_leaks(fake, key, tmp_path, mlflow_tmp, tiny_model_dir, ca
     for p in files:
         assert SENTINEL.encode() not in p.read_bytes(), p
     assert isinstance(labeler._client, httpx.Client)
+
+
+@pytest.mark.slow
+def test_api_key_never_reaches_prefect_results_or_its_database(fake, tmp_path, tiny_model_dir):
+    """The `active` stage as a subprocess with the judge labeler, Prefect task results persisted
+    (PREFECT_RESULTS_PERSIST_BY_DEFAULT) and Prefect's own database in tmp: the key is in no
+    file there (prefect.db, result files, MLflow, labels, checkpoints) and in no output."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from conftest import REPO
+
+    prompt = "Question: " + ROW["problem"] + "\nAnswer:\n"
+    (tmp_path / "data/segments").mkdir(parents=True)
+    (tmp_path / "data/problems").mkdir(parents=True)
+    (tmp_path / "data/eval").mkdir(parents=True)
+    (tmp_path / "data/segments/segments.jsonl").write_text("".join(
+        json.dumps({"id": f"s{i}", "problem_id": "p0", "prompt": prompt, "steps": STEPS}) + "\n" for i in range(3)))
+    (tmp_path / "data/problems/pool.jsonl").write_text(json.dumps(ROW) + "\n")
+    (tmp_path / "data/eval/synthetic_processbench.jsonl").write_text("".join(json.dumps(
+        {"id": f"e{i}", "generator": "t", "problem": ROW["problem"], "final_answer_correct": bool(i % 2),
+         "steps": ["23 + 14 = 37", "The answer is 37"] if i % 2 else ["23 + 14 = 38", "The answer is 38"],
+         "label": -1 if i % 2 else 0, "subset": "calib" if i < 4 else "test"}) + "\n" for i in range(8)))
+    active = {"strategies": ["active"], "seeds": [0], "match_fractions": [1.0], "backbone": str(tiny_model_dir),
+              "num_heads": 2, "max_len": 128, "std_threshold": -1.0, "pool_size": 3, "batch_size": 3, "grad_steps": 1,
+              "micro_batch_size": 3, "eval_every": 1, "labeler": "judge", "judge_base_url": fake.base_url,
+              "judge_model": "judge-model", "judge_api_key_env": KEY_ENV, "judge_max_retries": 1,
+              "judge_backoff": 0.0, "task_retries": 0}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"active": active}))
+    env = {**os.environ, KEY_ENV: SENTINEL, "PYTHONPATH": str(REPO),
+           "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+           "PREFECT_LOCAL_STORAGE_PATH": str(tmp_path / "prefect-results"),
+           "PREFECT_LOGGING_LEVEL": "DEBUG", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    env.pop("PREFECT_API_URL", None)  # the flow's own ephemeral API, whose database is in tmp
+    p = subprocess.run([sys.executable, "-m", "flows.active"], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert len(fake.requests) == 3 and all(r["auth"] == f"Bearer {SENTINEL}" for r in fake.requests)
+    assert SENTINEL not in p.stdout and SENTINEL not in p.stderr
+    files = [f for f in tmp_path.rglob("*") if f.is_file()]
+    assert (tmp_path / "prefect-home" / "prefect.db").is_file()
+    assert any(f.is_relative_to(tmp_path / "prefect-results") for f in files), "no Prefect result was persisted"
+    assert (tmp_path / "reports/active/summary.json").is_file()
+    for f in files:
+        assert SENTINEL.encode() not in f.read_bytes(), f
