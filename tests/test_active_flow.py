@@ -3,21 +3,12 @@
 import json
 
 import pytest
-import torch
 import yaml
 
 from conftest import REPO
 from test_active_loop import PROBLEMS, _evals, _pool
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 def test_active_flow(tmp_path, mlflow_tmp, tiny_model_dir, monkeypatch):

@@ -10,7 +10,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,12 +23,7 @@ ROW = {"id": "p0", "problem": "Mia has 23 marbles. She finds 14 more marbles. Ho
 STEPS = ["23 + 14 = 38\n", "38 + 0 = 38\n", "The answer is 38"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models run fastest on one thread
 
 
 # --------------------------------------------------------------------------- parser

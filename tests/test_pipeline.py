@@ -243,7 +243,10 @@ def test_label_stage_killed_and_resumed_gives_the_uninterrupted_artifact(repo, t
 
     killed = copies["killed"]
     kenv = {**env, "PYTHONPATH": str(killed)}
-    p = subprocess.Popen(cmd, cwd=killed, env=kenv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # its own process group: the kill takes the stage and its ephemeral Prefect API down together,
+    # as a scheduler killing the job would (no orphaned server left running)
+    p = subprocess.Popen(cmd, cwd=killed, env=kenv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
     ckpt_dir = killed / "checkpoints/label"
     deadline = time.time() + 600
     while time.time() < deadline and p.poll() is None:
@@ -252,7 +255,7 @@ def test_label_stage_killed_and_resumed_gives_the_uninterrupted_artifact(repo, t
             break
         time.sleep(0.05)
     assert p.poll() is None, "label stage finished before it could be killed; make the job bigger"
-    p.send_signal(signal.SIGKILL)
+    os.killpg(p.pid, signal.SIGKILL)
     p.wait(timeout=60)
     assert not (killed / "data/labels/labels.jsonl").exists() or \
         (killed / "data/labels/labels.jsonl").read_bytes() == (src / "data/labels/labels.jsonl").read_bytes()

@@ -21,12 +21,7 @@ from prmflow.prm.parallel import Processes
 from test_prm_train import _rows
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models run fastest on one thread
 
 
 def _grads(prm: PRM) -> dict[str, torch.Tensor]:

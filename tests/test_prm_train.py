@@ -9,13 +9,7 @@ import prmflow.prm.train
 from prmflow.prm import PRM, PRMConfig, TrainConfig, accumulate_grads, prepare_examples, train_prm
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (no OpenMP spin contention on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models run fastest on one thread
 
 
 def _rows() -> list[dict]:
