@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import yaml
 
 from prmflow.io import DataError
+from prmflow.policy import BACKENDS
 
 C = TypeVar("C")
 
@@ -33,7 +34,6 @@ def _check_shards(section: str, num_shards: int, task_retries: int) -> None:
         raise ValueError(f"{section}.task_retries must be >= 0, got {task_retries}")
 
 
-BACKENDS = ("transformers", "vllm", "openai")
 VLLM_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 

@@ -98,4 +98,3 @@ def worker_rank() -> int:
     """This process's rank as the launcher set it (RANK), before any process group exists; 0
     for a plain python process."""
     return int(os.environ.get("RANK", "0"))
-
