@@ -22,6 +22,7 @@ experiment to a couple of seeds and problems (CI runs it to check the report is 
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -153,21 +154,29 @@ def experiments_flow(params: str = "params.yaml", smoke: bool = False, reports_d
         tree = io.read_jsonl("data/generations/tree.jsonl", allow_empty=True)
         pb_rows = io.read_jsonl("data/eval/synthetic_processbench.jsonl")
         edu_rows = io.read_jsonl("data/labels/labels.jsonl")
-        sections = []
-        if cfg.runs("label_efficiency"):
-            sections.append(run_label_efficiency(cfg, lq, pool, samples, tree, out))
-        if cfg.runs("data_efficiency"):
-            sections.append(run_data_efficiency(cfg, seg_cfg, label_cfg, train_cfg, edu_rows, samples, pool, pb_rows, out))
-        if cfg.runs("threshold_ablation"):
-            sections.append(run_threshold_ablation(cfg, seg_cfg, label_cfg, train_cfg, samples, pool, pb_rows, out))
-        if cfg.runs("active_learning"):
-            sections.append(collect_active_learning(cfg, out))
-        if cfg.runs("edu_sampling"):
-            sections.append(collect_edu_sampling(cfg, out))
+        experiments = {
+            "label_efficiency": lambda: run_label_efficiency(cfg, lq, pool, samples, tree, out),
+            "data_efficiency": lambda: run_data_efficiency(cfg, seg_cfg, label_cfg, train_cfg, edu_rows, samples, pool,
+                                                           pb_rows, out),
+            "threshold_ablation": lambda: run_threshold_ablation(cfg, seg_cfg, label_cfg, train_cfg, samples, pool,
+                                                                 pb_rows, out),
+            "active_learning": lambda: collect_active_learning(cfg, out),
+            "edu_sampling": lambda: collect_edu_sampling(cfg, out),
+        }
+        sections, seconds = [], {}
+        for name, run_experiment in experiments.items():
+            if cfg.runs(name):
+                t0 = time.perf_counter()
+                sections.append(run_experiment())
+                seconds[name] = time.perf_counter() - t0
+                print(f"{name}: {seconds[name] / 60:.1f} min")
 
         command = "python -m flows.experiments" + (" --smoke" if smoke else "")
-        io.write_json(out / "experiments.json", {"config": asdict(cfg), "smoke": smoke, "sections": sections})
-        io.write_text(out / "REPORT.md", rep.render(sections, {"command": command, "seeds": cfg.seeds, "level": cfg.level}))
+        io.write_json(out / "experiments.json", {"config": asdict(cfg), "smoke": smoke, "sections": sections,
+                                                 "seconds": seconds})
+        io.write_text(out / "REPORT.md", rep.render(sections, {"command": command, "seeds": cfg.seeds, "level": cfg.level,
+                                                               "seconds": seconds}))
+        run.metrics({f"experiments/seconds/{name}": v for name, v in seconds.items()})
         run.metrics({f"experiments/supported/{s['title']}": float(s["supported"]) for s in sections
                      if s["supported"] is not None})
         run.artifact(out / "REPORT.md")

@@ -91,3 +91,7 @@ def test_render_has_every_section_table_and_verdict():
     text = rep.render([sec, sec], {"command": "python -m flows.experiments", "seeds": [0, 1], "level": 0.95})
     assert text.count("## 2. Data efficiency") == 2 and text.count("**Verdict.**") == 2
     assert "| edu@1 |" in text and "![experiments/data_efficiency.png]" in text
+    assert "Wall time" not in text  # no timing given, none made up
+    timed = rep.render([sec], {"command": "c", "seeds": [0], "level": 0.95,
+                               "seconds": {"data_efficiency": 90.0, "edu_sampling": 30.0}})
+    assert "Wall time: 2.0 min on this machine (data_efficiency: 1.5 min, edu_sampling: 0.5 min)." in timed

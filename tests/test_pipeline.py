@@ -326,6 +326,9 @@ def test_experiment_suite_smoke_writes_every_section(repo, tmp_path):
     assert report.count("**Verdict.**") == 5
     data = json.loads((tmp / "reports/experiments.json").read_text())
     assert [s["title"] for s in data["sections"]] == titles and data["smoke"] is True
+    assert set(data["seconds"]) == {"label_efficiency", "data_efficiency", "threshold_ablation", "active_learning",
+                                    "edu_sampling"} and all(v >= 0 for v in data["seconds"].values())
+    assert "Wall time: " in report
     f1 = data["sections"][1]["numbers"]["edu@1"]["f1"]
     assert f1["n"] == 2 and f1["lo"] <= f1["mean"] <= f1["hi"]
     for png in ("label_efficiency", "data_efficiency", "threshold_f1", "threshold_cost"):
