@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -569,6 +570,27 @@ class Params:
 # --------------------------------------------------------------------------- loading
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    r"""PyYAML's safe loader with YAML 1.2 booleans: only true/false (any case) are booleans.
+
+    DVC (ruamel.yaml, YAML 1.2) rewrites params.yaml on `dvc exp run -S` and drops the quotes
+    of strings such as 'no' (`train.mixed_precision`). PyYAML's YAML 1.1 rules would read that
+    `no` (and yes / on / off) as a boolean, so the file would mean something else to us than to
+    DVC; with this loader both read it the same.
+
+    >>> yaml.load("a: no\nb: On\nc: true\nd: FALSE", _Yaml12Loader)
+    {'a': 'no', 'b': 'On', 'c': True, 'd': False}
+    """
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                    list("tTfF"))
+
+
 def _key_lines(path: Path, text: str) -> dict[tuple[str, ...], int]:
     """Map each mapping key path (('policy', 'lr')) to its 1-based line in the YAML file."""
     lines: dict[tuple[str, ...], int] = {}
@@ -581,7 +603,7 @@ def _key_lines(path: Path, text: str) -> dict[tuple[str, ...], int]:
                 walk(v, key)
 
     try:
-        root = yaml.compose(text)
+        root = yaml.compose(text, _Yaml12Loader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise DataError(path, mark.line + 1 if mark else None, None, f"invalid YAML: {getattr(e, 'problem', e)}") from None
@@ -597,7 +619,7 @@ def read_params(path: str | os.PathLike[str] = "params.yaml") -> tuple[dict[str,
         raise DataError(p, None, None, "params file not found")
     text = p.read_text(encoding="utf-8")
     lines = _key_lines(p, text)
-    data = yaml.safe_load(text) or {}
+    data = yaml.load(text, _Yaml12Loader) or {}  # noqa: S506 (a SafeLoader)
     if not isinstance(data, dict):
         raise DataError(p, 1, None, "expected a mapping of stage sections")
     return data, lines

@@ -1,6 +1,6 @@
 import pytest
 
-from prmflow.config import GenerateConfig, PolicyConfig, load_params, load_section
+from prmflow.config import GenerateConfig, PolicyConfig, TrainConfig, load_params, load_section
 from prmflow.io import DataError
 
 from conftest import REPO
@@ -90,3 +90,23 @@ def test_a_knob_of_another_backend_in_params_names_file_line_and_key(tmp_path):
     p.write_text("generate:\n  backend: transformers\n  tensor_parallel_size: 2\n")
     with pytest.raises(DataError, match=r"params.yaml:3: field 'generate.tensor_parallel_size': tensor_parallel_size is read by the vllm backend only"):
         load_section(p, "generate", GenerateConfig)
+
+
+def test_params_rewritten_by_dvc_exp_run_keep_their_meaning(tmp_path):
+    """`dvc exp run -S` re-dumps params.yaml as YAML 1.2 and unquotes 'no'; we must still read a string."""
+    p = tmp_path / "params.yaml"
+    p.write_text("train:\n  mixed_precision: no\n  freeze_backbone: true\n  lm_features: False\n")
+    cfg = load_section(p, "train", TrainConfig)
+    assert cfg.mixed_precision == "no" and cfg.freeze_backbone is True and cfg.lm_features is False
+    p.write_text("train:\n  freeze_backbone: yes\n")  # YAML 1.1's yes is a string now: a clear type error
+    with pytest.raises(DataError, match=r"params.yaml:2.*train.freeze_backbone"):
+        load_section(p, "train", TrainConfig)
+
+
+def test_config_doctests():
+    import doctest
+
+    import prmflow.config
+
+    failed, attempted = doctest.testmod(prmflow.config)
+    assert attempted > 0 and failed == 0
