@@ -341,3 +341,40 @@ def test_experiment_suite_smoke_writes_every_section(repo, tmp_path):
     assert {(r.data.tags["arm"], r.data.tags["seed"]) for r in runs} >= {("edu@0.25", "0"), ("static@1", "1")}
     status = _run(["dvc", "status", "experiments/dvc.yaml"], tmp, env)
     assert "experiments" in status  # the stage parses, and has not been run by the default repro
+
+
+def test_dvc_exp_run_reproduces_one_experiment_arm(repo, tmp_path):
+    """`dvc exp run -S ...` on experiments/dvc.yaml runs a single arm (one threshold, one seed),
+    records it as a DVC experiment with its params and metrics, and logs that arm x seed to MLflow
+    tagged with the DVC experiment's name. Runs in a git-enabled copy of the tiny repo."""
+    tmp = tmp_path / "repo"
+    shutil.copytree(repo[0], tmp, symlinks=True, ignore=shutil.ignore_patterns("mlflow.db", "mlruns", "checkpoints"))
+    env = {**_env(tmp), "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    _gold_processbench(tmp)
+    (tmp / ".gitignore").write_text("mlflow.db\nmlartifacts/\ncheckpoints/\n__pycache__/\n")
+    _run(["git", "init", "-q"], tmp, env)
+    _run(["dvc", "config", "core.no_scm", "false"], tmp, env)
+    _run(["dvc", "commit", "-f", "-q", "dvc.yaml"], tmp, env)  # the gold ProcessBench rows become evaluate's recorded output
+    _run(["git", "add", "-A"], tmp, env)
+    _run(["git", "commit", "-qm", "tiny world"], tmp, env)
+    _run(["dvc", "exp", "run", "-n", "one-arm", "-s", "experiments/dvc.yaml:experiments",
+          "-S", "experiments.only=[threshold_ablation]", "-S", "experiments.seeds=[3]",
+          "-S", "experiments.thresholds=[1.0]", "-S", "experiments.ablation_problems=2"], tmp, env)
+    data = json.loads((tmp / "reports/experiments.json").read_text())
+    [section] = data["sections"]
+    assert section["title"] == "3. Entropy-threshold ablation" and data["config"]["seeds"] == [3]
+    assert set(section["numbers"]) >= {"fixed@1", "calibrated"} and set(data["seconds"]) == {"threshold_ablation"}
+    shown = subprocess.run(["dvc", "exp", "show", "--json"], cwd=tmp, env=env, capture_output=True, text=True,
+                           check=True).stdout
+    assert "one-arm" in shown and json.loads(shown)  # the experiment, with its params and metrics
+    assert "threshold_ablation" in shown  # its params override
+    import mlflow
+
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("prmflow").experiment_id],
+                              "tags.experiment = 'threshold_ablation'")
+    assert {(r.data.tags["arm"], r.data.tags["seed"]) for r in runs} == {("fixed@1", "3"), ("calibrated", "3")}
+    [stage_run] = [r for r in client.search_runs([client.get_experiment_by_name("prmflow").experiment_id],
+                                                 "tags.stage = 'experiments'") if "experiment" not in r.data.tags]
+    assert stage_run.data.tags.get("dvc_exp_name") == "one-arm"
