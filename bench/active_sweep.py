@@ -24,23 +24,17 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from prmflow import io  # noqa: E402
-from prmflow.active import OracleLabeler, run_active_learning, summarize  # noqa: E402
 from prmflow.active.compare import final_f1, initial_f1, labels_to_reach  # noqa: E402
 from prmflow.config import ActiveConfig, load_section  # noqa: E402
-from prmflow.prm import PRM, PRMConfig  # noqa: E402
 
 
 def one_run(cfg: ActiveConfig, strategy: str, seed: int, pool, problems, eval_rows, root: Path) -> dict:
-    from tasks.active import loop_config  # the stage's own mapping from params to the loop
+    """One run exactly as stage `active` makes it (its task's function, without Prefect or MLflow), timed."""
+    from tasks.active import run_strategy
 
-    prm = PRM.from_backbone(cfg.backbone, PRMConfig(num_heads=cfg.num_heads, head_hidden=cfg.head_hidden,
-                                                    head_data_keep=cfg.head_data_keep, l2_to_init=cfg.l2_to_init,
-                                                    max_len=cfg.max_len, seed=seed, lm_features=cfg.lm_features))
-    if cfg.freeze_backbone:
-        prm.backbone.requires_grad_(False)
     t0 = time.perf_counter()
-    out = run_active_learning(prm, pool, problems, OracleLabeler(), loop_config(cfg, strategy, seed),
-                              root / f"{strategy}-p{cfg.p}-s{cfg.std_threshold}-seed{seed}", eval_rows=eval_rows)
+    out = run_strategy.fn(replace(cfg, labeler="oracle"), strategy, seed, pool, problems, eval_rows,
+                          str(root / f"{strategy}-p{cfg.p}-s{cfg.std_threshold}-seed{seed}"))
     out["seconds"] = time.perf_counter() - t0
     return out
 

@@ -291,6 +291,12 @@ def test_same_params_and_seed_give_byte_identical_data(repo, tmp_path_factory):
     assert len(a) >= 6 and a == b
 
 
+def _copy_with_gold(src: Path, tmp: Path) -> None:
+    """A copy of the built tiny repo (no MLflow store or checkpoints) with gold ProcessBench rows."""
+    shutil.copytree(src, tmp, symlinks=True, ignore=shutil.ignore_patterns("mlflow.db", "mlruns", "checkpoints"))
+    _gold_processbench(tmp)
+
+
 def _gold_processbench(tmp: Path) -> None:
     """Replace the tiny world's synthetic ProcessBench (its 20-step policy never solves a problem,
     so balancing leaves no rows) with graded gold and one-number-off gold solutions."""
@@ -314,9 +320,8 @@ def test_experiment_suite_smoke_writes_every_section(repo, tmp_path):
     number has its CI over the smoke seeds, each arm x seed is an MLflow run, and the DVC stage
     (kept out of the default `dvc repro`) is well-formed. Runs in a copy of the tiny repo."""
     tmp = tmp_path / "repo"
-    shutil.copytree(repo[0], tmp, symlinks=True, ignore=shutil.ignore_patterns("mlflow.db", "mlruns", "checkpoints"))
+    _copy_with_gold(repo[0], tmp)
     env = _env(tmp)
-    _gold_processbench(tmp)
     out = _run([sys.executable, "-m", "flows.experiments", "--smoke"], tmp, env)
     report = (tmp / "reports/REPORT.md").read_text()
     titles = ["1. Label efficiency", "2. Data efficiency", "3. Entropy-threshold ablation", "4. Active learning",
@@ -348,10 +353,9 @@ def test_dvc_exp_run_reproduces_one_experiment_arm(repo, tmp_path):
     records it as a DVC experiment with its params and metrics, and logs that arm x seed to MLflow
     tagged with the DVC experiment's name. Runs in a git-enabled copy of the tiny repo."""
     tmp = tmp_path / "repo"
-    shutil.copytree(repo[0], tmp, symlinks=True, ignore=shutil.ignore_patterns("mlflow.db", "mlruns", "checkpoints"))
+    _copy_with_gold(repo[0], tmp)
     env = {**_env(tmp), "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@t"}
-    _gold_processbench(tmp)
     (tmp / ".gitignore").write_text("mlflow.db\nmlartifacts/\ncheckpoints/\n__pycache__/\n")
     _run(["git", "init", "-q"], tmp, env)
     _run(["dvc", "config", "core.no_scm", "false"], tmp, env)
@@ -372,9 +376,8 @@ def test_dvc_exp_run_reproduces_one_experiment_arm(repo, tmp_path):
     import mlflow
 
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
-    runs = client.search_runs([client.get_experiment_by_name("prmflow").experiment_id],
-                              "tags.experiment = 'threshold_ablation'")
+    exp_id = client.get_experiment_by_name("prmflow").experiment_id
+    runs = client.search_runs([exp_id], "tags.experiment = 'threshold_ablation'")
     assert {(r.data.tags["arm"], r.data.tags["seed"]) for r in runs} == {("fixed@1", "3"), ("calibrated", "3")}
-    [stage_run] = [r for r in client.search_runs([client.get_experiment_by_name("prmflow").experiment_id],
-                                                 "tags.stage = 'experiments'") if "experiment" not in r.data.tags]
+    [stage_run] = [r for r in client.search_runs([exp_id], "tags.stage = 'experiments'") if "experiment" not in r.data.tags]
     assert stage_run.data.tags.get("dvc_exp_name") == "one-arm"
