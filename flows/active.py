@@ -26,7 +26,7 @@ from typing import Any
 from prefect import flow
 
 from prmflow import io, plots, tracking
-from prmflow.active import initial_f1, mean_curve, summarize
+from prmflow.active import FeatureCache, initial_f1, mean_curve, summarize
 from prmflow.config import ActiveConfig, load_section
 from tasks.active import loop_config, run_dir, run_strategy
 
@@ -76,6 +76,7 @@ def active_flow(params: str = "params.yaml", segments_path: str = "data/segments
         print(f"active: pool {len(pool)} solutions, {len(eval_rows)} eval rows, labeler {cfg.labeler}")
 
         # ---- one run per (strategy, seed)
+        features = FeatureCache() if cfg.cache_features else None  # one backbone pass per solution per stage
         runs: dict[str, dict[int, dict[str, Any]]] = {s: {} for s in strategies}
         seconds: dict[str, list[float]] = {s: [] for s in strategies}
         for seed in cfg.seeds:
@@ -87,7 +88,7 @@ def active_flow(params: str = "params.yaml", segments_path: str = "data/segments
                     t0 = time.perf_counter()
                     res = run_strategy.with_options(retries=cfg.task_retries)(
                         cfg, strategy, seed, pool, problems, eval_rows,
-                        str(run_dir(cfg, strategy, seed, inputs, state_root)), run.run_id, counts)
+                        str(run_dir(cfg, strategy, seed, inputs, state_root)), run.run_id, counts, features)
                     seconds[strategy].append(time.perf_counter() - t0)
                     final = {"active/final_f1": res["final_f1"]} if res["final_f1"] is not None else {}
                     run.metrics({**final, "active/labels_spent": res["labels_spent"], "active/seconds": seconds[strategy][-1]})
@@ -104,7 +105,9 @@ def active_flow(params: str = "params.yaml", segments_path: str = "data/segments
         summary["data"] = {"pool": len(pool), "eval_rows": len(eval_rows),
                            "eval_test_rows": sum(r["subset"] == "test" for r in eval_rows),
                            "rounds": next(iter(next(iter(runs.values())).values()))["rounds"] if pool else 0,
-                           "labeler": cfg.labeler}
+                           "labeler": cfg.labeler,
+                           # solutions featurized by the frozen backbone for all runs together (cache_features)
+                           "backbone_passes": features.backbone_passes if features is not None else None}
         io.write_json(out / "summary.json", summary)
         io.write_json(out / "curves.json", {s: {str(seed): r["history"] for seed, r in by.items()} for s, by in runs.items()})
         means = {s: mean_curve([r["curve"] for r in runs[s].values()]) for s in strategies}

@@ -436,6 +436,9 @@ class ActiveConfig:
     """heads also read the backbone's own LM statistics per step (as train.lm_features)"""
     freeze_backbone: bool = False
     """train the heads only (the backbone, and with it the likelihood features, stay the policy's)"""
+    cache_features: bool = False
+    """with freeze_backbone: run the backbone once per solution and train/score the heads on the
+    cached head inputs (prmflow.active.features; same numbers up to float rounding, much faster)"""
     # selection
     p: float = 0.9
     """a step is confident only if head_mean >= p or <= 1 - p"""
@@ -505,6 +508,8 @@ class ActiveConfig:
             raise ValueError("active.seeds is empty")
         if self.labeler not in ("oracle", "mc", "judge", "consensus"):
             raise ValueError(f"active.labeler must be oracle, mc, judge or consensus, got {self.labeler!r}")
+        if self.cache_features and not self.freeze_backbone:
+            raise ValueError("active.cache_features needs active.freeze_backbone: true (a trained backbone changes the features)")
 
 
 EXPERIMENTS = ("label_efficiency", "data_efficiency", "threshold_ablation", "active_learning", "edu_sampling")

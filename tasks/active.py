@@ -14,6 +14,7 @@ from prefect.cache_policies import NO_CACHE
 
 from prmflow.active import (
     ConsensusLabeler,
+    FeatureCache,
     JudgeLabeler,
     JudgeUnavailable,
     Labeler,
@@ -60,7 +61,8 @@ def loop_config(cfg: ActiveConfig, strategy: str, seed: int) -> LoopConfig:
     return LoopConfig(strategy=strategy, p=cfg.p, std_threshold=cfg.std_threshold, select_fraction=cfg.select_fraction,
                       batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay, grad_steps=cfg.grad_steps,
                       micro_batch_size=cfg.micro_batch_size, eval_every=cfg.eval_every,
-                      score_batch_size=cfg.score_batch_size, checkpoint_every=cfg.checkpoint_every, seed=seed)
+                      score_batch_size=cfg.score_batch_size, checkpoint_every=cfg.checkpoint_every,
+                      cache_features=cfg.cache_features, seed=seed)
 
 
 def run_dir(cfg: ActiveConfig, strategy: str, seed: int, inputs: Sequence[str | Path],
@@ -92,8 +94,12 @@ def _numbers(record: Mapping[str, Any]) -> dict[str, float]:
 @task(cache_policy=NO_CACHE, tags=["prm", "active"], retry_condition_fn=_judge_unavailable, retry_delay_seconds=30)
 def run_strategy(cfg: ActiveConfig, strategy: str, seed: int, pool: list[dict[str, Any]],
                  problems: dict[str, dict[str, Any]], eval_rows: list[dict[str, Any]], state_dir: str,
-                 run_id: str | None = None, counts: list[int] | None = None) -> dict[str, Any]:
+                 run_id: str | None = None, counts: list[int] | None = None,
+                 feature_cache: FeatureCache | None = None) -> dict[str, Any]:
     """One strategy x seed from a fresh ensemble PRM on the backbone; per-round metrics go to MLflow run `run_id`.
+
+    `feature_cache` (with `cfg.cache_features`) is shared by the runs of a stage, so each
+    solution passes through the frozen backbone once per stage, not once per run.
 
     Not cached by Prefect: the loop's own saved labels and checkpoints in `state_dir` make a
     rerun cheap, and a retry (when the judge stayed unavailable) pays no label twice.
@@ -116,7 +122,8 @@ def run_strategy(cfg: ActiveConfig, strategy: str, seed: int, pool: list[dict[st
 
     try:
         out = run_active_learning(prm, pool, problems, labeler, loop_config(cfg, strategy, seed), state_dir,
-                                  eval_rows=eval_rows, counts=counts, on_round=on_round)
+                                  eval_rows=eval_rows, counts=counts, on_round=on_round,
+                                  feature_cache=feature_cache, progress=True)
     finally:
         if hasattr(labeler, "close"):
             labeler.close()

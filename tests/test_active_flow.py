@@ -47,6 +47,9 @@ def test_active_flow(tmp_path, mlflow_tmp, tiny_model_dir, monkeypatch):
     assert (out / "curve.png").read_bytes()[:4] == b"\x89PNG"
     assert summary["full"]["labels_spent"] == {"mean": 12.0, "std": 0.0}
     assert set(summary["active"]["match"]) == {"0.95", "1.0"} and summary["data"]["rounds"] == 3
+    # params.yaml caches the frozen backbone's head inputs: its 12 distinct solutions (the eval rows
+    # are the pool's) pass through the backbone once for all 6 runs, not once per run and round
+    assert summary["data"]["backbone_passes"] == 12
     curves = json.loads((out / "curves.json").read_text())
     for seed in ("0", "1"):  # random spends exactly what active spent, round by round
         sel = {s: [h["selected"] for h in curves[s][seed] if h["round"] > 0] for s in ("active", "random")}

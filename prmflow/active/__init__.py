@@ -6,6 +6,7 @@ compare.py turns F1-vs-labels curves of active, random and full labeling into th
 """
 
 from prmflow.active.compare import final_f1, initial_f1, labels_to_reach, mean_curve, mean_std, smooth, summarize
+from prmflow.active.features import CachedHeads, FeatureCache
 from prmflow.active.judge import JudgeError, JudgeLabeler, JudgeUnavailable, judge_prompt, parse_judge_reply
 from prmflow.active.labelers import (
     UNLABELED,
@@ -23,7 +24,9 @@ from prmflow.active.uncertainty import Uncertainty, solution_uncertainty
 __all__ = [
     "STRATEGIES",
     "UNLABELED",
+    "CachedHeads",
     "ConsensusLabeler",
+    "FeatureCache",
     "JudgeError",
     "JudgeLabeler",
     "JudgeUnavailable",

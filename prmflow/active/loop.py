@@ -20,6 +20,9 @@ The unlabeled pool is streamed once, in a seeded order, in batches B_1, B_2, ...
 
 labels_spent after round t is sum_{s <= t} |S_s|, the budget axis of the F1 curves.
 
+With a frozen backbone (`cache_features`), steps 1, 4 and 5 run on head inputs computed once
+per solution (`prmflow.active.features`): the same arithmetic, one backbone pass per solution.
+
 Crash safety: the labels of round t are written to run_dir/labels/round-{t:05d}.json after every
 solution labeled (atomic rewrite), and the PRM, the AdamW state and the history to
 run_dir/checkpoint/ every `checkpoint_every` rounds (atomic). A rerun with the same config
@@ -30,6 +33,7 @@ run ends with the same parameters as an uninterrupted one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -41,11 +45,13 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_model, save_model
+from tqdm.auto import tqdm
 
 from prmflow import io
+from prmflow.active.features import CachedHeads, FeatureCache
 from prmflow.active.labelers import Labeler, LabelerCost
 from prmflow.active.uncertainty import solution_uncertainty
-from prmflow.evaluate.scoring import assess, score_rows
+from prmflow.evaluate.scoring import StepScorer, assess, score_rows
 from prmflow.label.quality import first_error_of
 from prmflow.prm import PRM, accumulate_grads, prepare_examples
 
@@ -84,6 +90,8 @@ class LoopConfig:
     """solutions per scoring forward pass (speed only)"""
     checkpoint_every: int = 1
     """rounds between checkpoints"""
+    cache_features: bool = False
+    """score and train the heads on cached head inputs (`prmflow.active.features`; frozen backbone only)"""
     seed: int = 0
     """pool order, random selection and per-round torch seeds"""
 
@@ -121,7 +129,7 @@ def select(strategy: str, confident: Sequence[bool], n_random: int, rng: random.
     return sorted(rng.sample(range(len(confident)), min(n_random, len(confident))))
 
 
-def processbench_f1(prm: PRM, rows: Sequence[Mapping[str, Any]], batch_size: int = 32,
+def processbench_f1(prm: StepScorer, rows: Sequence[Mapping[str, Any]], batch_size: int = 32,
                     fallback_threshold: float = 0.5) -> dict[str, Any]:
     """error_acc, correct_acc, f1 on subset `test` at the threshold calibrated on `calib`."""
     scores, _ = score_rows(prm, rows, batch_size=batch_size)
@@ -137,7 +145,8 @@ def processbench_f1(prm: PRM, rows: Sequence[Mapping[str, Any]], batch_size: int
 def run_active_learning(prm: PRM, pool: Sequence[Mapping[str, Any]], problems: Mapping[str, Mapping[str, Any]],
                         labeler: Labeler, cfg: LoopConfig, run_dir: str | Path, *,
                         eval_rows: Sequence[Mapping[str, Any]] | None = None, counts: Sequence[int] | None = None,
-                        on_round: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+                        on_round: Callable[[int, dict[str, Any]], None] | None = None,
+                        feature_cache: FeatureCache | None = None, progress: bool = False) -> dict[str, Any]:
     """Run (or resume) the loop of the module docstring on `prm` in place; returns the history.
 
     `pool` rows need `id`, `problem_id`, `prompt`, `steps` (`gold_labels` if present feeds the
@@ -145,8 +154,18 @@ def run_active_learning(prm: PRM, pool: Sequence[Mapping[str, Any]], problems: M
     `on_round(t, record)` runs after round t is saved. Every record has `round`, `labels_spent`,
     `labeled`, `unlabeled`, `selected`, `selected_fraction`, `confident_fraction`, `cost`, ...;
     evaluated ones (round 0 = before training, when `eval_rows` is given) also `f1`.
+    With `cfg.cache_features` the heads are scored and trained on head inputs kept in
+    `feature_cache` (a fresh one if None; share one across runs on the same backbone).
+    `progress` shows a tqdm bar over the rounds.
     """
     run_dir = Path(run_dir)
+    if cfg.cache_features:
+        cached = CachedHeads(prm, feature_cache)
+        model: Any = cached
+        grads: Callable[[Sequence[Any], int], float] = cached.accumulate_grads
+    else:
+        model = prm
+        grads = functools.partial(accumulate_grads, prm)
     order = pool_order([str(r["id"]) for r in pool], cfg.seed)
     batches = [[pool[i] for i in order[s : s + cfg.batch_size]] for s in range(0, len(order), cfg.batch_size)]
     fingerprint = _fingerprint(cfg, prm, labeler.name, [str(pool[i]["id"]) for i in order], counts)
@@ -158,11 +177,13 @@ def run_active_learning(prm: PRM, pool: Sequence[Mapping[str, Any]], problems: M
         if eval_rows:
             state["history"].append({"round": 0, "labels_spent": 0, "labeled": 0, "unlabeled": 0,
                                      "cost": LabelerCost().to_dict(),
-                                     **processbench_f1(prm, eval_rows, cfg.score_batch_size, cfg.eval_threshold)})
+                                     **processbench_f1(model, eval_rows, cfg.score_batch_size, cfg.eval_threshold)})
+    bar = tqdm(total=len(batches), initial=state["round"], desc=f"active {cfg.strategy} seed {cfg.seed}",
+               unit="round", disable=not progress)
     for t in range(state["round"] + 1, len(batches) + 1):
         batch = batches[t - 1]
         # 1. score (no grad) and judge confidence
-        scored = prm.score_batch([r["prompt"] for r in batch], [r["steps"] for r in batch], cfg.score_batch_size)
+        scored = model.score_batch([r["prompt"] for r in batch], [r["steps"] for r in batch], cfg.score_batch_size)
         unc = [solution_uncertainty(s.per_head, cfg.p, cfg.std_threshold) for s in scored]
         # 2.-3. select and label, or take both from a saved round
         n_random = counts[t - 1] if counts is not None and t - 1 < len(counts) else round(cfg.select_fraction * len(batch))
@@ -181,7 +202,7 @@ def run_active_learning(prm: PRM, pool: Sequence[Mapping[str, Any]], problems: M
             prm.train()
             for _ in range(cfg.grad_steps):
                 opt.zero_grad(set_to_none=True)
-                losses.append(accumulate_grads(prm, examples, cfg.micro_batch_size))
+                losses.append(grads(examples, cfg.micro_batch_size))
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or math.inf)
                 opt.step()
             prm.eval()
@@ -200,13 +221,16 @@ def run_active_learning(prm: PRM, pool: Sequence[Mapping[str, Any]], problems: M
             "loss": sum(losses) / len(losses) if losses else None,
         }
         if eval_rows and ((cfg.eval_every and t % cfg.eval_every == 0) or t == len(batches)):
-            record.update(processbench_f1(prm, eval_rows, cfg.score_batch_size, cfg.eval_threshold))
+            record.update(processbench_f1(model, eval_rows, cfg.score_batch_size, cfg.eval_threshold))
         state["round"] = t
         state["history"].append(record)
         if t % cfg.checkpoint_every == 0 or t == len(batches):
             _save_checkpoint(run_dir / "checkpoint", prm, opt, state)
         if on_round is not None:
             on_round(t, record)
+        bar.update(1)
+        bar.set_postfix(labels=record["labels_spent"], **({"f1": f"{record['f1']:.3f}"} if record.get("f1") is not None else {}))
+    bar.close()
     history = state["history"]
     last = history[-1] if history else {}
     return {"history": history, "rounds": len(batches), "counts": [h["selected"] for h in history if h["round"] > 0],

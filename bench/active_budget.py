@@ -1,0 +1,105 @@
+"""Is the ActPRM loop bound by labels or by optimization? Active vs random vs full per loop setting.
+
+    python -m bench.active_budget [--params params.yaml] [--seeds 0 1 2] \
+        [--cells grad_steps=3 grad_steps=10 pool_size=0,grad_steps=10 ...]
+
+Each cell overrides fields of params.yaml's `active` section (comma-separated key=value; values
+are read as YAML) and runs, per seed, exactly what stage `active` runs: `full`, then `active`,
+then `random` at active's per-round counts, through the stage's own task function
+(tasks.active.run_strategy, oracle labeler, cached head inputs shared by all runs). The cell's
+summary is `prmflow.active.summarize`, as in reports/active/summary.json. Writes
+reports/bench/active_budget.json after every cell. No Prefect, no MLflow; state goes to a
+temporary directory.
+
+If selection is to pay, active must reach full's F1 with fewer labels than random does; that can
+only show in a loop whose F1 is limited by which labels it gets, not by how few optimizer
+steps it takes. Sweeping `grad_steps` and the pool size separates the two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from prmflow import io  # noqa: E402
+from prmflow.active import FeatureCache, summarize  # noqa: E402
+from prmflow.config import ActiveConfig, load_section  # noqa: E402
+
+
+def parse_cell(text: str) -> dict[str, Any]:
+    """'grad_steps=10,pool_size=0' -> {'grad_steps': 10, 'pool_size': 0}
+
+    >>> parse_cell("grad_steps=10,p=0.7")
+    {'grad_steps': 10, 'p': 0.7}
+    """
+    out = {}
+    for part in filter(None, text.split(",")):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise SystemExit(f"cell {text!r}: {part!r} is not key=value")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def main() -> None:
+    from flows.active import load_eval, load_pool
+    from tasks.active import run_strategy
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--cells", nargs="+", default=["grad_steps=3", "grad_steps=10", "grad_steps=30",
+                                                   "pool_size=0,grad_steps=3", "pool_size=0,grad_steps=10",
+                                                   "pool_size=0,grad_steps=30"])
+    ap.add_argument("--out", default="reports/bench/active_budget.json")
+    args = ap.parse_args()
+
+    base = replace(load_section(args.params, "active", ActiveConfig), labeler="oracle", freeze_backbone=True,
+                   cache_features=True)
+    problems = {r["id"]: r for r in io.read_jsonl("data/problems/pool.jsonl")}
+    eval_rows = load_eval("data/eval/synthetic_processbench.jsonl", base.eval_size)
+    features = FeatureCache()
+    cells: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for c, text in enumerate(args.cells):
+            overrides = parse_cell(text)
+            cfg = replace(base, **overrides)
+            pool = load_pool("data/segments/segments.jsonl", problems, cfg.pool_size)
+            runs: dict[str, dict[int, dict[str, Any]]] = {"full": {}, "active": {}, "random": {}}
+            t0 = time.perf_counter()
+            for seed in args.seeds:
+                for strategy in runs:
+                    counts = runs["active"][seed]["counts"] if strategy == "random" else None
+                    runs[strategy][seed] = run_strategy.fn(cfg, strategy, seed, pool, problems, eval_rows,
+                                                           str(Path(tmp) / f"cell{c}" / f"{strategy}-seed{seed}"),
+                                                           counts=counts, feature_cache=features)
+            summary = summarize(runs, cfg.match_fractions, cfg.final_window)
+            cells.append({"cell": text, "overrides": overrides, "pool": len(pool), "seeds": args.seeds,
+                          "rounds": runs["full"][args.seeds[0]]["rounds"], "seconds": time.perf_counter() - t0,
+                          "summary": summary})
+            line = ", ".join(
+                f"{s} F1 {summary[s]['final_f1']['mean']:.3f}+-{summary[s]['final_f1']['std']:.3f} "
+                f"@{summary[s]['labels_spent']['mean']:.0f}"
+                + (f" (to 0.95 of full's gain: {summary[s]['match']['0.95']['fraction_of_full']['mean']}"
+                   f", {summary[s]['match']['0.95']['fraction_of_full']['reached']}/{len(args.seeds)} seeds)"
+                   if "match" in summary[s] and "0.95" in summary[s]["match"] else "")
+                for s in runs)
+            print(f"[{text}] pool {len(pool)}: {line} ({cells[-1]['seconds']:.0f} s)", flush=True)
+            io.write_json(args.out, {"params": args.params, "eval_rows": len(eval_rows), "base": {
+                k: getattr(base, k) for k in ("p", "std_threshold", "batch_size", "lr", "grad_steps", "pool_size",
+                                              "num_heads", "head_data_keep", "l2_to_init", "final_window")},
+                "cells": cells})
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
