@@ -80,7 +80,20 @@ def test_edu_sampling_and_active_verdicts():
     per_seed = lambda fr: {str(s): {"fraction_of_full": fr} for s in range(3)}  # noqa: E731
     summary = {"active": {"final_f1_last_eval": {"0": 0.8, "1": 0.81, "2": 0.79}, "match": {"0.95": {"per_seed": per_seed(0.4)}}},
                "full": {"final_f1_last_eval": {"0": 0.8, "1": 0.8, "2": 0.8}, "match": {"0.95": {"per_seed": per_seed(1.0)}}}}
-    assert rep.active_learning(summary, 0.95)["supported"] is True
+    assert rep.active_learning(summary, 0.95)["supported"] is True  # no random arm to compare with
+    # the saving must be the selection's: random at the same budget must need clearly more
+    summary["random"] = {"final_f1_last_eval": {"0": 0.8, "1": 0.8, "2": 0.8},
+                         "match": {"0.95": {"per_seed": {"0": {"fraction_of_full": 0.7}, "1": {"fraction_of_full": 0.75},
+                                                         "2": {"fraction_of_full": None}}}}}  # None: never got there
+    sec = rep.active_learning(summary, 0.95)
+    assert sec["supported"] is True and sec["numbers"]["active_minus_random"]["mean"] == pytest.approx((-0.3 - 0.35 - 0.6) / 3)
+    for seed, fr in (("0", 0.35), ("1", 0.45), ("2", 0.4)):  # random needs as few: not the selection's saving
+        summary["random"]["match"]["0.95"]["per_seed"][seed]["fraction_of_full"] = fr
+    sec = rep.active_learning(summary, 0.95)
+    assert sec["supported"] is None and "not shown to come from the selection" in sec["verdict"]
+    summary["random"]["match"]["0.95"]["per_seed"] = per_seed(0.3)  # random clearly needs fewer
+    assert rep.active_learning(summary, 0.95)["supported"] is False
+    del summary["random"]
     summary["active"]["match"]["0.95"]["per_seed"]["2"]["fraction_of_full"] = None  # one seed never got there
     assert rep.active_learning(summary, 0.95)["supported"] is False
 
