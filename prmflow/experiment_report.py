@@ -170,7 +170,7 @@ def active_learning(summary: Mapping[str, Any], level: float) -> dict[str, Any]:
             # the saving must be the selection's: paired by seed, active's fraction minus random's
             if supported and "random" in summary:
                 fr = {strat: {seed: v["fraction_of_full"]
-                              for seed, v in summary[strat]["match"].get(q, {}).get("per_seed", {}).items()}
+                              for seed, v in summary[strat].get("match", {}).get(q, {}).get("per_seed", {}).items()}
                       for strat in ("active", "random")}
                 # a seed where random never matched full counts as random needing all of full's labels
                 d = _paired(fr["active"], {k: 1.0 if v is None else v for k, v in fr["random"].items()}, level)
