@@ -24,17 +24,21 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from prmflow import io  # noqa: E402
+from prmflow.active import FeatureCache  # noqa: E402
 from prmflow.active.compare import final_f1, initial_f1, labels_to_reach  # noqa: E402
 from prmflow.config import ActiveConfig, load_section  # noqa: E402
 
 
-def one_run(cfg: ActiveConfig, strategy: str, seed: int, pool, problems, eval_rows, root: Path) -> dict:
-    """One run exactly as stage `active` makes it (its task's function, without Prefect or MLflow), timed."""
+def one_run(cfg: ActiveConfig, strategy: str, seed: int, pool, problems, eval_rows, root: Path,
+            features: FeatureCache | None = None) -> dict:
+    """One run exactly as stage `active` makes it (its task's function, without Prefect or MLflow), timed.
+
+    `features` is shared by all runs, as the stage shares it (with `active.cache_features`)."""
     from tasks.active import run_strategy
 
     t0 = time.perf_counter()
     out = run_strategy.fn(replace(cfg, labeler="oracle"), strategy, seed, pool, problems, eval_rows,
-                          str(root / f"{strategy}-p{cfg.p}-s{cfg.std_threshold}-seed{seed}"))
+                          str(root / f"{strategy}-p{cfg.p}-s{cfg.std_threshold}-seed{seed}"), feature_cache=features)
     out["seconds"] = time.perf_counter() - t0
     return out
 
@@ -56,15 +60,16 @@ def main() -> None:
     eval_rows = load_eval("data/eval/synthetic_processbench.jsonl", cfg.eval_size)
     grid = [tuple(map(float, g.split(":"))) for g in args.grid]
     rows = []
+    features = FeatureCache() if cfg.cache_features else None
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
-            full = one_run(cfg, "full", seed, pool, problems, eval_rows, Path(tmp))
+            full = one_run(cfg, "full", seed, pool, problems, eval_rows, Path(tmp), features)
             f_full, f0 = final_f1(full["curve"], cfg.final_window), initial_f1(full["curve"])
             print(f"seed {seed} full: F1 {f_full:.3f} (from {f0:.3f}) with {full['labels_spent']} labels "
                   f"({full['seconds']:.0f} s)", flush=True)
             for p, std in grid:
                 c = replace(cfg, p=p, std_threshold=std)
-                res = one_run(c, "active", seed, pool, problems, eval_rows, Path(tmp))
+                res = one_run(c, "active", seed, pool, problems, eval_rows, Path(tmp), features)
                 f = final_f1(res["curve"], cfg.final_window)
                 match = {str(q): labels_to_reach(res["curve"], f0 + q * (f_full - f0), cfg.final_window)
                          for q in cfg.match_fractions}

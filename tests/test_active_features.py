@@ -8,7 +8,7 @@ from prmflow.active import CachedHeads, FeatureCache, LoopConfig, OracleLabeler,
 from prmflow.evaluate.scoring import prm_steps
 from prmflow.prm import PRM, PRMConfig, accumulate_grads, prepare_examples
 from prmflow.synth import format_prompt
-from tests.test_active_loop import PROBLEMS, _evals, _pool
+from test_active_loop import PROBLEMS, _evals, _pool
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
