@@ -7,7 +7,10 @@ Each cell overrides fields of params.yaml's `active` section (comma-separated ke
 are read as YAML) and runs, per seed, exactly what stage `active` runs: `full`, then `active`,
 then `random` at active's per-round counts, through the stage's own task function
 (tasks.active.run_strategy, oracle labeler, cached head inputs shared by all runs). The cell's
-summary is `prmflow.active.summarize`, as in reports/active/summary.json. Writes
+summary is `prmflow.active.summarize` plus `paired_at_budget` (`paired`: per seed, active's final
+F1 minus random's and minus full's, and its label fraction), as in reports/active/summary.json.
+`full` ignores the selection thresholds, so cells that differ only in `p`, `std_threshold` and
+`select_fraction` share its runs. Writes
 reports/bench/active_budget.json after every cell. No Prefect, no MLflow; state goes to a
 temporary directory.
 
@@ -31,7 +34,7 @@ import yaml
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from prmflow import io  # noqa: E402
-from prmflow.active import FeatureCache, summarize  # noqa: E402
+from prmflow.active import FeatureCache, paired_at_budget, summarize  # noqa: E402
 from prmflow.config import ActiveConfig, load_section  # noqa: E402
 
 
@@ -61,13 +64,15 @@ def main() -> None:
                                                    "pool_size=0,grad_steps=3", "pool_size=0,grad_steps=10",
                                                    "pool_size=0,grad_steps=30"])
     ap.add_argument("--out", default="reports/bench/active_budget.json")
+    ap.add_argument("--eval", default="data/eval/synthetic_processbench.jsonl")
     args = ap.parse_args()
 
     base = replace(load_section(args.params, "active", ActiveConfig), labeler="oracle", freeze_backbone=True,
                    cache_features=True)
     problems = {r["id"]: r for r in io.read_jsonl("data/problems/pool.jsonl")}
-    eval_rows = load_eval("data/eval/synthetic_processbench.jsonl", base.eval_size)
+    eval_rows = load_eval(args.eval, base.eval_size)
     features = FeatureCache()
+    full_runs: dict[str, dict[str, Any]] = {}  # full's result by its settings (thresholds aside) and seed
     cells: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for c, text in enumerate(args.cells):
@@ -78,11 +83,18 @@ def main() -> None:
             t0 = time.perf_counter()
             for seed in args.seeds:
                 for strategy in runs:
+                    key = repr((replace(cfg, p=0.0, std_threshold=0.0, select_fraction=0.0), seed))
+                    if strategy == "full" and key in full_runs:
+                        runs["full"][seed] = full_runs[key]
+                        continue
                     counts = runs["active"][seed]["counts"] if strategy == "random" else None
                     runs[strategy][seed] = run_strategy.fn(cfg, strategy, seed, pool, problems, eval_rows,
                                                            str(Path(tmp) / f"cell{c}" / f"{strategy}-seed{seed}"),
                                                            counts=counts, feature_cache=features)
+                    if strategy == "full":
+                        full_runs[key] = runs["full"][seed]
             summary = summarize(runs, cfg.match_fractions, cfg.final_window)
+            summary["paired"] = paired_at_budget(runs, cfg.final_window)
             cells.append({"cell": text, "overrides": overrides, "pool": len(pool), "seeds": args.seeds,
                           "rounds": runs["full"][args.seeds[0]]["rounds"], "seconds": time.perf_counter() - t0,
                           "summary": summary})
@@ -93,6 +105,9 @@ def main() -> None:
                    f", {summary[s]['match']['0.95']['fraction_of_full']['reached']}/{len(args.seeds)} seeds)"
                    if "match" in summary[s] and "0.95" in summary[s]["match"] else "")
                 for s in runs)
+            line += "; paired: " + ", ".join(f"{k} {v['mean']:.3f} [{v['lo']:.3f}, {v['hi']:.3f}]"
+                                              for k, v in summary["paired"].items()
+                                              if isinstance(v, dict) and v["lo"] is not None)
             print(f"[{text}] pool {len(pool)}: {line} ({cells[-1]['seconds']:.0f} s)", flush=True)
             io.write_json(args.out, {"params": args.params, "eval_rows": len(eval_rows), "base": {
                 k: getattr(base, k) for k in ("p", "std_threshold", "batch_size", "lr", "grad_steps", "pool_size",

@@ -17,6 +17,7 @@ def test_active_flow(tmp_path, mlflow_tmp, tiny_model_dir, monkeypatch):
 
     from flows.active import active_flow
     from prmflow import io
+    from prmflow.active import final_f1
 
     monkeypatch.chdir(tmp_path)
     io.write_jsonl(tmp_path / "segments.jsonl", _pool())
@@ -55,6 +56,14 @@ def test_active_flow(tmp_path, mlflow_tmp, tiny_model_dir, monkeypatch):
         sel = {s: [h["selected"] for h in curves[s][seed] if h["round"] > 0] for s in ("active", "random")}
         assert sel["active"] == sel["random"]
         assert [h["round"] for h in curves["full"][seed] if "f1" in h] == [0, 1, 2, 3]
+        # the paired block: per seed, differences of the final (trailing-mean) F1s at active's budget
+        final = {s: final_f1([h for h in curves[s][seed] if "f1" in h], params["active"]["final_window"])
+                 for s in ("active", "random", "full")}
+        assert summary["paired"]["active_minus_random"]["per_seed"][seed] == pytest.approx(final["active"] - final["random"])
+        assert summary["paired"]["active_minus_full"]["per_seed"][seed] == pytest.approx(final["active"] - final["full"])
+        labels = curves["active"][seed][-1]["labels_spent"]
+        assert summary["paired"]["label_fraction"]["per_seed"][seed] == pytest.approx(labels / 12)
+    assert summary["paired"]["label_fraction"]["n"] == 2 and empty["paired"]["active_minus_random"] is None
 
     client = MlflowClient(mlflow_tmp)
     runs = client.search_runs([client.get_experiment_by_name("prmflow").experiment_id], order_by=["start_time ASC"])
@@ -68,3 +77,4 @@ def test_active_flow(tmp_path, mlflow_tmp, tiny_model_dir, monkeypatch):
     history = client.get_metric_history(full0.info.run_id, "active/labels_spent")
     assert sorted((m.step, m.value) for m in history)[-1] == (3, 12.0)
     assert "active/f1_at_labels" in full0.data.metrics and "active/full/final_f1_mean" in stage[0].data.metrics
+    assert stage[0].data.metrics["active/paired/label_fraction"] == pytest.approx(summary["paired"]["label_fraction"]["mean"])

@@ -7,6 +7,7 @@ import pytest
 import prmflow.stats
 import tasks.experiments
 from prmflow import experiment_report as rep
+from prmflow.active import paired_at_budget, summarize
 from prmflow.stats import mean_ci
 from tasks.experiments import budget_subset, problem_subset
 
@@ -77,25 +78,53 @@ def test_edu_sampling_and_active_verdicts():
     assert rep.edu_sampling(pedu, 0.95)["supported"] is False  # more tokens: the claim fails
     pedu["token_change"] = {"per_seed": [-0.3, -0.32, -0.31]}
     assert rep.edu_sampling(pedu, 0.95)["supported"] is True
-    per_seed = lambda fr: {str(s): {"fraction_of_full": fr} for s in range(3)}  # noqa: E731
-    summary = {"active": {"final_f1_last_eval": {"0": 0.8, "1": 0.81, "2": 0.79}, "match": {"0.95": {"per_seed": per_seed(0.4)}}},
-               "full": {"final_f1_last_eval": {"0": 0.8, "1": 0.8, "2": 0.8}, "match": {"0.95": {"per_seed": per_seed(1.0)}}}}
-    assert rep.active_learning(summary, 0.95)["supported"] is True  # no random arm to compare with
-    # the saving must be the selection's: random at the same budget must need clearly more
-    summary["random"] = {"final_f1_last_eval": {"0": 0.8, "1": 0.8, "2": 0.8},
-                         "match": {"0.95": {"per_seed": {"0": {"fraction_of_full": 0.7}, "1": {"fraction_of_full": 0.75},
-                                                         "2": {"fraction_of_full": None}}}}}  # None: never got there
-    sec = rep.active_learning(summary, 0.95)
-    assert sec["supported"] is True and sec["numbers"]["active_minus_random"]["mean"] == pytest.approx((-0.3 - 0.35 - 0.6) / 3)
-    for seed, fr in (("0", 0.35), ("1", 0.45), ("2", 0.4)):  # random needs as few: not the selection's saving
-        summary["random"]["match"]["0.95"]["per_seed"][seed]["fraction_of_full"] = fr
-    sec = rep.active_learning(summary, 0.95)
-    assert sec["supported"] is None and "not shown to come from the selection" in sec["verdict"]
-    summary["random"]["match"]["0.95"]["per_seed"] = per_seed(0.3)  # random clearly needs fewer
-    assert rep.active_learning(summary, 0.95)["supported"] is False
-    del summary["random"]
-    summary["active"]["match"]["0.95"]["per_seed"]["2"]["fraction_of_full"] = None  # one seed never got there
-    assert rep.active_learning(summary, 0.95)["supported"] is False
+
+
+def _active_summary(f1: dict[str, list[float]], labels: dict[str, list[int]]) -> dict:
+    """The active stage's summary for per-seed final F1s and label counts (one evaluation at the end)."""
+    runs = {strat: {seed: {"curve": [{"labels_spent": 0, "f1": 0.3}, {"labels_spent": labels[strat][seed], "f1": f}],
+                           "labels_spent": labels[strat][seed]} for seed, f in enumerate(f1s)} for strat, f1s in f1.items()}
+    summary = summarize(runs, [0.95])
+    for strat in runs:
+        summary[strat]["final_f1_last_eval"] = {str(seed): r["curve"][-1]["f1"] for seed, r in runs[strat].items()}
+    summary["paired"] = paired_at_budget(runs)
+    return summary
+
+
+def test_active_verdict_needs_the_selection_to_beat_random_at_comparable_f1_and_half_the_labels():
+    full = [0.80, 0.82, 0.81, 0.79, 0.80]
+    half, all_ = [50] * 5, [100] * 5
+    pays = _active_summary({"full": full, "active": [f + 0.003 * (-1) ** i for i, f in enumerate(full)],
+                            "random": [f - 0.04 + 0.002 * i for i, f in enumerate(full)]},
+                           {"full": all_, "active": half, "random": half})
+    sec = rep.active_learning(pays, 0.95)
+    assert sec["supported"] is True and "selection pays: holds" in sec["verdict"]
+    assert sec["numbers"]["active_minus_random"]["mean"] == pytest.approx(0.036, abs=1e-3)
+    assert sec["numbers"]["label_fraction"]["mean"] == pytest.approx(0.5)
+    assert sec["rows"][0][:3] == ["active", sec["rows"][0][1], "50 (50%)"]
+    # random as good as active: the saving is not the selection's
+    tie = _active_summary({"full": full, "active": full, "random": [f + 0.01 * (-1) ** i for i, f in enumerate(full)]},
+                          {"full": all_, "active": half, "random": half})
+    sec = rep.active_learning(tie, 0.95)
+    assert sec["supported"] is None and "selection pays: undecided" in sec["verdict"]
+    # selection pays and F1 is comparable, but with 80% of the labels: not "about half"
+    most = _active_summary({"full": full, "active": full, "random": [f - 0.05 for f in full]},
+                           {"full": all_, "active": [80, 79, 81, 80, 80], "random": [80, 79, 81, 80, 80]})
+    sec = rep.active_learning(most, 0.95)
+    assert sec["supported"] is False and "about half the labels (at most 60%): fails" in sec["verdict"]
+    assert "selection pays: holds" in sec["verdict"] and "a saving of 20%" in sec["verdict"]
+    # clearly below full: not comparable
+    worse = _active_summary({"full": full, "active": [f - 0.1 for f in full], "random": [f - 0.2 for f in full]},
+                            {"full": all_, "active": half, "random": half})
+    assert rep.active_learning(worse, 0.95)["supported"] is False
+    # no random arm: the selection is untested, so the claim is not decided
+    del pays["random"], pays["paired"]["active_minus_random"]
+    pays["paired"]["active_minus_random"] = None
+    sec = rep.active_learning(pays, 0.95)
+    assert sec["supported"] is None and "untested" in sec["verdict"]
+    # a summary without the paired block (an older stage output) says so instead of guessing
+    del pays["paired"]
+    assert "re-run" in rep.active_learning(pays, 0.95)["verdict"]
 
 
 def test_render_has_every_section_table_and_verdict():

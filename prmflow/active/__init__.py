@@ -5,7 +5,16 @@ An ensemble PRM scores each pool solution; only the solutions it is unsure about
 compare.py turns F1-vs-labels curves of active, random and full labeling into the label saving.
 """
 
-from prmflow.active.compare import final_f1, initial_f1, labels_to_reach, mean_curve, mean_std, smooth, summarize
+from prmflow.active.compare import (
+    final_f1,
+    initial_f1,
+    labels_to_reach,
+    mean_curve,
+    mean_std,
+    paired_at_budget,
+    smooth,
+    summarize,
+)
 from prmflow.active.features import CachedHeads, FeatureCache
 from prmflow.active.judge import JudgeError, JudgeLabeler, JudgeUnavailable, judge_prompt, parse_judge_reply
 from prmflow.active.labelers import (
@@ -43,6 +52,7 @@ __all__ = [
     "labels_to_reach",
     "mean_curve",
     "mean_std",
+    "paired_at_budget",
     "parse_judge_reply",
     "pool_order",
     "prefix_labels",
