@@ -125,6 +125,10 @@ def test_active_verdict_needs_the_selection_to_beat_random_at_comparable_f1_and_
     # a summary without the paired block (an older stage output) says so instead of guessing
     del pays["paired"]
     assert "re-run" in rep.active_learning(pays, 0.95)["verdict"]
+    # one seed has no interval: nothing is decided
+    one = _active_summary({"full": [0.8], "active": [0.8], "random": [0.7]}, {"full": [100], "active": [50], "random": [50]})
+    sec = rep.active_learning(one, 0.95)
+    assert sec["supported"] is None and "selection pays: undecided" in sec["verdict"]
 
 
 def test_render_has_every_section_table_and_verdict():
