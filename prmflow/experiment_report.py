@@ -204,8 +204,7 @@ def active_learning(summary: Mapping[str, Any], level: float) -> dict[str, Any]:
                         f"labels" + (f" and random {fmt(r, 2)}" if r and r["mean"] is not None else "")
                         + ": the early curve, where the ensemble is unsure of nearly everything. ")
         verdict += ("The paper claims comparable F1 with about 50% of the labels, by selection that beats random. "
-                    + {True: "**Supported**.", False: "**Not supported** as stated.",
-                       None: "**Inconclusive**: these seeds do not decide it."}[supported])
+                    + _word(supported, "**Supported**.", "**Not supported** as stated."))
     return {"title": "4. Active learning", "claim": "ActPRM's uncertainty selection reaches comparable F1 with about 50% "
                                                      "of the labels, and beats random selection at the same budget "
                                                      "(arXiv 2504.10559).",
