@@ -23,6 +23,7 @@ from prmflow.active import (
     OracleLabeler,
     run_active_learning,
 )
+from prmflow.active.loop import LOOP_VERSION
 from prmflow.config import ActiveConfig
 from prmflow.policy.base import SamplingConfig
 from prmflow.prm import PRM, PRMConfig
@@ -67,10 +68,11 @@ def loop_config(cfg: ActiveConfig, strategy: str, seed: int) -> LoopConfig:
 
 def run_dir(cfg: ActiveConfig, strategy: str, seed: int, inputs: Sequence[str | Path],
             root: str = "checkpoints/active") -> Path:
-    """Loop state (labels bought, checkpoints) lives outside the DVC output, keyed by the config
-    fields that matter and the bytes of the inputs (data files, backbone dir), so a killed run
+    """Loop state (labels bought, checkpoints) lives outside the DVC output, keyed by the loop's
+    version, the config fields that matter and the bytes of the inputs (data files, backbone dir), so a killed run
     resumes without paying twice and a changed one starts fresh."""
-    h = hashlib.sha256(json.dumps({k: v for k, v in asdict(cfg).items() if k not in _NOT_IN_RUN_KEY},
+    h = hashlib.sha256(json.dumps({"loop_version": LOOP_VERSION,
+                                   **{k: v for k, v in asdict(cfg).items() if k not in _NOT_IN_RUN_KEY}},
                                   sort_keys=True).encode())
     for p in map(Path, inputs):
         for f in sorted(p.rglob("*")) if p.is_dir() else [p]:

@@ -289,3 +289,10 @@ def test_a_changed_config_refuses_the_old_state(prm, tmp_path):
     run_active_learning(prm(), _pool(), PROBLEMS, OracleLabeler(), _cfg(strategy="full"), tmp_path)
     with pytest.raises(ValueError, match="another config"):
         run_active_learning(prm(), _pool(), PROBLEMS, OracleLabeler(), _cfg(strategy="full", lr=2e-3), tmp_path)
+
+
+def test_a_ragged_last_batch_joins_the_round_before_it(prm, tmp_path):
+    # 12 solutions in batches of 5: rounds of 5 and 7, not 5, 5 and a round of 2 trained for grad_steps
+    out = run_active_learning(prm(), _pool(), PROBLEMS, OracleLabeler(), _cfg(strategy="full", batch_size=5), tmp_path)
+    assert out["rounds"] == 2 and [h["batch"] for h in out["history"]] == [5, 7]
+    assert out["labels_spent"] == 12
