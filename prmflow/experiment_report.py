@@ -182,8 +182,7 @@ def active_learning(summary: Mapping[str, Any], level: float) -> dict[str, Any]:
                    "did not run `full`, or predates its `paired` block (re-run it).")
     else:
         d_rand, d_full, frac = ci["active_minus_random"], ci["active_minus_full"], ci["label_fraction"]
-        pays = None if d_rand is None or d_rand["lo"] is None else (
-            True if d_rand["lo"] > 0 else False if d_rand["hi"] < 0 else None)
+        pays = None if d_rand is None else noninferior(d_rand, margin=0.0)  # CI above 0
         comparable = noninferior(d_full, ACTIVE_COMPARABLE_F1)
         half = None if frac["hi"] is None else (
             True if frac["hi"] <= ACTIVE_HALF_LABELS else False if frac["lo"] > ACTIVE_HALF_LABELS else None)
