@@ -33,7 +33,6 @@ from prmflow.active import CachedHeads, FeatureCache, OracleLabeler, pool_order,
 from prmflow.active.uncertainty import solution_uncertainty  # noqa: E402
 from prmflow.config import ActiveConfig, load_section  # noqa: E402
 from prmflow.label.quality import first_error_of  # noqa: E402
-from prmflow.prm import PRM, PRMConfig  # noqa: E402
 
 
 def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float | None:
@@ -55,7 +54,7 @@ def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float | None:
 
 def main() -> None:
     from flows.active import load_pool
-    from tasks.active import loop_config
+    from tasks.active import build_prm, loop_config
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
@@ -72,10 +71,7 @@ def main() -> None:
     for seed in args.seeds:
         order = pool_order([r["id"] for r in pool], seed)
         seen, unseen = [pool[i] for i in order[: args.train]], [pool[i] for i in order[args.train :]]
-        prm = PRM.from_backbone(cfg.backbone, PRMConfig(num_heads=cfg.num_heads, head_hidden=cfg.head_hidden,
-                                                        head_data_keep=cfg.head_data_keep, l2_to_init=cfg.l2_to_init,
-                                                        max_len=cfg.max_len, seed=seed, lm_features=cfg.lm_features))
-        prm.backbone.requires_grad_(False)
+        prm = build_prm(cfg, seed)  # cfg.freeze_backbone is forced on above
         with tempfile.TemporaryDirectory() as tmp:
             run_active_learning(prm, seen, problems, OracleLabeler(), loop_config(cfg, "full", seed), tmp,
                                 feature_cache=features)

@@ -58,6 +58,16 @@ def build_labeler(cfg: ActiveConfig, name: str | None = None) -> Labeler:
     raise ValueError(f"active.labeler must be oracle, mc, judge or consensus, got {name!r}")
 
 
+def build_prm(cfg: ActiveConfig, seed: int) -> PRM:
+    """A fresh ensemble PRM on cfg.backbone with the heads seeded by `seed`, backbone frozen if configured."""
+    prm = PRM.from_backbone(cfg.backbone, PRMConfig(num_heads=cfg.num_heads, head_hidden=cfg.head_hidden,
+                                                    head_data_keep=cfg.head_data_keep, l2_to_init=cfg.l2_to_init,
+                                                    max_len=cfg.max_len, seed=seed, lm_features=cfg.lm_features))
+    if cfg.freeze_backbone:
+        prm.backbone.requires_grad_(False)
+    return prm
+
+
 def loop_config(cfg: ActiveConfig, strategy: str, seed: int) -> LoopConfig:
     return LoopConfig(strategy=strategy, p=cfg.p, std_threshold=cfg.std_threshold, select_fraction=cfg.select_fraction,
                       batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay, grad_steps=cfg.grad_steps,
@@ -106,12 +116,7 @@ def run_strategy(cfg: ActiveConfig, strategy: str, seed: int, pool: list[dict[st
     Not cached by Prefect: the loop's own saved labels and checkpoints in `state_dir` make a
     rerun cheap, and a retry (when the judge stayed unavailable) pays no label twice.
     """
-    prm = PRM.from_backbone(cfg.backbone, PRMConfig(num_heads=cfg.num_heads, head_hidden=cfg.head_hidden,
-                                                    head_data_keep=cfg.head_data_keep, l2_to_init=cfg.l2_to_init,
-                                                    max_len=cfg.max_len, seed=seed,
-                                                    lm_features=cfg.lm_features))
-    if cfg.freeze_backbone:
-        prm.backbone.requires_grad_(False)
+    prm = build_prm(cfg, seed)
     labeler = build_labeler(cfg)
     log = RunLogger(run_id) if run_id else None
 
