@@ -104,3 +104,23 @@ def test_budget_bench_cells_parse():
     assert doctest.testmod(bench.active_budget).failed == 0
     with pytest.raises(SystemExit, match="not key=value"):
         bench.active_budget.parse_cell("grad_steps")
+
+
+def test_pool_bench_extends_the_stage_pool_with_the_next_problems_of_the_stream(tmp_path):
+    from bench.active_pool import extra_problems
+    from prmflow import io
+    from prmflow.config import ProblemsConfig
+    from tasks.problems import sample_problems
+
+    params = tmp_path / "params.yaml"
+    params.write_text("problems:\n  n_train: 30\n  n_eval: 5\n  n_pool: 4\n")
+    stage = sample_problems.fn(ProblemsConfig(n_train=30, n_eval=5, n_pool=4))
+    io.write_jsonl(tmp_path / "pool.jsonl", stage["pool"])
+    extra = extra_problems(str(params), str(tmp_path / "pool.jsonl"), 3)
+    assert len(extra) == 8
+    ids = {r["id"] for r in stage["pool"]} | {r["id"] for r in stage["eval"]} | {r["id"] for r in stage["train"]}
+    assert not ids & {r["id"] for r in extra}  # new problems, none from train, eval or the stage's pool
+    assert extra == sample_problems.fn(ProblemsConfig(n_train=30, n_eval=5, n_pool=12))["pool"][4:]
+    io.write_jsonl(tmp_path / "pool.jsonl", stage["pool"][1:])  # not the stream's prefix: stale problems stage
+    with pytest.raises(SystemExit, match="not the prefix"):
+        extra_problems(str(params), str(tmp_path / "pool.jsonl"), 2)
