@@ -37,8 +37,8 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from prmflow import io  # noqa: E402
-from prmflow.active import FeatureCache, paired_at_budget, summarize  # noqa: E402
+from prmflow import io, plots  # noqa: E402
+from prmflow.active import FeatureCache, mean_curve, paired_at_budget, summarize  # noqa: E402
 from prmflow.config import ActiveConfig, GenerateConfig, ProblemsConfig, SegmentConfig, load_section  # noqa: E402
 
 
@@ -98,7 +98,11 @@ def main() -> None:
     ap.add_argument("--segments", default="data/segments/segments.jsonl")
     ap.add_argument("--eval", default="data/eval/synthetic_processbench.jsonl")
     ap.add_argument("--state", default="checkpoints/bench/active_pool")
+    ap.add_argument("--plot-only", action="store_true", help="only redraw the PNGs from --out")
     args = ap.parse_args()
+    if args.plot_only:
+        plot(io.read_json(args.out)["cells"], Path(args.out))
+        return
     if min(args.scales) < 1:
         raise SystemExit("--scales must be >= 1")
 
@@ -132,6 +136,7 @@ def main() -> None:
             cells.append({"scale": scale, "pool": len(pool), "pool_problems": n_pool * scale, "seeds": args.seeds,
                           "rounds": runs["full"][args.seeds[0]]["rounds"], "seconds": time.perf_counter() - t0,
                           "confident_fraction_by_round": _mean_by_round(runs["active"], "confident_fraction"),
+                          "mean_curves": {s: mean_curve([r["curve"] for r in runs[s].values()]) for s in runs},
                           "summary": summary})
             pr = summary["paired"]
             line = ", ".join(f"{s} F1 {summary[s]['final_f1']['mean']:.3f} @{summary[s]['labels_spent']['mean']:.0f}"
@@ -144,7 +149,23 @@ def main() -> None:
                                          "p", "std_threshold", "batch_size", "lr", "grad_steps", "num_heads",
                                          "head_data_keep", "l2_to_init", "final_window", "eval_every")},
                                      "cells": cells})
+            plot(cells, Path(args.out))
     print(f"wrote {args.out}")
+
+
+def plot(cells: list[dict[str, Any]], out: Path) -> None:
+    """<out>.png: active minus random and minus full (final F1, 95% CI over seeds) and active's label
+    fraction against the pool size; <out>_x<scale>.png: each scale's F1-vs-labels curves."""
+    by_pool = sorted(cells, key=lambda c: c["pool"])
+    series = {f"active minus {b}": [(c["pool"], c["summary"]["paired"][f"active_minus_{b}"]) for c in by_pool]
+              for b in ("random", "full")}
+    fractions = ", ".join(f"{c['pool']}: {c['summary']['paired']['label_fraction']['mean']:.0%}" for c in by_pool)
+    plots.ci_lines(series, out.with_suffix(".png"), "pool size (solutions streamed once)",
+                   "final F1 difference (95% CI over seeds)",
+                   f"ActPRM vs the baselines as the pool grows\nactive's labels / full's: {fractions}", hline=0.0)
+    for c in (c for c in by_pool if "mean_curves" in c):
+        plots.active_curves(c["mean_curves"], out.with_name(f"{out.stem}_x{c['scale']}.png"),
+                            title=f"pool {c['pool']} (x{c['scale']}), {len(c['seeds'])} seeds")
 
 
 def _mean_by_round(runs: dict[int, dict[str, Any]], key: str) -> list[float]:

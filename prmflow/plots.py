@@ -195,10 +195,14 @@ def _finish_ci(fig: plt.Figure, ax: plt.Axes, path: str | os.PathLike[str], xlab
 
 def ci_lines(series: Mapping[str, Sequence[tuple[float, Mapping[str, object]]]], path: str | os.PathLike[str],
              xlabel: str, ylabel: str, title: str, logx: bool = False,
-             points: Mapping[str, tuple[float, Mapping[str, object]]] | None = None) -> None:
+             points: Mapping[str, tuple[float, Mapping[str, object]]] | None = None,
+             hline: float | None = None) -> None:
     """One line per series through (x, mean) with a shaded CI band; `points` are single arms
-    drawn as a marker with an error bar (e.g. a baseline at one budget). CI dicts: prmflow.stats."""
+    drawn as a marker with an error bar (e.g. a baseline at one budget); `hline` a dashed
+    reference level (e.g. 0 for differences). CI dicts: prmflow.stats."""
     fig, ax = plt.subplots(figsize=(6.5, 4))
+    if hline is not None:
+        ax.axhline(hline, color="black", ls="--", lw=1)
     for name, pts in series.items():
         pts = sorted(pts, key=lambda p: p[0])
         xs = [p[0] for p in pts]
