@@ -25,6 +25,7 @@ import argparse
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -53,9 +54,42 @@ def parse_cell(text: str) -> dict[str, Any]:
     return out
 
 
+def run_strategies(cfg: ActiveConfig, seeds: Sequence[int], pool: list[dict[str, Any]],
+                   problems: dict[str, dict[str, Any]], eval_rows: list[dict[str, Any]], root: Path,
+                   features: FeatureCache, full_runs: dict[str, dict[str, Any]] | None = None
+                   ) -> dict[str, dict[int, dict[str, Any]]]:
+    """Per seed, what stage `active` runs: `full`, `active`, then `random` at active's per-round
+    counts (tasks.active.run_strategy, loop state under root/<strategy>-seed<seed>).
+
+    `full_runs` maps full's settings (thresholds aside, as `full` ignores them) and seed to its
+    result, filled and reused across calls on the same pool; None runs `full` every time.
+    """
+    from tasks.active import run_strategy
+
+    runs: dict[str, dict[int, dict[str, Any]]] = {"full": {}, "active": {}, "random": {}}
+    for seed in seeds:
+        for strategy in runs:
+            key = repr((replace(cfg, p=0.0, std_threshold=0.0, select_fraction=0.0), seed))
+            if strategy == "full" and full_runs is not None and key in full_runs:
+                runs["full"][seed] = full_runs[key]
+                continue
+            counts = runs["active"][seed]["counts"] if strategy == "random" else None
+            runs[strategy][seed] = run_strategy.fn(cfg, strategy, seed, pool, problems, eval_rows,
+                                                   str(root / f"{strategy}-seed{seed}"), counts=counts,
+                                                   feature_cache=features)
+            if strategy == "full" and full_runs is not None:
+                full_runs[key] = runs["full"][seed]
+    return runs
+
+
+def paired_line(paired: dict[str, Any]) -> str:
+    """`paired_at_budget` output as one line: each difference with its interval."""
+    return ", ".join(f"{k} {v['mean']:.3f} [{v['lo']:.3f}, {v['hi']:.3f}]"
+                     for k, v in paired.items() if isinstance(v, dict) and v.get("lo") is not None)
+
+
 def main() -> None:
     from flows.active import load_eval, load_pool
-    from tasks.active import run_strategy
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
@@ -72,27 +106,16 @@ def main() -> None:
     problems = {r["id"]: r for r in io.read_jsonl("data/problems/pool.jsonl")}
     eval_rows = load_eval(args.eval, base.eval_size)
     features = FeatureCache()
-    full_runs: dict[str, dict[str, Any]] = {}  # full's result by its settings (thresholds aside) and seed
+    full_runs: dict[str, dict[str, Any]] = {}
     cells: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for c, text in enumerate(args.cells):
             overrides = parse_cell(text)
             cfg = replace(base, **overrides)
             pool = load_pool("data/segments/segments.jsonl", problems, cfg.pool_size)
-            runs: dict[str, dict[int, dict[str, Any]]] = {"full": {}, "active": {}, "random": {}}
             t0 = time.perf_counter()
-            for seed in args.seeds:
-                for strategy in runs:
-                    key = repr((replace(cfg, p=0.0, std_threshold=0.0, select_fraction=0.0), seed))
-                    if strategy == "full" and key in full_runs:
-                        runs["full"][seed] = full_runs[key]
-                        continue
-                    counts = runs["active"][seed]["counts"] if strategy == "random" else None
-                    runs[strategy][seed] = run_strategy.fn(cfg, strategy, seed, pool, problems, eval_rows,
-                                                           str(Path(tmp) / f"cell{c}" / f"{strategy}-seed{seed}"),
-                                                           counts=counts, feature_cache=features)
-                    if strategy == "full":
-                        full_runs[key] = runs["full"][seed]
+            runs = run_strategies(cfg, args.seeds, pool, problems, eval_rows, Path(tmp) / f"cell{c}", features,
+                                  full_runs)
             summary = summarize(runs, cfg.match_fractions, cfg.final_window)
             summary["paired"] = paired_at_budget(runs, cfg.final_window)
             cells.append({"cell": text, "overrides": overrides, "pool": len(pool), "seeds": args.seeds,
@@ -105,9 +128,7 @@ def main() -> None:
                    f", {summary[s]['match']['0.95']['fraction_of_full']['reached']}/{len(args.seeds)} seeds)"
                    if "match" in summary[s] and "0.95" in summary[s]["match"] else "")
                 for s in runs)
-            line += "; paired: " + ", ".join(f"{k} {v['mean']:.3f} [{v['lo']:.3f}, {v['hi']:.3f}]"
-                                              for k, v in summary["paired"].items()
-                                              if isinstance(v, dict) and v["lo"] is not None)
+            line += "; paired: " + paired_line(summary["paired"])
             print(f"[{text}] pool {len(pool)}: {line} ({cells[-1]['seconds']:.0f} s)", flush=True)
             io.write_json(args.out, {"params": args.params, "eval_rows": len(eval_rows), "base": {
                 k: getattr(base, k) for k in ("p", "std_threshold", "batch_size", "lr", "grad_steps", "pool_size",

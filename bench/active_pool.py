@@ -26,12 +26,10 @@ Prefect runs, no MLflow.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
 import tempfile
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -57,21 +55,17 @@ def extra_problems(params: str, pool_path: str, scale: int) -> list[dict[str, An
     return pool[len(have):]
 
 
-def extra_segments(params: str, problems: list[dict[str, Any]], state_root: Path) -> list[dict[str, Any]]:
-    """Sampled (or loaded from state_root) and segmented solutions of `problems`, sorted by id."""
-    from tasks.generate import _backend, plan_batches, sample_problems
+def extra_segments(params: str, problems: list[dict[str, Any]], state_root: Path) -> Path:
+    """Sample (or find under state_root) and segment the solutions of `problems`; the segments file."""
+    from tasks.generate import _backend, job_dir, plan_batches, sample_problems
     from tasks.segment import partition_config, segment_rows
 
     gcfg = replace(load_section(params, "generate", GenerateConfig), tree_problems=0)
     scfg = load_section(params, "segment", SegmentConfig)
     # the segment stage's calibrated threshold, as tasks.segment.segment passes it
     threshold = io.read_json("reports/segment.json")["threshold"] if scfg.strategy == "calibrated" else None
-    key = hashlib.sha256(json.dumps([asdict(gcfg), [p["id"] for p in problems]], sort_keys=True).encode())
-    for f in sorted(Path(gcfg.model).rglob("*")):
-        if f.is_file():
-            key.update(f.read_bytes())
-    wd = state_root / key.hexdigest()[:16]
-    gen_path = wd / "generations.jsonl"
+    wd = job_dir(gcfg, problems, str(state_root))  # keyed by the generate knobs, the policy's bytes and the problems
+    gen_path, seg_path = wd / "generations.jsonl", wd / f"segments-{threshold}.jsonl"
     if gen_path.is_file():
         rows = io.read_jsonl(gen_path)
     else:
@@ -81,13 +75,14 @@ def extra_segments(params: str, problems: list[dict[str, Any]], state_root: Path
         rows = [r for rec in recs for r in rec["samples"]]
         io.write_jsonl(gen_path, rows)
         print(f"sampled {len(rows)} extra solutions of {len(problems)} problems in {time.perf_counter() - t0:.0f} s")
-    seg, _ = segment_rows(partition_config(scfg), rows, threshold)
-    return sorted(seg, key=lambda r: r["id"])
+    if not seg_path.is_file():
+        io.write_jsonl(seg_path, segment_rows(partition_config(scfg), rows, threshold)[0])
+    return seg_path
 
 
 def main() -> None:
+    from bench.active_budget import paired_line, run_strategies
     from flows.active import load_eval, load_pool
-    from tasks.active import run_strategy
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
@@ -113,24 +108,16 @@ def main() -> None:
     n_pool = len(problems)
     extra = extra_problems(args.params, args.pool_problems, max(args.scales)) if max(args.scales) > 1 else []
     problems.update((p["id"], p) for p in extra)
-    extra_rows = extra_segments(args.params, extra, Path(args.state)) if extra else []
+    extra_rows = load_pool(str(extra_segments(args.params, extra, Path(args.state))), problems, 0) if extra else []
     rank = {p["id"]: i for i, p in enumerate(extra)}
     eval_rows = load_eval(args.eval, cfg.eval_size)
     features = FeatureCache()
     cells: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for scale in args.scales:
-            pool = base_pool + [
-                {k: r[k] for k in ("id", "problem_id", "prompt", "steps", "gold_labels")}
-                for r in extra_rows if r["steps"] and rank[r["problem_id"]] < n_pool * (scale - 1)]
-            runs: dict[str, dict[int, dict[str, Any]]] = {"full": {}, "active": {}, "random": {}}
+            pool = base_pool + [r for r in extra_rows if rank[r["problem_id"]] < n_pool * (scale - 1)]
             t0 = time.perf_counter()
-            for seed in args.seeds:
-                for strategy in runs:
-                    counts = runs["active"][seed]["counts"] if strategy == "random" else None
-                    runs[strategy][seed] = run_strategy.fn(cfg, strategy, seed, pool, problems, eval_rows,
-                                                           str(Path(tmp) / f"x{scale}" / f"{strategy}-seed{seed}"),
-                                                           counts=counts, feature_cache=features)
+            runs = run_strategies(cfg, args.seeds, pool, problems, eval_rows, Path(tmp) / f"x{scale}", features)
             summary = summarize(runs, cfg.match_fractions, cfg.final_window)
             summary["paired"] = paired_at_budget(runs, cfg.final_window)
             cells.append({"scale": scale, "pool": len(pool), "pool_problems": n_pool * scale, "seeds": args.seeds,
@@ -138,11 +125,9 @@ def main() -> None:
                           "confident_fraction_by_round": _mean_by_round(runs["active"], "confident_fraction"),
                           "mean_curves": {s: mean_curve([r["curve"] for r in runs[s].values()]) for s in runs},
                           "summary": summary})
-            pr = summary["paired"]
             line = ", ".join(f"{s} F1 {summary[s]['final_f1']['mean']:.3f} @{summary[s]['labels_spent']['mean']:.0f}"
                              for s in runs)
-            line += "; paired: " + ", ".join(f"{k} {v['mean']:.3f} [{v['lo']:.3f}, {v['hi']:.3f}]"
-                                              for k, v in pr.items() if isinstance(v, dict) and v.get("lo") is not None)
+            line += "; paired: " + paired_line(summary["paired"])
             print(f"[x{scale}] pool {len(pool)}: {line} ({cells[-1]['seconds']:.0f} s)", flush=True)
             io.write_json(args.out, {"params": args.params, "eval_rows": len(eval_rows),
                                      "active": {k: getattr(cfg, k) for k in (
