@@ -18,9 +18,17 @@ models/policy with the generate stage's settings and no EDU trees (tasks.generat
 cut at the entropy threshold the segment stage calibrated (reports/segment.json). The pool of
 scale s is the stage's own pool plus the extras of the first n_pool * (s - 1) extra problems.
 
-Extra generations are kept under checkpoints/bench/active_pool/ (keyed by params and policy),
-so a rerun does not sample again. Writes reports/bench/active_pool.json after every scale. No
-Prefect runs, no MLflow.
+The extras are sampled in blocks of n_pool problems, one generation job each, so the pool of
+scale s does not depend on the largest scale asked for. They are kept under
+checkpoints/bench/active_pool/ (keyed by the generate knobs, the policy's bytes and the block's
+problems), so a rerun does not sample again. `--set key=value,...` overrides fields of the
+`active` section, as bench.active_budget's cells do.
+
+Two statistics per scale, both paired by seed (prmflow.active.compare): `paired` compares the
+final F1 (mean of the last `final_window` evaluations); `plateau` averages the per-round
+difference over the evaluations in the second half of the stream, where every strategy's F1
+has levelled off, so it reads many models per run instead of the last few. Writes
+reports/bench/active_pool.json (with every run's curve) after every scale. No Prefect runs, no MLflow.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from prmflow import io, plots  # noqa: E402
-from prmflow.active import FeatureCache, mean_curve, paired_at_budget, summarize  # noqa: E402
+from prmflow.active import FeatureCache, mean_curve, paired_at_budget, paired_plateau, summarize  # noqa: E402
 from prmflow.config import ActiveConfig, GenerateConfig, ProblemsConfig, SegmentConfig, load_section  # noqa: E402
 
 
@@ -81,7 +89,7 @@ def extra_segments(params: str, problems: list[dict[str, Any]], state_root: Path
 
 
 def main() -> None:
-    from bench.active_budget import paired_line, run_strategies
+    from bench.active_budget import paired_line, parse_cell, run_strategies
     from flows.active import load_eval, load_pool
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -93,6 +101,7 @@ def main() -> None:
     ap.add_argument("--segments", default="data/segments/segments.jsonl")
     ap.add_argument("--eval", default="data/eval/synthetic_processbench.jsonl")
     ap.add_argument("--state", default="checkpoints/bench/active_pool")
+    ap.add_argument("--set", default="", help="override fields of params.yaml's active section: key=value,...")
     ap.add_argument("--plot-only", action="store_true", help="only redraw the PNGs from --out")
     args = ap.parse_args()
     if args.plot_only:
@@ -101,14 +110,17 @@ def main() -> None:
     if min(args.scales) < 1:
         raise SystemExit("--scales must be >= 1")
 
-    cfg = replace(load_section(args.params, "active", ActiveConfig), labeler="oracle", freeze_backbone=True,
-                  cache_features=True)
+    overrides = parse_cell(args.set)
+    cfg = replace(load_section(args.params, "active", ActiveConfig), **overrides, labeler="oracle",
+                  freeze_backbone=True, cache_features=True)
     problems = {r["id"]: r for r in io.read_jsonl(args.pool_problems)}
     base_pool = load_pool(args.segments, problems, 0)
     n_pool = len(problems)
     extra = extra_problems(args.params, args.pool_problems, max(args.scales)) if max(args.scales) > 1 else []
     problems.update((p["id"], p) for p in extra)
-    extra_rows = load_pool(str(extra_segments(args.params, extra, Path(args.state))), problems, 0) if extra else []
+    extra_rows = [r for b in range(0, len(extra), n_pool)
+                  for r in load_pool(str(extra_segments(args.params, extra[b : b + n_pool], Path(args.state))),
+                                     problems, 0)]
     rank = {p["id"]: i for i, p in enumerate(extra)}
     eval_rows = load_eval(args.eval, cfg.eval_size)
     features = FeatureCache()
@@ -120,16 +132,20 @@ def main() -> None:
             runs = run_strategies(cfg, args.seeds, pool, problems, eval_rows, Path(tmp) / f"x{scale}", features)
             summary = summarize(runs, cfg.match_fractions, cfg.final_window)
             summary["paired"] = paired_at_budget(runs, cfg.final_window)
+            summary["plateau"] = paired_plateau(runs)
             cells.append({"scale": scale, "pool": len(pool), "pool_problems": n_pool * scale, "seeds": args.seeds,
                           "rounds": runs["full"][args.seeds[0]]["rounds"], "seconds": time.perf_counter() - t0,
                           "confident_fraction_by_round": _mean_by_round(runs["active"], "confident_fraction"),
                           "mean_curves": {s: mean_curve([r["curve"] for r in runs[s].values()]) for s in runs},
-                          "summary": summary})
+                          "summary": summary,
+                          "curves": {s: {str(seed): [{k: p.get(k) for k in ("round", "labels_spent", "f1")}
+                                                     for p in r["curve"]] for seed, r in runs[s].items()}
+                                     for s in runs}})
             line = ", ".join(f"{s} F1 {summary[s]['final_f1']['mean']:.3f} @{summary[s]['labels_spent']['mean']:.0f}"
                              for s in runs)
-            line += "; paired: " + paired_line(summary["paired"])
+            line += "; paired: " + paired_line(summary["paired"]) + "; plateau: " + paired_line(summary["plateau"])
             print(f"[x{scale}] pool {len(pool)}: {line} ({cells[-1]['seconds']:.0f} s)", flush=True)
-            io.write_json(args.out, {"params": args.params, "eval_rows": len(eval_rows),
+            io.write_json(args.out, {"params": args.params, "overrides": overrides, "eval_rows": len(eval_rows),
                                      "active": {k: getattr(cfg, k) for k in (
                                          "p", "std_threshold", "batch_size", "lr", "grad_steps", "num_heads",
                                          "head_data_keep", "l2_to_init", "final_window", "eval_every")},

@@ -82,3 +82,23 @@ def test_mean_curve_and_plot(tmp_path):
     assert means["active"][1]["labels_spent"] == 11.0 and means["active"][1]["f1_min"] == 0.4
     plots.active_curves(means, tmp_path / "curve.png", {"0.95 x full": 0.665})
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_paired_plateau_by_hand():
+    from prmflow.active import paired_plateau, plateau_difference
+
+    def run(f1s):  # evaluations at rounds 0, 2, 4, 6, 8
+        return {"curve": [{"round": 2 * i, "labels_spent": 5 * i, "f1": f} for i, f in enumerate(f1s)]}
+
+    runs = {"full": {0: run([0.2, 0.6, 0.7, 0.7, 0.7]), 1: run([0.2, 0.6, 0.7, 0.8, 0.6])},
+            "active": {0: run([0.2, 0.5, 0.8, 0.8, 0.9]), 1: run([0.2, 0.6, 0.7, None, 0.7])},
+            "random": {0: run([0.2, 0.7, 0.6, 0.7, 0.7]), 1: run([0.2, 0.6, 0.7, 0.6, 0.6])}}
+    p = paired_plateau(runs)  # rounds > 0.5 * 8: 6 and 8 (round 6 missing in active seed 1)
+    assert p["active_minus_random"]["per_seed"] == pytest.approx({"0": 0.15, "1": 0.1})
+    assert p["active_minus_full"]["per_seed"] == pytest.approx({"0": 0.15, "1": 0.1})
+    assert p["active_minus_random"]["mean"] == pytest.approx(0.125) and p["active_minus_random"]["lo"] < 0.125
+    # an early lead does not count: round 2 favours random in seed 0, yet start=0.5 ignores it
+    assert plateau_difference(runs["active"][0]["curve"], runs["random"][0]["curve"], 0.0) == pytest.approx(0.075)
+    assert paired_plateau({"active": runs["active"]})["active_minus_random"] is None
+    with pytest.raises(ValueError, match="start"):
+        plateau_difference(runs["active"][0]["curve"], runs["random"][0]["curve"], 1.0)

@@ -12,6 +12,8 @@ from prmflow.active.compare import (
     mean_curve,
     mean_std,
     paired_at_budget,
+    paired_plateau,
+    plateau_difference,
     smooth,
     summarize,
 )
@@ -53,6 +55,8 @@ __all__ = [
     "mean_curve",
     "mean_std",
     "paired_at_budget",
+    "paired_plateau",
+    "plateau_difference",
     "parse_judge_reply",
     "pool_order",
     "prefix_labels",

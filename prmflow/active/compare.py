@@ -42,6 +42,17 @@ share the initial PRM and the pool order; `random` spends active's per-round cou
     label_fraction_s      = labels active_s / labels full_s           (1 - saving)
 
 each with its mean and Student-t interval over seeds (`prmflow.stats.mean_ci`).
+
+The final F1 reads one model, late in a stream whose F1 has long plateaued, so most of its
+spread across seeds is the jitter of the last updates. `paired_plateau` reads the whole plateau
+instead: with R the last round a seed's curves share and E_s the evaluation rounds t > start * R
+that both strategies evaluated,
+
+    plateau a_minus_b_s  = mean over t in E_s of (F1_a,s(t) - F1_b,s(t))
+
+(raw F1, no trailing mean). Active and random are evaluated at the same rounds and, random
+spending active's per-round counts, with the same labels spent, so each term is a comparison at a
+matched budget; against full, the same round is the same stream position with fewer labels.
 """
 
 from __future__ import annotations
@@ -187,3 +198,41 @@ def paired_at_budget(runs: Mapping[str, Mapping[Any, Mapping[str, Any]]], window
                          if seed in runs["full"] and runs["full"][seed]["labels_spent"]})
     return {"window": window, "level": level, "active_minus_random": diff("active", "random"),
             "active_minus_full": diff("active", "full"), "label_fraction": fraction}
+
+
+def plateau_difference(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]],
+                       start: float = 0.5) -> float | None:
+    """Mean of F1_a(t) - F1_b(t) over the rounds t > start * R both curves evaluated (module docstring);
+    None when there are none.
+
+    >>> a = [{"round": 0, "f1": 0.2}, {"round": 2, "f1": 0.6}, {"round": 4, "f1": 0.7}, {"round": 6, "f1": 0.9}]
+    >>> b = [{"round": 0, "f1": 0.2}, {"round": 2, "f1": 0.5}, {"round": 4, "f1": 0.6}, {"round": 6, "f1": 0.6}]
+    >>> round(plateau_difference(a, b), 6), round(plateau_difference(a, b, start=0.0), 6)   # rounds 4, 6 / 2, 4, 6
+    (0.2, 0.166667)
+    """
+    if not 0 <= start < 1:
+        raise ValueError(f"start must be in [0, 1), got {start}")
+    fa = {int(p["round"]): float(p["f1"]) for p in a if p.get("f1") is not None}
+    fb = {int(p["round"]): float(p["f1"]) for p in b if p.get("f1") is not None}
+    common = sorted(set(fa) & set(fb))
+    if not common:
+        return None
+    rounds = [t for t in common if t > start * common[-1]]
+    return statistics.fmean(fa[t] - fb[t] for t in rounds) if rounds else None
+
+
+def paired_plateau(runs: Mapping[str, Mapping[Any, Mapping[str, Any]]], start: float = 0.5,
+                   level: float = 0.95) -> dict[str, Any]:
+    """Per seed, `plateau_difference` of active against random and against full, with mean and
+    Student-t interval over seeds: {"start", "level", "active_minus_random", "active_minus_full"}
+    (None for a pair not run)."""
+
+    def diff(a: str, b: str) -> dict[str, Any] | None:
+        if a not in runs or b not in runs:
+            return None
+        vals = {str(seed): d for seed, r in runs[a].items() if seed in runs[b]
+                for d in [plateau_difference(r["curve"], runs[b][seed]["curve"], start)] if d is not None}
+        return {"per_seed": vals, **mean_ci(list(vals.values()), level)} if vals else None
+
+    return {"start": start, "level": level, "active_minus_random": diff("active", "random"),
+            "active_minus_full": diff("active", "full")}
