@@ -452,7 +452,11 @@ class ActiveConfig:
     batch_size: int = 32
     """pool solutions scored per round (640 / 32 = 20 rounds)"""
     lr: float = 0.001
-    """AdamW learning rate (constant)"""
+    """AdamW learning rate (of the first round)"""
+    lr_schedule: str = "constant"
+    """`constant` | `linear` | `cosine`: the rate over the stream's rounds (prmflow.active.loop.lr_at)"""
+    lr_final: float = 0.1
+    """with linear or cosine, the last round's rate as a fraction of lr"""
     weight_decay: float = 0.0
     """AdamW weight decay"""
     grad_steps: int = 3
@@ -510,6 +514,10 @@ class ActiveConfig:
             raise ValueError(f"active.labeler must be oracle, mc, judge or consensus, got {self.labeler!r}")
         if self.cache_features and not self.freeze_backbone:
             raise ValueError("active.cache_features needs active.freeze_backbone: true (a trained backbone changes the features)")
+        if self.lr_schedule not in ("constant", "linear", "cosine"):
+            raise ValueError(f"active.lr_schedule must be constant, linear or cosine, got {self.lr_schedule!r}")
+        if not 0 <= self.lr_final <= 1:
+            raise ValueError(f"active.lr_final must be in [0, 1], got {self.lr_final}")
 
 
 EXPERIMENTS = ("label_efficiency", "data_efficiency", "threshold_ablation", "active_learning", "edu_sampling")

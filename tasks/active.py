@@ -70,7 +70,8 @@ def build_prm(cfg: ActiveConfig, seed: int) -> PRM:
 
 def loop_config(cfg: ActiveConfig, strategy: str, seed: int) -> LoopConfig:
     return LoopConfig(strategy=strategy, p=cfg.p, std_threshold=cfg.std_threshold, select_fraction=cfg.select_fraction,
-                      batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay, grad_steps=cfg.grad_steps,
+                      batch_size=cfg.batch_size, lr=cfg.lr, lr_schedule=cfg.lr_schedule, lr_final=cfg.lr_final,
+                      weight_decay=cfg.weight_decay, grad_steps=cfg.grad_steps,
                       micro_batch_size=cfg.micro_batch_size, eval_every=cfg.eval_every,
                       score_batch_size=cfg.score_batch_size, checkpoint_every=cfg.checkpoint_every,
                       cache_features=cfg.cache_features, seed=seed)
@@ -81,9 +82,10 @@ def run_dir(cfg: ActiveConfig, strategy: str, seed: int, inputs: Sequence[str | 
     """Loop state (labels bought, checkpoints) lives outside the DVC output, keyed by the loop's
     version, the config fields that matter and the bytes of the inputs (data files, backbone dir), so a killed run
     resumes without paying twice and a changed one starts fresh."""
-    h = hashlib.sha256(json.dumps({"loop_version": LOOP_VERSION,
-                                   **{k: v for k, v in asdict(cfg).items() if k not in _NOT_IN_RUN_KEY}},
-                                  sort_keys=True).encode())
+    key = {k: v for k, v in asdict(cfg).items() if k not in _NOT_IN_RUN_KEY}
+    if cfg.lr_schedule == "constant":  # as prmflow.active.loop.config_key: saved constant-rate runs stay found
+        del key["lr_schedule"], key["lr_final"]
+    h = hashlib.sha256(json.dumps({"loop_version": LOOP_VERSION, **key}, sort_keys=True).encode())
     for p in map(Path, inputs):
         for f in sorted(p.rglob("*")) if p.is_dir() else [p]:
             if f.is_file():

@@ -3,6 +3,7 @@ what is trained, and resuming without paying for a label twice."""
 
 import doctest
 from collections import Counter
+from dataclasses import asdict, replace
 
 import pytest
 import torch
@@ -296,3 +297,49 @@ def test_a_ragged_last_batch_joins_the_round_before_it(prm, tmp_path):
     out = run_active_learning(prm(), _pool(), PROBLEMS, OracleLabeler(), _cfg(strategy="full", batch_size=5), tmp_path)
     assert out["rounds"] == 2 and [h["batch"] for h in out["history"]] == [5, 7]
     assert out["labels_spent"] == 12
+
+
+def test_the_lr_schedule_runs_over_rounds_and_resumes(prm, tmp_path):
+    def run(cfg, run_dir, kill_after=None):
+        model, snaps = prm(), {}
+
+        def on_round(t, record):
+            snaps[t] = _params(model)
+            if t == kill_after:
+                raise KeyboardInterrupt
+
+        run_active_learning(model, _pool(), PROBLEMS, OracleLabeler(), cfg, run_dir, on_round=on_round)
+        return snaps
+
+    # linear down to 0: the last of the 3 rounds trains at rate 0, so it moves nothing; constant does
+    decayed = run(_cfg(strategy="full", lr_schedule="linear", lr_final=0.0), tmp_path / "lin")
+    constant = run(_cfg(strategy="full"), tmp_path / "const")
+    assert all(torch.equal(v, decayed[2][k]) for k, v in decayed[3].items())
+    assert any(not torch.equal(v, constant[2][k]) for k, v in constant[3].items())
+    # round 1 trains at lr under every schedule; later rounds differ from constant's
+    assert all(torch.equal(v, constant[1][k]) for k, v in decayed[1].items())
+    assert any(not torch.equal(v, constant[2][k]) for k, v in decayed[2].items())
+    # a decaying rate that ends where it starts is the constant rate, bit for bit
+    flat = run(_cfg(strategy="full", lr_schedule="cosine", lr_final=1.0), tmp_path / "flat")
+    assert all(torch.equal(v, constant[3][k]) for k, v in flat[3].items())
+    # the rate is a function of the round, so a killed cosine run resumes to the same parameters
+    cfg = _cfg(strategy="full", lr_schedule="cosine", lr_final=0.2, batch_size=3)
+    whole = run(cfg, tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, tmp_path / "killed", kill_after=2)
+    resumed = run(cfg, tmp_path / "killed")
+    assert min(resumed) == 3 and all(torch.equal(v, whole[4][k]) for k, v in resumed[4].items())
+
+
+def test_a_constant_rate_keeps_the_fingerprint_of_loop_version_2(prm, tmp_path):
+    """Saved constant-rate runs (made before the schedule existed) still resume; a schedule is a new run."""
+    from prmflow.active.loop import config_key
+
+    cfg = _cfg(strategy="full")
+    old = {k: v for k, v in asdict(cfg).items() if k not in ("lr_schedule", "lr_final")}
+    assert config_key(cfg) == old and config_key(replace(cfg, lr_schedule="linear"))["lr_schedule"] == "linear"
+    run_active_learning(prm(), _pool(), PROBLEMS, OracleLabeler(), cfg, tmp_path)
+    with pytest.raises(ValueError, match="another config"):
+        run_active_learning(prm(), _pool(), PROBLEMS, OracleLabeler(), replace(cfg, lr_schedule="linear"), tmp_path)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        _cfg(lr_schedule="step")
