@@ -13,7 +13,9 @@ each strategy needs to reach the initial F1 plus q times full labeling's F1 gain
 a trailing mean of `final_window` evaluations, see prmflow.active.compare),
 reports/active/curves.json and reports/active/curve.png. `paired` in the summary holds, per seed
 and with intervals, active's final F1 minus random's and minus full's, and active's labels as a
-fraction of full's: whether the selection pays at the budget it spends. Each (strategy, seed) is an MLflow run
+fraction of full's: whether the selection pays at the budget it spends. `plateau` holds the same
+differences averaged over every evaluation in the second half of the stream (prmflow.active.paired_plateau),
+which reads many models per run instead of the last few. Each (strategy, seed) is an MLflow run
 nested under the stage's run.
 """
 
@@ -28,7 +30,7 @@ from typing import Any
 from prefect import flow
 
 from prmflow import io, plots, tracking
-from prmflow.active import FeatureCache, initial_f1, mean_curve, paired_at_budget, summarize
+from prmflow.active import FeatureCache, initial_f1, mean_curve, paired_at_budget, paired_plateau, summarize
 from prmflow.config import ActiveConfig, load_section
 from tasks.active import loop_config, run_dir, run_strategy
 
@@ -106,6 +108,7 @@ def active_flow(params: str = "params.yaml", segments_path: str = "data/segments
             summary[s]["labeler_cost"] = {str(seed): r["cost"] for seed, r in runs[s].items()}
         # does the selection pay? final F1 per seed at the budget active spent (random spends the same)
         summary["paired"] = paired_at_budget(runs, cfg.final_window)
+        summary["plateau"] = paired_plateau(runs)
         summary["data"] = {"pool": len(pool), "eval_rows": len(eval_rows),
                            "eval_test_rows": sum(r["subset"] == "test" for r in eval_rows),
                            "rounds": next(iter(next(iter(runs.values())).values()))["rounds"] if pool else 0,
@@ -128,16 +131,18 @@ def active_flow(params: str = "params.yaml", segments_path: str = "data/segments
             for q, m in summary[s].get("match", {}).items():
                 metrics[f"active/{s}/labels_fraction_at_{q}"] = m["fraction_of_full"]["mean"]
             stage.metrics({k: v for k, v in metrics.items() if v is not None})
-        stage.metrics({f"active/paired/{k}": v["mean"] for k, v in summary["paired"].items() if isinstance(v, dict)})
+        for name in ("paired", "plateau"):
+            stage.metrics({f"active/{name}/{k}": v["mean"] for k, v in summary[name].items() if isinstance(v, dict)})
         stage.artifact(out, "active")
         for s in strategies:
             m = summary[s]
             match = {q: v["fraction_of_full"]["mean"] for q, v in m.get("match", {}).items()}
             print(f"  {s:>6}: final F1 {m['final_f1']['mean']} +- {m['final_f1']['std']}, labels "
                   f"{m['labels_spent']['mean']} +- {m['labels_spent']['std']}, labels/full to reach q of full's gain: {match}")
-        for k, v in summary["paired"].items():
-            if isinstance(v, dict):
-                print(f"  {k}: {v['mean']:.4f} [{v['lo']}, {v['hi']}] over {v['n']} seeds")
+        for name in ("paired", "plateau"):
+            for k, v in summary[name].items():
+                if isinstance(v, dict):
+                    print(f"  {name} {k}: {v['mean']:.4f} [{v['lo']}, {v['hi']}] over {v['n']} seeds")
     return summary
 
 

@@ -61,6 +61,12 @@ def test_active_flow(tmp_path, mlflow_tmp, tiny_model_dir, monkeypatch):
                  for s in ("active", "random", "full")}
         assert summary["paired"]["active_minus_random"]["per_seed"][seed] == pytest.approx(final["active"] - final["random"])
         assert summary["paired"]["active_minus_full"]["per_seed"][seed] == pytest.approx(final["active"] - final["full"])
+        # the plateau block: the raw F1 differences over the evaluations after half the rounds (2 and 3 of 3)
+        f1 = {s: {h["round"]: h["f1"] for h in curves[s][seed] if h.get("f1") is not None} for s in ("active", "random")}
+        late = [t for t in (2, 3) if t in f1["active"] and t in f1["random"]]
+        if late:
+            assert summary["plateau"]["active_minus_random"]["per_seed"][seed] == pytest.approx(
+                sum(f1["active"][t] - f1["random"][t] for t in late) / len(late))
         labels = curves["active"][seed][-1]["labels_spent"]
         assert summary["paired"]["label_fraction"]["per_seed"][seed] == pytest.approx(labels / 12)
     assert summary["paired"]["label_fraction"]["n"] == 2 and empty["paired"]["active_minus_random"] is None
@@ -78,3 +84,5 @@ def test_active_flow(tmp_path, mlflow_tmp, tiny_model_dir, monkeypatch):
     assert sorted((m.step, m.value) for m in history)[-1] == (3, 12.0)
     assert "active/f1_at_labels" in full0.data.metrics and "active/full/final_f1_mean" in stage[0].data.metrics
     assert stage[0].data.metrics["active/paired/label_fraction"] == pytest.approx(summary["paired"]["label_fraction"]["mean"])
+    assert stage[0].data.metrics["active/plateau/active_minus_random"] == pytest.approx(
+        summary["plateau"]["active_minus_random"]["mean"])
