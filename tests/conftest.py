@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
+from typing import Any
 
 # before any HF / MLflow / Prefect import
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -71,6 +74,53 @@ def vllm_missing() -> str | None:
     if probe.returncode != 0:
         return f"vllm is not importable by {VLLM_PY.relative_to(REPO)}; run `make vllm-env`"
     return None
+
+
+@contextlib.contextmanager
+def vllm_server_process(model_dir: Path, served_model_name: str, api_key: str, log_path: Path,
+                        env: dict[str, str], **argv_kw: Any) -> Iterator[str]:
+    """A real vLLM OpenAI-compatible server (in .venv-vllm) on a free 127.0.0.1 port that wants
+    `api_key`; yields its base URL once /v1/models answers, kills its process group on exit."""
+    import signal
+    import socket
+    import subprocess
+    import time
+
+    import httpx
+
+    from prmflow.policy.openai_backend import vllm_server_argv
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    argv = vllm_server_argv(str(model_dir), port=port, served_model_name=served_model_name, python=str(VLLM_PY),
+                            **argv_kw)
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(argv, env={**env, "VLLM_API_KEY": api_key}, stdout=log, stderr=subprocess.STDOUT,
+                                cwd=REPO, start_new_session=True)
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 150
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"vLLM server exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
+            try:
+                if httpx.get(f"{base}/models", headers={"Authorization": f"Bearer {api_key}"}, timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"vLLM server not up after 150 s:\n{log_path.read_text()[-4000:]}")
+            time.sleep(0.5)
+        yield base
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,6 @@ import logging
 import math
 import os
 import random
-import signal
 import socket
 import subprocess
 import sys
@@ -407,43 +406,13 @@ def trained_model(vllm_tiny_model) -> Path:
 @pytest.fixture(scope="module")
 def vllm_server(trained_model, tmp_path_factory):
     """A `vllm serve`-equivalent server on a free port, with an API key; killed at module end."""
-    from prmflow.policy.openai_backend import vllm_server_argv
+    from conftest import vllm_server_process
 
-    import httpx
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     key = "vllm-test-key-" + os.urandom(6).hex()
     log_path = tmp_path_factory.mktemp("vllm_server") / "server.log"
-    argv = vllm_server_argv(str(trained_model), port=port, served_model_name="tiny", python=str(VLLM_PY),
-                            max_model_len=256, max_logprobs=K)
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(argv, env=_vllm_env({"VLLM_API_KEY": key}), stdout=log, stderr=subprocess.STDOUT,
-                                cwd=REPO, start_new_session=True)
-    base = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 150
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vLLM server exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
-            try:
-                if httpx.get(f"{base}/models", headers={"Authorization": f"Bearer {key}"}, timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"vLLM server not up after 150 s:\n{log_path.read_text()[-4000:]}")
-            time.sleep(0.5)
+    with vllm_server_process(trained_model, "tiny", key, log_path, _vllm_env(), max_model_len=256,
+                             max_logprobs=K) as base:
         yield base, key
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
 
 
 @pytest.fixture(scope="module")
