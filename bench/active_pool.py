@@ -147,7 +147,7 @@ def main() -> None:
             print(f"[x{scale}] pool {len(pool)}: {line} ({cells[-1]['seconds']:.0f} s)", flush=True)
             io.write_json(args.out, {"params": args.params, "overrides": overrides, "eval_rows": len(eval_rows),
                                      "active": {k: getattr(cfg, k) for k in (
-                                         "p", "std_threshold", "batch_size", "lr", "grad_steps", "num_heads",
+                                         "p", "std_threshold", "batch_size", "lr", "lr_schedule", "lr_final", "grad_steps", "num_heads",
                                          "head_data_keep", "l2_to_init", "final_window", "eval_every")},
                                      "cells": cells})
             plot(cells, Path(args.out))
@@ -155,14 +155,17 @@ def main() -> None:
 
 
 def plot(cells: list[dict[str, Any]], out: Path) -> None:
-    """<out>.png: active minus random and minus full (final F1, 95% CI over seeds) and active's label
-    fraction against the pool size; <out>_x<scale>.png: each scale's F1-vs-labels curves."""
+    """<out>.png: active minus random and minus full (final F1 and, where recorded, the plateau mean;
+    95% CI over seeds) and active's label fraction against the pool size; <out>_x<scale>.png: each scale's F1-vs-labels curves."""
     by_pool = sorted(cells, key=lambda c: c["pool"])
-    series = {f"active minus {b}": [(c["pool"], c["summary"]["paired"][f"active_minus_{b}"]) for c in by_pool]
+    series = {f"active minus {b}, final F1": [(c["pool"], c["summary"]["paired"][f"active_minus_{b}"]) for c in by_pool]
               for b in ("random", "full")}
+    if all("plateau" in c["summary"] for c in by_pool):
+        series.update({f"active minus {b}, plateau mean": [(c["pool"], c["summary"]["plateau"][f"active_minus_{b}"])
+                                                           for c in by_pool] for b in ("random", "full")})
     fractions = ", ".join(f"{c['pool']}: {c['summary']['paired']['label_fraction']['mean']:.0%}" for c in by_pool)
     plots.ci_lines(series, out.with_suffix(".png"), "pool size (solutions streamed once)",
-                   "final F1 difference (95% CI over seeds)",
+                   "F1 difference (95% CI over seeds)",
                    f"ActPRM vs the baselines as the pool grows\nactive's labels / full's: {fractions}", hline=0.0)
     for c in (c for c in by_pool if "mean_curves" in c):
         plots.active_curves(c["mean_curves"], out.with_name(f"{out.stem}_x{c['scale']}.png"),
