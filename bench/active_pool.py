@@ -147,8 +147,9 @@ def main() -> None:
             print(f"[x{scale}] pool {len(pool)}: {line} ({cells[-1]['seconds']:.0f} s)", flush=True)
             io.write_json(args.out, {"params": args.params, "overrides": overrides, "eval_rows": len(eval_rows),
                                      "active": {k: getattr(cfg, k) for k in (
-                                         "p", "std_threshold", "batch_size", "lr", "lr_schedule", "lr_final", "grad_steps", "num_heads",
-                                         "head_data_keep", "l2_to_init", "final_window", "eval_every")},
+                                         "p", "std_threshold", "batch_size", "lr", "lr_schedule", "lr_final",
+                                         "grad_steps", "num_heads", "head_data_keep", "l2_to_init", "final_window",
+                                         "eval_every")},
                                      "cells": cells})
             plot(cells, Path(args.out))
     print(f"wrote {args.out}")
@@ -156,7 +157,8 @@ def main() -> None:
 
 def plot(cells: list[dict[str, Any]], out: Path) -> None:
     """<out>.png: active minus random and minus full (final F1 and, where recorded, the plateau mean;
-    95% CI over seeds) and active's label fraction against the pool size; <out>_x<scale>.png: each scale's F1-vs-labels curves."""
+    95% CI over seeds) and active's label fraction against the pool size; <out>_x<scale>.png: each
+    scale's F1-vs-labels curves."""
     by_pool = sorted(cells, key=lambda c: c["pool"])
     series = {f"active minus {b}, final F1": [(c["pool"], c["summary"]["paired"][f"active_minus_{b}"]) for c in by_pool]
               for b in ("random", "full")}
