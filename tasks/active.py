@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from prmflow.active import (
     OracleLabeler,
     run_active_learning,
 )
-from prmflow.active.loop import LOOP_VERSION
+from prmflow.active.loop import LOOP_VERSION, config_key
 from prmflow.config import ActiveConfig
 from prmflow.policy.base import SamplingConfig
 from prmflow.prm import PRM, PRMConfig
@@ -82,9 +81,7 @@ def run_dir(cfg: ActiveConfig, strategy: str, seed: int, inputs: Sequence[str | 
     """Loop state (labels bought, checkpoints) lives outside the DVC output, keyed by the loop's
     version, the config fields that matter and the bytes of the inputs (data files, backbone dir), so a killed run
     resumes without paying twice and a changed one starts fresh."""
-    key = {k: v for k, v in asdict(cfg).items() if k not in _NOT_IN_RUN_KEY}
-    if cfg.lr_schedule == "constant":  # as prmflow.active.loop.config_key: saved constant-rate runs stay found
-        del key["lr_schedule"], key["lr_final"]
+    key = {k: v for k, v in config_key(cfg).items() if k not in _NOT_IN_RUN_KEY}
     h = hashlib.sha256(json.dumps({"loop_version": LOOP_VERSION, **key}, sort_keys=True).encode())
     for p in map(Path, inputs):
         for f in sorted(p.rglob("*")) if p.is_dir() else [p]:

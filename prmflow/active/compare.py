@@ -181,21 +181,17 @@ def paired_at_budget(runs: Mapping[str, Mapping[Any, Mapping[str, Any]]], window
     """
     finals = {s: {seed: final_f1(r["curve"], window) for seed, r in by.items()} for s, by in runs.items()}
 
-    def pair(values: Mapping[Any, float | None]) -> dict[str, Any] | None:
-        vals = {str(k): float(v) for k, v in values.items() if v is not None}
-        return {"per_seed": vals, **mean_ci(list(vals.values()), level)} if vals else None
-
     def diff(a: str, b: str) -> dict[str, Any] | None:
         if a not in finals or b not in finals:
             return None
-        return pair({seed: None if f is None or finals[b].get(seed) is None else f - finals[b][seed]
-                     for seed, f in finals[a].items()})
+        return _per_seed_ci({seed: None if f is None or finals[b].get(seed) is None else f - finals[b][seed]
+                             for seed, f in finals[a].items()}, level)
 
     fraction = None
     if "active" in runs and "full" in runs:
-        fraction = pair({seed: r["labels_spent"] / runs["full"][seed]["labels_spent"]
-                         for seed, r in runs["active"].items()
-                         if seed in runs["full"] and runs["full"][seed]["labels_spent"]})
+        fraction = _per_seed_ci({seed: r["labels_spent"] / runs["full"][seed]["labels_spent"]
+                                 for seed, r in runs["active"].items()
+                                 if seed in runs["full"] and runs["full"][seed]["labels_spent"]}, level)
     return {"window": window, "level": level, "active_minus_random": diff("active", "random"),
             "active_minus_full": diff("active", "full"), "label_fraction": fraction}
 
@@ -230,9 +226,14 @@ def paired_plateau(runs: Mapping[str, Mapping[Any, Mapping[str, Any]]], start: f
     def diff(a: str, b: str) -> dict[str, Any] | None:
         if a not in runs or b not in runs:
             return None
-        vals = {str(seed): d for seed, r in runs[a].items() if seed in runs[b]
-                for d in [plateau_difference(r["curve"], runs[b][seed]["curve"], start)] if d is not None}
-        return {"per_seed": vals, **mean_ci(list(vals.values()), level)} if vals else None
+        return _per_seed_ci({seed: plateau_difference(r["curve"], runs[b][seed]["curve"], start)
+                             for seed, r in runs[a].items() if seed in runs[b]}, level)
 
     return {"start": start, "level": level, "active_minus_random": diff("active", "random"),
             "active_minus_full": diff("active", "full")}
+
+
+def _per_seed_ci(values: Mapping[Any, float | None], level: float) -> dict[str, Any] | None:
+    """{"per_seed": {str(seed): value}, **mean_ci} over the seeds with a value; None if none has one."""
+    vals = {str(k): float(v) for k, v in values.items() if v is not None}
+    return {"per_seed": vals, **mean_ci(list(vals.values()), level)} if vals else None

@@ -331,9 +331,11 @@ def _pseudo_label_acc(batch: Sequence[Mapping[str, Any]], unc: Sequence[Any]) ->
     return sum(hits) / len(hits) if hits else None
 
 
-def config_key(cfg: LoopConfig) -> dict[str, Any]:
+def config_key(cfg: Any) -> dict[str, Any]:
     """asdict(cfg) without the schedule fields while the schedule is constant (they came after loop
-    version 2 and change nothing then), so the saved rounds of a constant-rate run stay resumable."""
+    version 2 and change nothing then), so the saved rounds of a constant-rate run stay resumable.
+    `cfg` is a LoopConfig or any dataclass with `lr_schedule` and `lr_final` (tasks.active keys
+    its run directories by the ActiveConfig the same way)."""
     d = asdict(cfg)
     if cfg.lr_schedule == "constant":
         del d["lr_schedule"], d["lr_final"]
