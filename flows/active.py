@@ -63,7 +63,7 @@ def load_eval(path: str, size: int, seed: int = 0) -> list[dict[str, Any]]:
 
 
 @flow(name="active", log_prints=True)
-def active_flow(params: str = "params.yaml", segments_path: str = "data/segments/segments.jsonl",
+def active_flow(params: str | list[str] = "params.yaml", segments_path: str = "data/segments/segments.jsonl",
                 problems_path: str = "data/problems/pool.jsonl",
                 eval_path: str = "data/eval/synthetic_processbench.jsonl", reports_dir: str = "reports",
                 state_root: str = "checkpoints/active") -> dict:

@@ -56,7 +56,7 @@ def headline(result: dict) -> dict:
 
 
 @flow(name="evaluate", log_prints=True)
-def evaluate_flow(params: str = "params.yaml", problems_path: str = "data/problems/eval.jsonl",
+def evaluate_flow(params: str | list[str] = "params.yaml", problems_path: str = "data/problems/eval.jsonl",
                   data_dir: str = "data/eval", reports_dir: str = "reports") -> dict:
     cfg = load_section(params, "evaluate", EvaluateConfig)
     out = Path(reports_dir) / "eval"

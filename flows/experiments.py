@@ -137,7 +137,7 @@ def collect_edu_sampling(cfg: ExperimentsConfig, reports: Path) -> dict[str, Any
 
 
 @flow(name="experiments", log_prints=True)
-def experiments_flow(params: str = "params.yaml", smoke: bool = False, reports_dir: str = "reports") -> dict:
+def experiments_flow(params: str | list[str] = "params.yaml", smoke: bool = False, reports_dir: str = "reports") -> dict:
     cfg = load_section(params, "experiments", ExperimentsConfig)
     if smoke:
         cfg = replace(cfg, **SMOKE)

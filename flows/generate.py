@@ -22,11 +22,12 @@ from prefect import flow
 
 from prmflow import io, plots, tracking
 from prmflow.config import GenerateConfig, load_section
+from prmflow.summaries import generate_stats, is_real, solve_rate_problem
 from tasks.generate import sample_solutions
 
 
 @flow(name="generate", log_prints=True)
-def generate(params: str = "params.yaml", problems_path: str = "data/problems/pool.jsonl",
+def generate(params: str | list[str] = "params.yaml", problems_path: str = "data/problems/pool.jsonl",
              out_path: str = "data/generations/generations.jsonl", reports_dir: str = "reports",
              work_root: str = "checkpoints/generate") -> dict:
     cfg = load_section(params, "generate", GenerateConfig)
@@ -40,30 +41,18 @@ def generate(params: str = "params.yaml", problems_path: str = "data/problems/po
         rows, tree_rows = out["samples"], out["tree"]
         io.write_jsonl(out_path, rows)
         io.write_jsonl(Path(out_path).with_name("tree.jsonl"), tree_rows)
-        ents = [h for r in rows for h in r["entropy"]]
-        n_tok = len(ents)
-        stats = {
-            "n_problems": len(problems),
-            "n_completions": len(rows),
-            "generated_tokens": n_tok,
-            "mean_tokens": n_tok / max(1, len(rows)),
-            "mean_entropy": sum(ents) / max(1, n_tok),
-            "frac_tokens_entropy_gt_1": sum(h > 1.0 for h in ents) / max(1, n_tok),
-            "solve_rate": sum(r["final_correct"] for r in rows) / max(1, len(rows)),
-            "truncated": sum(r["finish_reason"] == "length" for r in rows),
-            "tree_branches": len(tree_rows),
-            "tree_generated_tokens": sum(r["suffix_tokens"] for r in tree_rows),
-            "tree_flattened_tokens": sum(len(r["token_ids"]) for r in tree_rows),
-            "tree_solve_rate": sum(r["final_correct"] for r in tree_rows) / max(1, len(tree_rows)),
-        }
+        stats = generate_stats(rows, tree_rows, len(problems))
+        problem = solve_rate_problem(stats["solve_rate"], len(rows)) if is_real(problems) else None
         io.write_json(reports / "generate.json", stats)
-        plots.entropy_hist(ents, reports / "generate" / "entropy.png", f"token entropy over {n_tok} generated tokens",
+        ents = [h for r in rows for h in r["entropy"]]
+        plots.entropy_hist(ents, reports / "generate" / "entropy.png", f"token entropy over {len(ents)} generated tokens",
                            threshold=1.0)
         run.metrics({f"generate/{k}": v for k, v in stats.items()})
         run.metrics({f"generate/run_{k}": v for k, v in out["info"].items()})  # this process only
         run.artifact(reports / "generate", "plots")
         print(f"generate: {stats}")
         print(f"generate: {out['info']['shards_run']} shards run now, {out['info']['shards_skipped']} resumed from checkpoint")
+        run.flag_degenerate("generate", [problem])  # real data: tags the run and fails the stage
     return stats
 
 

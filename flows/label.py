@@ -21,12 +21,12 @@ from prefect import flow
 
 from prmflow import io, tracking
 from prmflow.config import LabelConfig, load_section
-from prmflow.label import label_quality
+from prmflow.summaries import label_stats
 from tasks.label import label_sharded, total_cost
 
 
 @flow(name="label", log_prints=True)
-def label_flow(params: str = "params.yaml", segments_path: str = "data/segments/segments.jsonl",
+def label_flow(params: str | list[str] = "params.yaml", segments_path: str = "data/segments/segments.jsonl",
                problems_path: str = "data/problems/pool.jsonl", out_path: str = "data/labels/labels.jsonl",
                reports_dir: str = "reports", checkpoint_root: str = "checkpoints/label") -> dict:
     cfg = load_section(params, "label", LabelConfig)
@@ -37,20 +37,7 @@ def label_flow(params: str = "params.yaml", segments_path: str = "data/segments/
         labeled, info = label_sharded(cfg, rows, answers, checkpoint_root)
         io.write_jsonl(out_path, labeled)
 
-        cost = total_cost(labeled)
-        quality = label_quality([r["labels"] for r in labeled], [r["gold_labels"] for r in labeled])
-        soft_right = [s for r in labeled for s, g in zip(r["soft_labels"], r["gold_labels"]) if g]
-        soft_wrong = [s for r in labeled for s, g in zip(r["soft_labels"], r["gold_labels"]) if not g]
-        steps = sum(len(r["labels"]) for r in labeled)
-        stats = {
-            **{f"quality_{k}": v for k, v in quality.items()},
-            **{f"cost_{k}": v for k, v in cost.to_dict().items()},
-            "rollouts_per_step": cost.rollouts / max(1, steps),
-            "tokens_per_step": cost.generated_tokens / max(1, steps),
-            "mean_soft_gold_correct": sum(soft_right) / max(1, len(soft_right)),
-            "mean_soft_gold_wrong": sum(soft_wrong) / max(1, len(soft_wrong)),
-            "frac_labels_true": sum(x for r in labeled for x in r["labels"]) / max(1, steps),
-        }
+        stats = label_stats(labeled, total_cost(labeled).to_dict())
         io.write_json(Path(reports_dir) / "labeling" / "label.json", stats)
         run.metrics({f"label/{k}": v for k, v in stats.items() if isinstance(v, (int, float))})
         run.metrics({f"label/run_{k}": v for k, v in info.items()})  # this process only, not the artifact

@@ -22,7 +22,7 @@ from tasks.label_quality import compare_schemes
 
 
 @flow(name="label_quality", log_prints=True)
-def label_quality_flow(params: str = "params.yaml", generations_dir: str = "data/generations",
+def label_quality_flow(params: str | list[str] = "params.yaml", generations_dir: str = "data/generations",
                        problems_path: str = "data/problems/pool.jsonl", reports_dir: str = "reports") -> dict:
     cfg = load_section(params, "label_quality", LabelQualityConfig)
     out_dir = Path(reports_dir) / "labeling"

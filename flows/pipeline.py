@@ -25,7 +25,7 @@ from prmflow.io import DataError
 
 
 @flow(name="pipeline", log_prints=True)
-def pipeline(params: str = "params.yaml") -> dict:
+def pipeline(params: str | list[str] = "params.yaml") -> dict:
     with tracking.pipeline_run("pipeline"):
         counts = problems(params=params)
         policy_stats = policy(params=params)

@@ -18,7 +18,7 @@ from tasks.policy import evaluate_policy, train_policy
 
 
 @flow(name="policy", log_prints=True)
-def policy(params: str = "params.yaml", problems_dir: str = "data/problems", model_dir: str = "models/policy",
+def policy(params: str | list[str] = "params.yaml", problems_dir: str = "data/problems", model_dir: str = "models/policy",
            reports_dir: str = "reports") -> dict:
     cfg = load_section(params, "policy", PolicyConfig)
     reports = Path(reports_dir)

@@ -17,7 +17,7 @@ from tasks.problems import sample_problems
 
 
 @flow(name="problems", log_prints=True)
-def problems(params: str = "params.yaml", out_dir: str = "data/problems") -> dict[str, int]:
+def problems(params: str | list[str] = "params.yaml", out_dir: str = "data/problems") -> dict[str, int]:
     cfg = load_section(params, "problems", ProblemsConfig)
     with tracking.stage_run("problems", cfg) as run:
         splits = sample_problems(cfg)

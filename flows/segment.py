@@ -17,11 +17,12 @@ from prefect import flow
 
 from prmflow import io, plots, tracking
 from prmflow.config import SegmentConfig, load_section
+from prmflow.summaries import segment_stats
 from tasks.segment import segment
 
 
 @flow(name="segment", log_prints=True)
-def segment_flow(params: str = "params.yaml", generations_dir: str = "data/generations",
+def segment_flow(params: str | list[str] = "params.yaml", generations_dir: str = "data/generations",
                  out_path: str = "data/segments/segments.jsonl", reports_dir: str = "reports") -> dict:
     cfg = load_section(params, "segment", SegmentConfig)
     reports = Path(reports_dir)
@@ -35,19 +36,10 @@ def segment_flow(params: str = "params.yaml", generations_dir: str = "data/gener
         seg = out["rows"]
         io.write_jsonl(out_path, seg)
 
+        stats = segment_stats(seg, out["skipped_empty"],
+                              out["threshold"] if out["threshold"] is not None else cfg.entropy_threshold)
         n_steps = [len(r["steps"]) for r in seg]
         lengths = [e - s for r in seg for s, e in zip(r["starts"], r["ends"], strict=True)]
-        gold = [g for r in seg for g in r["gold_labels"]]
-        stats = {
-            "n_solutions": len(seg),
-            "skipped_empty": out["skipped_empty"],
-            "threshold": out["threshold"] if out["threshold"] is not None else cfg.entropy_threshold,
-            "mean_steps": sum(n_steps) / max(1, len(seg)),
-            "max_steps": max(n_steps, default=0),
-            "mean_step_tokens": sum(lengths) / max(1, len(lengths)),
-            "frac_gold_correct_steps": sum(gold) / max(1, len(gold)),
-            "frac_one_step": sum(n == 1 for n in n_steps) / max(1, len(seg)),
-        }
         io.write_json(reports / "segment.json", stats)
         ents = [h for r in rows for h in r["entropy"]]
         threshold = stats["threshold"] if cfg.strategy in ("fixed", "calibrated") else None
@@ -57,7 +49,7 @@ def segment_flow(params: str = "params.yaml", generations_dir: str = "data/gener
                         f"{cfg.strategy}: {stats['mean_steps']:.2f} steps per solution on average")
         plots.histogram(lengths, reports / "segment" / "step_tokens.png", "tokens per step",
                         f"{cfg.strategy}: step lengths (min_len {cfg.min_len}, max_len {cfg.max_len})")
-        run.metrics({f"segment/{k}": v for k, v in stats.items()})
+        run.metrics({f"segment/{k}": v for k, v in stats.items() if v is not None})
         run.artifact(reports / "segment", "plots")
         print(f"segment: {stats}")
     return stats

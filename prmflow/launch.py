@@ -57,8 +57,8 @@ def accelerate_available(python: str = sys.executable) -> bool:
     return probe.returncode == 0
 
 
-def stage_command(stage: str, params: str, cfg: LaunchConfig, python: str = sys.executable) -> list[str]:
-    """The argv that runs `flows.<stage>` with `params` under `cfg`.
+def stage_command(stage: str, params: str | Sequence[str], cfg: LaunchConfig, python: str = sys.executable) -> list[str]:
+    """The argv that runs `flows.<stage>` with `params` (a file, or a base file and overlays) under `cfg`.
 
     >>> stage_command("train", "params.yaml", LaunchConfig(), python="py")
     ['py', '-m', 'flows.train', '--params', 'params.yaml']
@@ -67,8 +67,10 @@ def stage_command(stage: str, params: str, cfg: LaunchConfig, python: str = sys.
      '--mixed_precision', 'bf16', '--dynamo_backend', 'no', '--multi_gpu', '-m', 'flows.train', '--params', 'p.yaml']
     """
     module = f"flows.{stage}"
+    files = [params] if isinstance(params, str) else list(params)
+    flags = [x for f in files for x in ("--params", f)]
     if cfg.launcher == "python":
-        return [python, "-m", module, "--params", params]
+        return [python, "-m", module, *flags]
     # `python -m accelerate.commands.launch` == `accelerate launch`, from the same interpreter
     cmd = [python, "-m", "accelerate.commands.launch", "--num_machines", "1",
            "--num_processes", str(cfg.num_processes), "--mixed_precision", cfg.mixed_precision,
@@ -78,7 +80,7 @@ def stage_command(stage: str, params: str, cfg: LaunchConfig, python: str = sys.
         cmd.append("--multi_gpu")
     elif cfg.cpu:
         cmd.append("--cpu")
-    return [*cmd, "-m", module, "--params", params]
+    return [*cmd, "-m", module, *flags]
 
 
 def launch_env(cfg: LaunchConfig) -> dict[str, str]:
@@ -88,11 +90,11 @@ def launch_env(cfg: LaunchConfig) -> dict[str, str]:
     return {"ACCELERATE_USE_CPU": "true"} if cfg.launcher == "accelerate" and cfg.cpu and cfg.num_processes > 1 else {}
 
 
-def from_params(params: str, section: str = "train", **overrides: object) -> LaunchConfig:
-    """LaunchConfig from `section` of the params file (fields it has), then non-None overrides."""
-    from prmflow.config import read_params
+def from_params(params: str | Sequence[str], section: str = "train", **overrides: object) -> LaunchConfig:
+    """LaunchConfig from `section` of the params file and overlays (fields it has), then non-None overrides."""
+    from prmflow.config import read_layered
 
-    data, _ = read_params(params)
+    data, _ = read_layered(params)
     values = {k: v for k, v in (data.get(section) or {}).items() if k in ("launcher", "num_processes", "mixed_precision")}
     values.update({k: v for k, v in overrides.items() if v is not None})
     return LaunchConfig(**values)  # type: ignore[arg-type]
@@ -101,13 +103,14 @@ def from_params(params: str, section: str = "train", **overrides: object) -> Lau
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run a stage flow directly or through `accelerate launch`.")
     parser.add_argument("stage", help="flow module under flows/, e.g. train")
-    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--params", action="append", default=None, help="params file; repeat for overlays")
     parser.add_argument("--launcher", choices=LAUNCHERS)
     parser.add_argument("--num-processes", type=int)
     parser.add_argument("--mixed-precision", choices=MIXED_PRECISION)
     parser.add_argument("--cpu", action="store_true", default=None, help="accelerate: force CPU")
     parser.add_argument("--dry-run", action="store_true", help="print the command, do not run it")
     args = parser.parse_args(argv)
+    args.params = args.params or ["params.yaml"]
     cfg = from_params(args.params, launcher=args.launcher, num_processes=args.num_processes,
                       mixed_precision=args.mixed_precision, cpu=args.cpu)
     cmd = stage_command(args.stage, args.params, cfg)

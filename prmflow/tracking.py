@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,8 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 import mlflow  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
+
+from prmflow.summaries import DegenerateRun, degenerate_message  # noqa: E402
 
 EXPERIMENT = os.environ.get("PRMFLOW_EXPERIMENT", "prmflow")
 PARENT_ENV = "PRMFLOW_PARENT_RUN_ID"
@@ -92,6 +94,18 @@ class RunLogger:
     def tags(self, values: Mapping[str, str]) -> None:
         for k, v in values.items():
             self.client.set_tag(self.run_id, k, v)
+
+    def flag_degenerate(self, stage: str, problems: Sequence[str | None]) -> None:
+        """Fail loudly on a degenerate real-data run (prmflow.summaries): print the reason, tag the
+        run with it (`degenerate`), and raise `DegenerateRun`, which ends the run FAILED. The
+        stage's outputs are already written by then, so nothing is lost for a look."""
+        message = degenerate_message(stage, problems)
+        if message is None:
+            return
+        self.tags({"degenerate": message})
+        self.metrics({f"{stage}/degenerate": 1.0})
+        print(f"\n{'!' * 100}\n{message}\n{'!' * 100}\n", flush=True)
+        raise DegenerateRun(message)
 
     def artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
         p = Path(path)

@@ -1,0 +1,158 @@
+"""Summaries of stage outputs, and the checks that a real-data run is not degenerate.
+
+Pure functions over the rows a stage writes (no I/O): the flows call them and log the result.
+
+Real problems (GSM8K, MATH) have no step-level truth: their generation rows carry
+`first_error_char = None`, their segments `gold_labels = None`, and every gold-label statistic is
+reported as `None` ("n/a") instead of a number. A real run is *degenerate* when its numbers cannot
+mean anything: a solve rate of 0 or 1 (MC labels are then all one class), step labels that are
+all one class (a PRM trained on them learns a constant), or an evaluation with no rows. The
+stages print these loudly, tag them in MLflow, and fail (`DegenerateRun`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from prmflow.label.quality import label_quality
+
+
+class DegenerateRun(RuntimeError):
+    """A stage's real-data output cannot carry a meaningful number (see the module docstring)."""
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return sum(xs) / max(1, len(xs))
+
+
+def has_gold(rows: Sequence[Mapping[str, Any]], key: str) -> bool:
+    """Whether rows carry exact step-level truth under `key` (all of them or none of them).
+
+    >>> has_gold([{"g": [True]}, {"g": [False]}], "g"), has_gold([{"g": None}], "g"), has_gold([], "g")
+    (True, False, False)
+    """
+    known = [r.get(key) is not None for r in rows]
+    if any(known) and not all(known):
+        raise ValueError(f"some rows have '{key}' and some do not: synthetic and real rows are mixed")
+    return bool(known) and all(known)
+
+
+def segment_stats(seg: Sequence[Mapping[str, Any]], skipped_empty: int, threshold: float) -> dict[str, Any]:
+    """What stage `segment` reports: step counts and lengths, and gold step correctness
+    (`frac_gold_correct_steps` is None for real problems)."""
+    n_steps = [len(r["steps"]) for r in seg]
+    lengths = [e - s for r in seg for s, e in zip(r["starts"], r["ends"], strict=True)]
+    gold = [g for r in seg for g in r["gold_labels"]] if has_gold(seg, "gold_labels") else None
+    return {
+        "n_solutions": len(seg),
+        "skipped_empty": skipped_empty,
+        "threshold": threshold,
+        "mean_steps": sum(n_steps) / max(1, len(seg)),
+        "max_steps": max(n_steps, default=0),
+        "mean_step_tokens": sum(lengths) / max(1, len(lengths)),
+        "frac_gold_correct_steps": (sum(gold) / max(1, len(gold))) if gold is not None else None,
+        "frac_one_step": sum(n == 1 for n in n_steps) / max(1, len(seg)),
+    }
+
+
+def label_stats(labeled: Sequence[Mapping[str, Any]], cost: Mapping[str, int]) -> dict[str, Any]:
+    """What stage `label` reports: agreement with gold labels (`quality_*`, None for real
+    problems), query cost, and the class balance of the hard labels (`frac_labels_true`)."""
+    steps = sum(len(r["labels"]) for r in labeled)
+    if has_gold(labeled, "gold_labels"):
+        quality = label_quality([r["labels"] for r in labeled], [r["gold_labels"] for r in labeled])
+        soft_right = [s for r in labeled for s, g in zip(r["soft_labels"], r["gold_labels"]) if g]
+        soft_wrong = [s for r in labeled for s, g in zip(r["soft_labels"], r["gold_labels"]) if not g]
+        soft_gold = {"mean_soft_gold_correct": _mean(soft_right), "mean_soft_gold_wrong": _mean(soft_wrong)}
+    else:
+        quality = {"step_acc": None, "first_error_acc": None, "wrong_precision": None, "wrong_recall": None,
+                   "n_solutions": len(labeled), "n_steps": steps}
+        soft_gold = {"mean_soft_gold_correct": None, "mean_soft_gold_wrong": None}
+    return {
+        **{f"quality_{k}": v for k, v in quality.items()},
+        **{f"cost_{k}": v for k, v in cost.items()},
+        "rollouts_per_step": cost["rollouts"] / max(1, steps),
+        "tokens_per_step": cost["generated_tokens"] / max(1, steps),
+        **soft_gold,
+        "frac_labels_true": sum(x for r in labeled for x in r["labels"]) / max(1, steps),
+    }
+
+
+# --------------------------------------------------------------------------- degenerate runs
+
+
+def solve_rate_problem(solve_rate: float, n: int) -> str | None:
+    """Why a solve rate makes MC labels meaningless, or None.
+
+    >>> solve_rate_problem(0.0, 64)
+    'solve rate 0.000 over 64 completions: no completion reaches the right answer, so every MC label is 0'
+    >>> solve_rate_problem(0.25, 64) is None
+    True
+    """
+    if n == 0:
+        return "no completions"
+    if solve_rate <= 0.0:
+        return f"solve rate 0.000 over {n} completions: no completion reaches the right answer, so every MC label is 0"
+    if solve_rate >= 1.0:
+        return f"solve rate 1.000 over {n} completions: every completion is right, so every MC label is 1"
+    return None
+
+
+def label_balance_problem(labels: Sequence[Sequence[bool]]) -> str | None:
+    """Why a set of step labels cannot train a PRM (none, or all one class), or None.
+
+    >>> label_balance_problem([[True, True], [True]])
+    'all 3 step labels are True: a PRM trained on one class learns a constant'
+    >>> label_balance_problem([[True, False]]) is None
+    True
+    """
+    flat = [bool(x) for row in labels for x in row]
+    if not flat:
+        return "no step labels"
+    if all(flat) or not any(flat):
+        return f"all {len(flat)} step labels are {flat[0]}: a PRM trained on one class learns a constant"
+    return None
+
+
+def is_real(problems: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether problem rows come from a real source (GSM8K, MATH: their rows name a `source`).
+
+    >>> is_real([{"id": "synth-1"}]), is_real([{"id": "gsm8k-3", "source": "gsm8k"}])
+    (False, True)
+    """
+    return any(p.get("source", "synthetic") != "synthetic" for p in problems)
+
+
+def degenerate_message(stage: str, problems: Sequence[str | None]) -> str | None:
+    """One message naming the stage and every problem found (Nones are fine), or None.
+
+    >>> degenerate_message("label", [None, "no step labels"])
+    'label: degenerate real-data run: no step labels'
+    """
+    found = [p for p in problems if p]
+    return f"{stage}: degenerate real-data run: " + "; ".join(found) if found else None
+
+
+def generate_stats(rows: Sequence[Mapping[str, Any]], tree_rows: Sequence[Mapping[str, Any]],
+                   n_problems: int) -> dict[str, Any]:
+    """What stage `generate` reports: tokens, entropy, solve rate and the truncated share
+    (`finish_reason == "length"`: the budget ran out before the answer)."""
+    ents = [h for r in rows for h in r["entropy"]]
+    n_tok = len(ents)
+    truncated = sum(r["finish_reason"] == "length" for r in rows)
+    return {
+        "n_problems": n_problems,
+        "n_completions": len(rows),
+        "generated_tokens": n_tok,
+        "mean_tokens": n_tok / max(1, len(rows)),
+        "mean_entropy": sum(ents) / max(1, n_tok),
+        "frac_tokens_entropy_gt_1": sum(h > 1.0 for h in ents) / max(1, n_tok),
+        "solve_rate": sum(r["final_correct"] for r in rows) / max(1, len(rows)),
+        "truncated": truncated,
+        "truncated_fraction": truncated / max(1, len(rows)),
+        "tree_branches": len(tree_rows),
+        "tree_generated_tokens": sum(r["suffix_tokens"] for r in tree_rows),
+        "tree_flattened_tokens": sum(len(r["token_ids"]) for r in tree_rows),
+        "tree_solve_rate": sum(r["final_correct"] for r in tree_rows) / max(1, len(tree_rows)),
+    }

@@ -1,0 +1,76 @@
+"""prmflow.summaries: stage summaries on hand-made rows, and the degenerate-run checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from prmflow.summaries import (
+    DegenerateRun,
+    degenerate_message,
+    generate_stats,
+    has_gold,
+    is_real,
+    label_balance_problem,
+    label_stats,
+    segment_stats,
+    solve_rate_problem,
+)
+
+COST = {"rollouts": 8, "generated_tokens": 80, "forward_passes": 4, "prompt_tokens": 10}
+
+
+def _seg(gold):
+    return {"steps": ["a", "b"], "starts": [0, 3], "ends": [3, 5], "gold_labels": gold}
+
+
+def _lab(labels, soft, gold):
+    return {"labels": labels, "soft_labels": soft, "gold_labels": gold}
+
+
+def test_segment_stats_gold_and_real():
+    synth = segment_stats([_seg([True, False]), _seg([True, True])], 0, 0.5)
+    assert synth["frac_gold_correct_steps"] == 0.75  # 3 of 4 gold steps right
+    assert synth["mean_step_tokens"] == 2.5  # lengths 3, 2, 3, 2
+    real = segment_stats([_seg(None), _seg(None)], 1, 0.5)
+    assert real["frac_gold_correct_steps"] is None and real["skipped_empty"] == 1 and real["mean_steps"] == 2
+
+
+def test_mixed_gold_is_an_error():
+    with pytest.raises(ValueError, match="mixed"):
+        has_gold([{"gold_labels": [True]}, {"gold_labels": None}], "gold_labels")
+
+
+def test_label_stats_reports_quality_only_with_gold():
+    synth = label_stats([_lab([True, False], [0.9, 0.1], [True, True])], COST)
+    assert synth["quality_step_acc"] == 0.5 and synth["mean_soft_gold_correct"] == 0.5  # (0.9 + 0.1) / 2
+    real = label_stats([_lab([True, False], [0.9, 0.1], None), _lab([False], [0.0], None)], COST)
+    assert real["quality_step_acc"] is None and real["quality_first_error_acc"] is None
+    assert real["quality_n_steps"] == 3 and real["frac_labels_true"] == pytest.approx(1 / 3)
+    assert real["rollouts_per_step"] == pytest.approx(8 / 3)
+
+
+def test_generate_stats_truncated_fraction():
+    rows = [{"entropy": [0.5, 2.0], "final_correct": True, "finish_reason": "stop", "token_ids": [1, 2]},
+            {"entropy": [0.1], "final_correct": False, "finish_reason": "length", "token_ids": [1]}]
+    s = generate_stats(rows, [], 1)
+    assert s["solve_rate"] == 0.5 and s["truncated"] == 1 and s["truncated_fraction"] == 0.5
+    assert s["frac_tokens_entropy_gt_1"] == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize(("rate", "bad"), [(0.0, True), (1.0, True), (0.5, False), (1e-3, False)])
+def test_solve_rate_problem(rate, bad):
+    assert (solve_rate_problem(rate, 10) is not None) == bad
+
+
+def test_label_balance_problem():
+    assert label_balance_problem([[False, False], [False]]) is not None
+    assert label_balance_problem([]) == "no step labels"
+    assert label_balance_problem([[False], [True]]) is None
+
+
+def test_is_real_and_message():
+    assert not is_real([{"id": "synth-1"}, {"id": "synth-2", "source": "synthetic"}])
+    assert is_real([{"id": "g", "source": "gsm8k"}])
+    assert degenerate_message("generate", [None, None]) is None
+    assert "generate: degenerate" in degenerate_message("generate", ["x"])
+    assert issubclass(DegenerateRun, RuntimeError)
