@@ -222,3 +222,18 @@ def ci_scatter(points: Mapping[str, tuple[Mapping[str, object], Mapping[str, obj
         ax.errorbar([x["mean"]], [y["mean"]], xerr=_ci_err(x), yerr=_ci_err(y), marker="o", capsize=3, ls="none",
                     label=name)
     _finish_ci(fig, ax, path, xlabel, ylabel, title, logx)
+
+
+def stage_costs(wall_s: Mapping[str, float], peak_rss_mib: Mapping[str, float], path: str | os.PathLike[str],
+                title: str) -> None:
+    """Two bar charts side by side: wall time and peak RSS of each stage, in pipeline order."""
+    stages = list(wall_s)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    ax1.barh(stages, [wall_s[s] / 60 for s in stages], color="tab:blue")
+    ax1.set_xlabel("wall time (min)")
+    ax1.invert_yaxis()
+    ax2.barh(stages, [peak_rss_mib[s] / 1024 for s in stages], color="tab:orange")
+    ax2.set_xlabel("peak RSS (GiB)")
+    ax2.invert_yaxis()
+    fig.suptitle(title)
+    _save(fig, path)

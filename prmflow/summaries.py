@@ -156,3 +156,39 @@ def generate_stats(rows: Sequence[Mapping[str, Any]], tree_rows: Sequence[Mappin
         "tree_flattened_tokens": sum(len(r["token_ids"]) for r in tree_rows),
         "tree_solve_rate": sum(r["final_correct"] for r in tree_rows) / max(1, len(tree_rows)),
     }
+
+
+def real_summary(reports: Mapping[str, Mapping[str, Any]], run_info: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The real profile's headline numbers from its stage reports (`generate`, `segment`,
+    `label`, `train`, `bon`: the JSON each stage wrote) and every stage's `--run-info`
+    (`wall_s`, `peak_rss_mib`).
+
+    `wall_s` adds the stages' wall times (the pipeline runs them one after another) and
+    `peak_rss_mib` is the largest stage's peak. `degenerate` lists what makes the run's
+    numbers meaningless (empty when none).
+    """
+    gen, lab, bon = reports["generate"], reports["label"], reports.get("bon") or {}
+    n_steps = lab["quality_n_steps"]
+    positive = lab["frac_labels_true"]
+    table = {picker: dict(zip((str(n) for n in bon.get("ns", [])), accs, strict=True))
+             for picker, accs in (bon.get("accuracy") or {}).items()}
+    problems = [solve_rate_problem(gen["solve_rate"], gen["n_completions"]),
+                None if 0 < positive < 1 else f"all {n_steps} step labels are {positive == 1}",
+                None if table else "no Best-of-N table"]
+    return {
+        "solve_rate": gen["solve_rate"],
+        "n_completions": gen["n_completions"],
+        "truncated_fraction": gen["truncated_fraction"],
+        "mean_tokens": gen["mean_tokens"],
+        "segment": {k: reports["segment"][k] for k in ("threshold", "mean_steps", "mean_step_tokens", "frac_one_step")},
+        "labels": {"n_solutions": lab["quality_n_solutions"], "n_steps": n_steps, "frac_true": positive,
+                   "frac_false": 1 - positive if n_steps else None, "rollouts": lab["cost_rollouts"],
+                   "rollout_tokens": lab["cost_generated_tokens"]},
+        "train": {k: v for k, v in reports.get("train", {}).items() if isinstance(v, (int, float, str)) or v is None},
+        "best_of_n": {"n_problems": bon.get("n_problems"), "accuracy": table},
+        "wall_s": round(sum(r["wall_s"] for r in run_info.values()), 1),
+        "wall_s_by_stage": {s: r["wall_s"] for s, r in run_info.items()},
+        "peak_rss_mib": max((r["peak_rss_mib"] for r in run_info.values()), default=None),
+        "peak_rss_mib_by_stage": {s: r["peak_rss_mib"] for s, r in run_info.items()},
+        "degenerate": [p for p in problems if p],
+    }

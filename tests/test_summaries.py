@@ -13,6 +13,7 @@ from prmflow.summaries import (
     label_balance_problem,
     label_stats,
     segment_stats,
+    real_summary,
     solve_rate_problem,
 )
 
@@ -74,3 +75,29 @@ def test_is_real_and_message():
     assert degenerate_message("generate", [None, None]) is None
     assert "generate: degenerate" in degenerate_message("generate", ["x"])
     assert issubclass(DegenerateRun, RuntimeError)
+
+
+def _reports(solve_rate=0.25, frac_true=0.3):
+    return {
+        "generate": {"solve_rate": solve_rate, "n_completions": 8, "truncated_fraction": 0.125, "mean_tokens": 90.0},
+        "segment": {"threshold": 0.4, "mean_steps": 3.0, "mean_step_tokens": 30.0, "frac_one_step": 0.0},
+        "label": {"quality_n_steps": 24, "quality_n_solutions": 8, "frac_labels_true": frac_true,
+                  "cost_rollouts": 96, "cost_generated_tokens": 5000},
+        "train": {"final_loss": 0.5, "losses": [1, 2]},
+        "bon": {"ns": [1, 4], "n_problems": 6, "accuracy": {"majority": [0.1, 0.2], "prm_min": [0.1, 0.3]}},
+    }
+
+
+def test_real_summary_headline_numbers():
+    info = {"generate": {"wall_s": 100.0, "peak_rss_mib": 2000.0}, "label": {"wall_s": 50.5, "peak_rss_mib": 3000.0}}
+    s = real_summary(_reports(), info)
+    assert s["wall_s"] == 150.5 and s["peak_rss_mib"] == 3000.0  # stages add up; the largest peak
+    assert s["best_of_n"]["accuracy"]["prm_min"] == {"1": 0.1, "4": 0.3}
+    assert s["labels"]["frac_false"] == pytest.approx(0.7) and s["truncated_fraction"] == 0.125
+    assert "losses" not in s["train"] and s["degenerate"] == []
+
+
+def test_real_summary_names_what_is_degenerate():
+    s = real_summary(_reports(solve_rate=0.0, frac_true=0.0), {})
+    assert len(s["degenerate"]) == 2 and "solve rate 0.000" in s["degenerate"][0]
+    assert "all 24 step labels are False" in s["degenerate"][1]
