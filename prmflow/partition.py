@@ -302,6 +302,7 @@ def mean_steps(entropies: Sequence[Sequence[float]], threshold: float, min_len: 
 
     max_len None counts the steps the anchors alone make (no forced cuts: rule 4 off).
     """
+    _check_lengths(min_len, min_len if max_len is None else max_len)
     return _sample_stats(entropies, threshold, min_len, max_len, offsets, blocked)[0]
 
 
@@ -311,7 +312,9 @@ def _sample_stats(entropies: Sequence[Sequence[float]], threshold: float, min_le
     offsets = offsets if offsets is not None else [None] * len(entropies)
     blocked = blocked if blocked is not None else [None] * len(entropies)
     counts, cuts, forced = [], 0, 0
-    for h, o, b in zip(entropies, offsets, blocked):
+    for k, (h, o, b) in enumerate(zip(entropies, offsets, blocked, strict=True)):
+        if o is not None and len(o) != len(h):
+            raise ValueError(f"solution {k}: {len(o)} offsets but {len(h)} entropies")
         if not len(h):
             continue
         cap = max(len(h), min_len) if max_len is None else max_len  # a step never reaches len(h) tokens

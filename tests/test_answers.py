@@ -2,6 +2,7 @@
 verifier's real mode, and the synthetic world's verdicts left exactly as they were."""
 
 import doctest
+import json
 import re
 from pathlib import Path
 
@@ -192,7 +193,10 @@ def strip_calc(solution):
 def test_gold_solutions_of_real_gsm8k_rows_grade_correct():
     rows = load_gsm8k(GSM8K_TRAIN)[:200]
     assert all(r["source"] == "gsm8k" for r in rows)
-    for r in rows:
+    with open(GSM8K_TRAIN, encoding="utf-8") as f:
+        raw_answers = [json.loads(next(f))["answer"] for _ in rows]  # the file's text, <<calc>> and "####" kept
+    for r, raw_answer in zip(rows, raw_answers, strict=True):
+        assert grade(r, raw_answer).final_correct, r["id"]
         raw = f"{strip_calc(r['solution'])}\n#### {r['answer']}"
         assert grade(r, raw).final_correct, r["id"]
         said = f"{strip_calc(r['solution'])}\nThe answer is {r['answer']}."

@@ -188,10 +188,11 @@ class MCLabeler:
         for s in steps:
             token_ids += self.encode_text(s)
             ends.append(len(token_ids))
+        real = is_real(row)
         sol = Solution(id=str(row["id"]), prompt_ids=list(self.backend.encode(format_prompt(row["problem"]))),  # type: ignore[attr-defined]
                        token_ids=token_ids, ends=ends, prefix_texts=[text[:e] for _, e in step_char_spans(steps)],
-                       answer=str(row["answer"]), final_correct=answer_verifier(str(row["answer"]), [text], real=is_real(row))(0, ""),
-                       finished=(extract_final_answer(text) if is_real(row) else final_answer_text(text)) is not None)
+                       answer=str(row["answer"]), final_correct=answer_verifier(str(row["answer"]), [text], real=real)(0, ""),
+                       finished=(extract_final_answer(text) if real else final_answer_text(text)) is not None)
         out = mc_label_solutions(self.backend, [sol], self.num_rollouts, self.sampling,
                                  chunk_size=self.chunk_size, exact_last=self.exact_last)[0]
         for k in ("rollouts", "generated_tokens", "forward_passes", "prefill_tokens"):
