@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import prmflow.answers
+import prmflow.policy.evaluate
 from prmflow.answers import (
     REAL_SOURCES,
     answers_match,
@@ -27,8 +28,9 @@ GSM8K_TRAIN = Path(__file__).resolve().parents[2] / "shared/data/gsm8k/train.jso
 NO_GSM8K = pytest.mark.skipif(not GSM8K_TRAIN.is_file(), reason=f"GSM8K not found at {GSM8K_TRAIN}")
 
 
-def test_docstring_examples():
-    failed, attempted = doctest.testmod(prmflow.answers)
+@pytest.mark.parametrize("module", [prmflow.answers, prmflow.policy.evaluate])
+def test_docstring_examples(module):
+    failed, attempted = doctest.testmod(module)
     assert attempted > 0 and failed == 0
 
 
