@@ -189,6 +189,26 @@ def answers_match(gold: str, pred: str) -> bool:
     return math_equal(gold, pred)
 
 
+def answer_key(pred: str) -> str:
+    r"""A canonical string of an extracted answer, for majority votes (Best-of-N): answers that
+    state one plain number share the number's key ("260", "260.00 sheep", "$260" -> "260");
+    anything else (LaTeX, several numbers, tuples) is keyed by `normalize_answer`.
+
+    >>> answer_key("260.00 sheep"), answer_key("1,234"), answer_key("0.5")
+    ('260', '1234', '1/2')
+    >>> answer_key(r"\frac{1}{2}"), answer_key("(1, 2)")
+    ('\\frac{1}{2}', '(12)')
+    """
+    from prmflow.label.mc import normalize_answer
+
+    s = clean_answer(pred)
+    value = parse_number(s)
+    m = _NUMBER.search(s)
+    if value is not None and m and "=" not in s and not any(ch.isdigit() for ch in s[m.end():] + s[: m.start()]):
+        return str(value)
+    return normalize_answer(s)
+
+
 def verify_answer(gold: str, text: str) -> bool:
     """Does solution `text` state the gold answer? False when it states none.
 

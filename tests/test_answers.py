@@ -12,6 +12,7 @@ import prmflow.answers
 import prmflow.policy.evaluate
 from prmflow.answers import (
     REAL_SOURCES,
+    answer_key,
     answers_match,
     extract_final_answer,
     is_real,
@@ -112,6 +113,16 @@ def test_parse_number_edges():
     assert parse_number("no digits") is None
     assert parse_number(".5 of it") == parse_number("0.5")
     assert answers_match("1,200", "1200") and not answers_match("1200", "120")
+
+
+def test_answer_key_groups_equal_numbers_for_votes():
+    same = ["260", "260.00", "$260", "260 sheep", "**260**", "\\$260"]
+    assert {answer_key(a) for a in same} == {"260"}
+    assert answer_key("-3") == "-3" != answer_key("3")
+    assert answer_key("2 or 3") != answer_key("2")  # several numbers: not a plain number
+    # every key groups only answers the verdict treats as equal (on these numbers)
+    for a in same:
+        assert answers_match("260", a)
 
 
 def test_sources_agree():
