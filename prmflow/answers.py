@@ -9,18 +9,18 @@ Extraction (`extract_final_answer`) takes the first rule that finds something:
 
     1. the content of the last \boxed{...} (or \fbox{...})      MATH, "put it in \boxed{}"
     2. the rest of the line after the last "####"                 GSM8K's own gold format
-    3. the rest of the line after the last "answer is", "final answer" or line-opening
-       "Answer:" (case-insensitive: "The answer is: 7", "The final answer is 7", "Final
-       answer: 7", "**Answer:** 7"; a rest without letters or digits takes the next line that has some)
-                                                                   prmflow's prompt convention
+    3. the rest of the line after the last "answer is", "final answer" or    prmflow's prompt
+       line-opening "Answer:" (case-insensitive: "The answer is: 7", "The    convention
+       final answer is 7", "Final answer: 7", "**Answer:** 7"; a rest without
+       letters or digits takes the next line that has some)
     4. None: the solution never stated an answer (graded wrong)
 
 Delimited forms go first: a \boxed{} or "####" is written on purpose as the final answer,
 while "answer is" also occurs in passing ("the answer is not 12 yet"). A line-opening
 "Answer:" is also the plain few-shot prompt's section marker (`prmflow.prompts`): text the model
 writes after a new "Question:" must be cut by the prompt's stop strings, or its answer counts.
-Bold markup is cleaned off an extracted answer ("The answer is **260**"); a bold number
-elsewhere in the text is not an answer. The answer string is then cleaned (`clean_answer`: markdown bold, `$`, \( \), \text{...}, a trailing period).
+The answer string is then cleaned (`clean_answer`: markdown bold, `$`, \( \), \text{...}, a
+trailing period), so "The answer is **260**" is 260; a bold number elsewhere is not an answer.
 
 Verdict (`answers_match(gold, pred)`): a gold answer that is a plain number (GSM8K always,
 MATH often) is compared exactly, as a fraction, with the number stated in the prediction
@@ -30,7 +30,7 @@ units after it ignored), so "260 sheep" and "$260.00" are 260. A prediction with
 x^2+1, intervals) go to `prmflow.label.mc.math_equal` (normalized strings, then HF math-verify).
 
     >>> [verify_answer("260", t) for t in (r"so \boxed{260}", "#### 260", "The answer is $260$.",
-    ...                                     "The answer is 260 sheep.", "The answer is: 260", "The answer is **260**")]
+    ...     "The answer is 260 sheep.", "The answer is: 260", "The answer is **260**")]
     [True, True, True, True, True, True]
     >>> verify_answer("260", "The answer is 250 sheep."), verify_answer("260", "260 sheep")
     (False, False)
@@ -52,7 +52,8 @@ REAL_SOURCES = ("gsm8k", "math")
 SYNTHETIC_SOURCE = "synthetic"
 """an explicit synthetic source; synthetic rows normally carry no `source` key at all"""
 
-_ANSWER_IS = re.compile(r"final answer(?:\s+is)?|answer is|^[^\S\n]*[*_]*answer[*_]*:", re.IGNORECASE | re.MULTILINE)
+_ANSWER_IS = re.compile(r"final answer(?:\s+is\b)?|answer is\b|^[^\S\n]*[*_]*answer[*_]*:",
+                        re.IGNORECASE | re.MULTILINE)
 _FBOX = "\\fbox{"
 _NUMBER = re.compile(r"[-−]?(?:(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.[0-9]+)?|\.[0-9]+)(?:/[0-9]+)?")
 _PLAIN_GOLD = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:/[0-9]+)?")

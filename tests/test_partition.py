@@ -456,8 +456,8 @@ def test_count_all_is_the_classic_fit(sample, min_len, extra, target):
     if not any(sample):
         return
     max_len = min_len + extra
-    assert calibrate(sample, target, min_len, max_len, count="all").tau == classic_threshold(sample, target, min_len,
-                                                                                             max_len)
+    fitted = calibrate(sample, target, min_len, max_len, count="all").tau
+    assert fitted == classic_threshold(sample, target, min_len, max_len)
 
 
 @settings(max_examples=300, deadline=None)
@@ -467,7 +467,8 @@ def test_auto_is_the_classic_fit_unless_forced_cuts_dominate(sample, min_len, ex
     if not any(sample):
         return
     max_len = min_len + extra
-    auto, classic = calibrate(sample, target, min_len, max_len), calibrate(sample, target, min_len, max_len, count="all")
+    auto = calibrate(sample, target, min_len, max_len)
+    classic = calibrate(sample, target, min_len, max_len, count="all")
     if classic.forced_fraction <= 0.5:
         assert auto == classic and auto.tau == classic_threshold(sample, target, min_len, max_len)
     else:

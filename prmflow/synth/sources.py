@@ -2,8 +2,9 @@ r"""Problem rows from real datasets, in the same shape as the synthetic world's 
 
 Every loader returns rows `{"id": str, "problem": str, "answer": str, "solution": str}` (the
 real loaders add `"source": "gsm8k"` or `"math"`, which tells `prmflow.answers.is_real` that the
-row has no step-level truth; own rows keep a valid `source` if they have one) and raises `DataError("file:line: field 'x': ...")` for invalid JSON, a missing or wrong-typed
-field, an empty file or a duplicate id.
+row has no step-level truth; own rows keep a valid `source` if they have one) and raises
+`DataError("file:line: field 'x': ...")` for invalid JSON, a missing or wrong-typed field, an
+empty file or a duplicate id.
 
     GSM8K  {"question": "...", "answer": "Natalia sold 48/2 = <<48/2=24>>24 ...\n#### 72"}
            -> problem = question, solution = text before '####' (calculator annotations
