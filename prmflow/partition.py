@@ -13,9 +13,11 @@ A strategy decides which boundaries are *wanted*:
                 linear interpolation (numpy's default): sort h_(0) <= ... <= h_(n-1), p = q/100 (n-1),
                 tau = h_(floor p) + (p - floor p) (h_(floor p + 1) - h_(floor p)).
                 With distinct values, q = 90 makes the top 10% of tokens anchors.
-    calibrated  the anchors, with tau from `calibrate_threshold`: the tau whose mean number of
-                steps over a sample is closest to target_mean_steps (written back into
-                entropy_threshold, or passed as `partition(..., threshold=tau)`).
+    calibrated  the anchors, with tau from `calibrate` / `calibrate_threshold`: the tau whose
+                mean number of steps over a sample is closest to target_mean_steps (written back
+                into entropy_threshold, or passed as `partition(..., threshold=tau)`); when
+                max_len's forced cuts would make most of those steps, the steps the anchors
+                alone make (see `calibrate`).
     newline     Math-Shepherd baseline: a step ends after each token whose text contains "\n".
                 Whitespace-only tokens after it (blank lines, indentation) stay with that step,
                 so the next step opens at the next token with visible text, never blank.
@@ -26,7 +28,9 @@ One left-to-right scan then places the boundaries (`start` = first token of the 
     1. Token 0 opens step 0. There is never a boundary before token 0, nor an empty step.
     2. Snap: no boundary before token i when token i-1 has an empty span (it ended inside a
        multi-byte UTF-8 character); a wanted or forced boundary moves to the next token that
-       starts a character.
+       starts a character. With `keep_numbers` (default off) the same holds before a token
+       that continues a number (`number_tokens`: "2|60", "1,|234", "3.|5"), so no step
+       starts mid-number; such a step may exceed max_len by the rest of the number.
     3. min_len: a wanted boundary before token i is dropped when i - start < min_len.
     4. max_len: a boundary is forced before token i when i - start >= max_len (chunk: when
        i - start >= min(chunk_len, max_len)). By rule 2 a step exceeds this only by the tokens
@@ -44,7 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 STRATEGIES = ("fixed", "percentile", "calibrated", "newline", "chunk")
@@ -69,6 +73,8 @@ class PartitionConfig:
     """a boundary is forced when a step reaches this many tokens (all strategies)"""
     chunk_len: int = 16
     """tokens per step for `chunk`"""
+    keep_numbers: bool = False
+    """no step boundary inside a number (rule 2); off keeps the original cuts"""
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -118,7 +124,7 @@ def anchors(entropy: Sequence[float], threshold: float) -> list[int]:
 
 
 def boundaries(entropy: Sequence[float], threshold: float, min_len: int, max_len: int,
-               offsets: Offsets | None = None) -> list[int]:
+               offsets: Offsets | None = None, blocked: Iterable[int] | None = None) -> list[int]:
     """Step starts for the anchors of `entropy` at tau = threshold, by rules 1-5.
 
     >>> H = [0.1, 1.5, 0.2, 0.3, 2.0, 0.1]          # anchors at 1 and 4
@@ -126,30 +132,75 @@ def boundaries(entropy: Sequence[float], threshold: float, min_len: int, max_len
     [0, 1, 4]
     >>> boundaries(H, 1.0, min_len=2, max_len=64)   # a cut at 1 would leave a 1-token step
     [0, 4]
+    >>> boundaries(H, 1.0, min_len=1, max_len=64, blocked=[4])   # e.g. token 4 continues a number
+    [0, 1, 5]
+
+    `blocked`: token indices before which no boundary may go (rule 2, e.g. `number_tokens`).
     """
     _check_lengths(min_len, max_len)
     if offsets is not None and len(offsets) != len(entropy):
         raise ValueError(f"{len(offsets)} offsets but {len(entropy)} entropies")
-    return _place(len(entropy), anchors(entropy, threshold), min_len, max_len, offsets)
+    return _place(len(entropy), anchors(entropy, threshold), min_len, max_len, offsets, blocked)
 
 
-def _place(n: int, wanted: Iterable[int], min_len: int, max_len: int, offsets: Offsets | None) -> list[int]:
+def _place(n: int, wanted: Iterable[int], min_len: int, max_len: int, offsets: Offsets | None,
+           blocked: Iterable[int] | None = None) -> list[int]:
     """Rules 1-5 in one scan over n tokens."""
+    return _place_kinds(n, wanted, min_len, max_len, offsets, blocked)[0]
+
+
+def _place_kinds(n: int, wanted: Iterable[int], min_len: int, max_len: int, offsets: Offsets | None,
+                 blocked: Iterable[int] | None = None) -> tuple[list[int], list[bool]]:
+    """Rules 1-5 in one scan; also whether each boundary after token 0 was forced by max_len
+    alone (a boundary that a wanted one also asked for counts as wanted)."""
     if n == 0:
-        return []
+        return [], []
     wanted = set(wanted)
-    starts, pending = [0], False  # pending: a wanted boundary waiting for a character start
+    blocked = set(blocked) if blocked is not None else ()
+    starts, forced, pending = [0], [], False  # pending: a wanted boundary waiting for a character start
     for i in range(1, n):
         pending = pending or i in wanted
         if offsets is not None and offsets[i - 1][0] == offsets[i - 1][1]:
             continue  # rule 2: token i-1 ended inside a character
+        if i in blocked:
+            continue  # rule 2: token i continues a number (keep_numbers)
         size = i - starts[-1]
-        if size >= max_len or (pending and size >= min_len):  # rules 4 and 3
+        want = pending and size >= min_len  # rule 3
+        if size >= max_len or want:  # rule 4
             starts.append(i)
+            forced.append(not want)
         pending = False  # used here, or dropped by rule 3
     if len(starts) > 1 and n - starts[-1] < min_len and n - starts[-2] <= max_len:  # rule 5
         starts.pop()
-    return starts
+        forced.pop()
+    return starts, forced
+
+
+def number_tokens(text: str, offsets: Offsets) -> list[int]:
+    """Tokens i >= 1 that continue a number: the characters on both sides of the boundary
+    before token i (at offsets[i][0]) belong to one number, i.e. digit|digit, digit|[.,]digit
+    or digit[.,]|digit. A boundary there would cut the number (rule 2 with `keep_numbers`).
+
+    >>> text = "x = 1,234.5 m"   # tokens "x", " =", " 1", ",", "23", "4", ".", "5", " m"
+    >>> offs = [(0, 1), (1, 3), (3, 5), (5, 6), (6, 8), (8, 9), (9, 10), (10, 11), (11, 13)]
+    >>> number_tokens(text, offs)
+    [3, 4, 5, 6, 7]
+    """
+    out = []
+    for i in range(1, len(offsets)):
+        c = offsets[i][0]
+        if 0 < c < len(text) and _joins_number(text, c):
+            out.append(i)
+    return out
+
+
+def _joins_number(text: str, c: int) -> bool:
+    left, right = text[c - 1], text[c]
+    if left.isdigit() and right.isdigit():
+        return True
+    if left.isdigit() and right in ".," and text[c + 1 : c + 2].isdigit():
+        return True
+    return left in ".," and right.isdigit() and c >= 2 and text[c - 2].isdigit()
 
 
 def percentile_threshold(entropy: Sequence[float], q: float) -> float:
@@ -225,12 +276,13 @@ def partition(text: str, offsets: Offsets, entropy: Sequence[float], cfg: Partit
     if tau is not None:
         found = anchors(entropy, tau)
 
+    blocked = number_tokens(text, offsets) if cfg.keep_numbers else None
     if cfg.strategy == "chunk":
-        starts = _place(n, (), 1, min(cfg.chunk_len, cfg.max_len), offsets)
+        starts = _place(n, (), 1, min(cfg.chunk_len, cfg.max_len), offsets, blocked)
     elif cfg.strategy == "newline":
-        starts = _place(n, _after_newlines(text, offsets), cfg.min_len, cfg.max_len, offsets)
+        starts = _place(n, _after_newlines(text, offsets), cfg.min_len, cfg.max_len, offsets, blocked)
     else:
-        starts = _place(n, found, cfg.min_len, cfg.max_len, offsets)
+        starts = _place(n, found, cfg.min_len, cfg.max_len, offsets, blocked)
 
     chars = [0] + [offsets[s][0] for s in starts[1:]] + [len(text)] if n else []
     spans = list(zip(chars, chars[1:]))
@@ -240,20 +292,163 @@ def partition(text: str, offsets: Offsets, entropy: Sequence[float], cfg: Partit
 
 # --------------------------------------------------------------------------- calibration
 
+COUNTS = ("auto", "all", "anchors")
+Blocked = Sequence[Iterable[int]] | None
 
-def mean_steps(entropies: Sequence[Sequence[float]], threshold: float, min_len: int, max_len: int,
-               offsets: Sequence[Offsets] | None = None) -> float:
-    """Mean number of steps per non-empty solution at tau = threshold (rules 1-5)."""
+
+def mean_steps(entropies: Sequence[Sequence[float]], threshold: float, min_len: int, max_len: int | None,
+               offsets: Sequence[Offsets] | None = None, blocked: Blocked = None) -> float:
+    """Mean number of steps per non-empty solution at tau = threshold (rules 1-5).
+
+    max_len None counts the steps the anchors alone make (no forced cuts: rule 4 off).
+    """
+    _check_lengths(min_len, min_len if max_len is None else max_len)
+    return _sample_stats(entropies, threshold, min_len, max_len, offsets, blocked)[0]
+
+
+def _sample_stats(entropies: Sequence[Sequence[float]], threshold: float, min_len: int, max_len: int | None,
+                  offsets: Sequence[Offsets] | None, blocked: Blocked) -> tuple[float, int, int]:
+    """(mean steps per non-empty solution, boundaries after token 0, of which forced by max_len)."""
     offsets = offsets if offsets is not None else [None] * len(entropies)
-    counts = [len(boundaries(h, threshold, min_len, max_len, o)) for h, o in zip(entropies, offsets) if len(h)]
+    blocked = blocked if blocked is not None else [None] * len(entropies)
+    counts, cuts, forced = [], 0, 0
+    for k, (h, o, b) in enumerate(zip(entropies, offsets, blocked, strict=True)):
+        if o is not None and len(o) != len(h):
+            raise ValueError(f"solution {k}: {len(o)} offsets but {len(h)} entropies")
+        if not len(h):
+            continue
+        cap = max(len(h), min_len) if max_len is None else max_len  # a step never reaches len(h) tokens
+        starts, kinds = _place_kinds(len(h), anchors(h, threshold), min_len, cap, o, b)
+        counts.append(len(starts))
+        cuts += len(kinds)
+        forced += sum(kinds)
     if not counts:
         raise ValueError("no non-empty solutions")
-    return sum(counts) / len(counts)
+    return sum(counts) / len(counts), cuts, forced
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What `calibrate` fitted, and whether the fit did what was asked (for the stage to report)."""
+
+    tau: float
+    """the fitted entropy threshold in nats"""
+    target_mean_steps: float
+    """what was asked for"""
+    counted: str
+    """`all`: steps with max_len's forced cuts were fitted to the target (the classic fit);
+    `anchors`: the steps the anchors alone make (forced cuts dominated the classic fit)"""
+    mean_steps: float
+    """mean steps per solution at tau, forced cuts included: what `partition` gives on the sample"""
+    anchor_mean_steps: float
+    """mean steps per solution at tau without max_len (the anchors' steps)"""
+    forced_fraction: float
+    """share of the boundaries at tau (after token 0) that only max_len forced; 0.0 without any"""
+    met: bool
+    """the counted mean is within `tolerance` steps of the target"""
+    note: str
+    """why `anchors` was counted, or why the target was not met; "" when neither"""
+    n_solutions: int
+    """non-empty solutions in the sample"""
+
+
+def calibrate(entropies: Sequence[Sequence[float]], target_mean_steps: float, min_len: int, max_len: int,
+              offsets: Sequence[Offsets] | None = None, *, blocked: Blocked = None, count: str = "auto",
+              max_forced_fraction: float = 0.5, tolerance: float = 0.5) -> Calibration:
+    """Fit tau so that the mean number of steps per solution of a sample is closest to the target.
+
+    What is counted (`count`):
+
+        all      every step, forced cuts included (the classic fit, `calibrate_threshold`
+                 before `count` existed)
+        anchors  the steps the anchors alone make: max_len off while counting
+        auto     `all`, unless forced cuts are more than `max_forced_fraction` of the boundaries
+                 at its tau; then `anchors` (the default)
+
+    Why. max_len is a guard against runaway steps, not a signal of where the policy hesitated.
+    On long real solutions (median entropy near 0, a heavy tail; 200-300 tokens, max_len 64)
+    the forced cuts alone already give about the target number of steps, so the classic fit
+    raises tau until hardly any anchor is left (3.0 nats, every cut mid-sentence or
+    mid-number). Counting the anchors' steps instead fits tau to the policy's uncertainty;
+    max_len still cuts afterwards wherever an anchor step runs too long, and `mean_steps`,
+    `forced_fraction` report what that does. (Scaling max_len instead would trade one fixed
+    length for another; steering by forced cuts cannot reach a target they already exceed.)
+
+    Unchanged where the classic fit is not degenerate: `auto` returns the classic tau whenever
+    forced cuts are at most `max_forced_fraction` of its boundaries (same candidates, same
+    bisection, so the same float). Forced cuts of a solution of n tokens number at most
+    (n - 1) // max_len, so forced_fraction <= mean_tokens / (max_len (mean_steps - 1)): a sample
+    of at most 128 tokens per solution on average never switches at max_len 64 and 5 steps
+    (the default synthetic world: 75.4k tokens over 1657 rows, 45 per solution, 160 at most).
+
+    The switch is a threshold, so the fitted tau is not monotone in the target across it
+    (real-shaped sample: target 5 switches, tau 2.05; target 6 keeps the classic fit, tau 2.26,
+    45% forced). Where that matters (real data), pass `count="anchors"`: monotone, no switch.
+
+    Monotone either way: raising tau only removes anchors and never adds a step (for any
+    max_len, including none; see `calibrate_threshold`), so bisection over the candidate taus
+    finds the closest count. `met` is False when no tau gets within `tolerance` steps (e.g. a
+    target above what tau = 0 makes), and `note` says so.
+
+    >>> long = [[0.01] * 30 + [2.0] + [0.01] * 150 + [2.5] + [0.01] * 19] * 3   # 201 tokens, 2 spikes
+    >>> classic = calibrate(long, 3.0, min_len=2, max_len=64, count="all")   # no anchor left:
+    >>> classic.tau, classic.mean_steps, classic.forced_fraction, classic.met  # 4 forced steps
+    (3.5, 4.0, 1.0, False)
+    >>> c = calibrate(long, 3.0, min_len=2, max_len=64)
+    >>> c.counted, c.tau, c.anchor_mean_steps, c.met, round(c.forced_fraction, 2)   # the spikes cut
+    ('anchors', 1.005, 3.0, True, 0.5)
+    """
+    if not (math.isfinite(target_mean_steps) and target_mean_steps >= 1):
+        raise ValueError(f"target_mean_steps must be finite and >= 1, got {target_mean_steps}")
+    if count not in COUNTS:
+        raise ValueError(f"count must be one of {COUNTS}, got {count!r}")
+    if not 0 <= max_forced_fraction <= 1:
+        raise ValueError(f"max_forced_fraction must be in [0, 1], got {max_forced_fraction}")
+    _check_lengths(min_len, max_len)
+    if offsets is not None and len(offsets) != len(entropies):
+        raise ValueError(f"{len(offsets)} offset lists but {len(entropies)} solutions")
+    if blocked is not None and len(blocked) != len(entropies):
+        raise ValueError(f"{len(blocked)} blocked lists but {len(entropies)} solutions")
+    for k, h in enumerate(entropies):
+        try:
+            _check_finite(h)
+        except ValueError as e:
+            raise ValueError(f"solution {k}: {e}") from None
+    if not any(len(h) for h in entropies):
+        raise ValueError("no non-empty solutions to calibrate on")
+    taus = _candidates(entropies)
+
+    def fit(cap: int | None) -> int:
+        return _bisect(taus, target_mean_steps,
+                       lambda tau: _sample_stats(entropies, tau, min_len, cap, offsets, blocked)[0])
+
+    counted, note = ("anchors" if count == "anchors" else "all"), ""
+    k = fit(None if counted == "anchors" else max_len)
+    steps, cuts, forced = _sample_stats(entropies, taus[k], min_len, max_len, offsets, blocked)
+    if count == "auto" and cuts and forced / cuts > max_forced_fraction:
+        note = (f"max_len={max_len} forced {forced / cuts:.0%} of the cuts at the classic fit "
+                f"(tau {taus[k]:.4g}, {steps:.2f} steps); fitted the anchors' steps instead")
+        counted = "anchors"
+        k = fit(None)
+        steps, cuts, forced = _sample_stats(entropies, taus[k], min_len, max_len, offsets, blocked)
+    anchor_steps = _sample_stats(entropies, taus[k], min_len, None, offsets, blocked)[0]
+    achieved = anchor_steps if counted == "anchors" else steps
+    met = abs(achieved - target_mean_steps) <= tolerance
+    if not met:
+        what = "anchor steps" if counted == "anchors" else "steps"
+        note = (note + "; " if note else "") + (
+            f"target {target_mean_steps} not met: the closest tau ({taus[k]:.4g}) gives {achieved:.2f} {what} "
+            f"per solution (tolerance {tolerance})")
+    n = sum(1 for h in entropies if len(h))
+    return Calibration(tau=taus[k], target_mean_steps=target_mean_steps, counted=counted, mean_steps=steps,
+                       anchor_mean_steps=anchor_steps, forced_fraction=forced / cuts if cuts else 0.0, met=met,
+                       note=note, n_solutions=n)
 
 
 def calibrate_threshold(entropies: Sequence[Sequence[float]], target_mean_steps: float, min_len: int,
                         max_len: int, offsets: Sequence[Offsets] | None = None) -> float:
-    """The tau whose mean steps per solution over a sample is closest to `target_mean_steps`.
+    """The tau of `calibrate` (count `auto`): mean steps per solution over a sample closest to
+    `target_mean_steps`, forced cuts included unless they dominate.
 
     Raising tau only removes anchors, and removing anchors never adds a step (the k-th cut can
     only move later; rule 5 keeps this order), so mean steps is non-increasing in tau and
@@ -266,42 +461,40 @@ def calibrate_threshold(entropies: Sequence[Sequence[float]], target_mean_steps:
     >>> calibrate_threshold(sample, 2.0, min_len=1, max_len=64)   # steps 3, 2, 1 for tau in [0.5, 1.0)
     0.75
     """
-    if not (math.isfinite(target_mean_steps) and target_mean_steps >= 1):
-        raise ValueError(f"target_mean_steps must be finite and >= 1, got {target_mean_steps}")
-    _check_lengths(min_len, max_len)
-    if offsets is not None and len(offsets) != len(entropies):
-        raise ValueError(f"{len(offsets)} offset lists but {len(entropies)} solutions")
-    for k, h in enumerate(entropies):
-        try:
-            _check_finite(h)
-        except ValueError as e:
-            raise ValueError(f"solution {k}: {e}") from None
-    if not any(len(h) for h in entropies):
-        raise ValueError("no non-empty solutions to calibrate on")
+    return calibrate(entropies, target_mean_steps, min_len, max_len, offsets).tau
+
+
+def _candidates(entropies: Sequence[Sequence[float]]) -> list[float]:
+    """One tau inside each interval of constant step counts (see `calibrate_threshold`)."""
     values = sorted({0.0} | {float(x) for h in entropies for x in h})
     taus = []
     for a, b in zip(values, values[1:]):
         mid = (a + b) / 2
         taus.append(mid if mid < b else a)  # a and b adjacent floats: a itself is in [a, b)
     taus.append(values[-1] + 1.0)
+    return taus
 
+
+def _bisect(taus: Sequence[float], target: float, steps: Callable[[float], float]) -> int:
+    """Index of the candidate whose (non-increasing) step count is closest to target; ties go
+    to the larger tau."""
     cache: dict[int, float] = {}
 
     def steps_at(k: int) -> float:
         if k not in cache:
-            cache[k] = mean_steps(entropies, taus[k], min_len, max_len, offsets)
+            cache[k] = steps(taus[k])
         return cache[k]
 
     lo, hi = 0, len(taus) - 1  # smallest k with steps_at(k) <= target (or the last k)
     while lo < hi:
         mid = (lo + hi) // 2
-        if steps_at(mid) <= target_mean_steps:
+        if steps_at(mid) <= target:
             hi = mid
         else:
             lo = mid + 1
-    if lo > 0 and steps_at(lo - 1) - target_mean_steps < target_mean_steps - steps_at(lo):
+    if lo > 0 and steps_at(lo - 1) - target < target - steps_at(lo):
         lo -= 1
-    return taus[lo]
+    return lo
 
 
 # --------------------------------------------------------------------------- checks

@@ -13,8 +13,10 @@ from prmflow.partition import (
     PartitionConfig,
     anchors,
     boundaries,
+    calibrate,
     calibrate_threshold,
     mean_steps,
+    number_tokens,
     partition,
     percentile_threshold,
 )
@@ -328,3 +330,199 @@ def test_steps_tile_the_text(text, data, strategy, min_len, extra, chunk_len):
     assert all(size <= cap + 3 for size in sizes)  # + at most 3 tokens that finish a character
     if strategy != "chunk":
         assert all(size >= min_len for size in sizes[:-1])
+
+
+# --------------------------------------------------------------------------- calibration on real-shaped entropy
+
+
+def classic_place(n, wanted, min_len, max_len, offsets):
+    """The scan of rules 1-5 as it was before `blocked` and forced-cut counting (reference)."""
+    if n == 0:
+        return []
+    wanted = set(wanted)
+    starts, pending = [0], False
+    for i in range(1, n):
+        pending = pending or i in wanted
+        if offsets is not None and offsets[i - 1][0] == offsets[i - 1][1]:
+            continue
+        size = i - starts[-1]
+        if size >= max_len or (pending and size >= min_len):
+            starts.append(i)
+        pending = False
+    if len(starts) > 1 and n - starts[-1] < min_len and n - starts[-2] <= max_len:
+        starts.pop()
+    return starts
+
+
+def classic_threshold(entropies, target, min_len, max_len):
+    """calibrate_threshold as it was before `calibrate` (reference): the classic fit of all steps."""
+    def steps(tau):
+        counts = [len(classic_place(len(h), [t for t, x in enumerate(h) if x > tau], min_len, max_len, None))
+                  for h in entropies if len(h)]
+        return sum(counts) / len(counts)
+    values = sorted({0.0} | {float(x) for h in entropies for x in h})
+    taus = [(a + b) / 2 if (a + b) / 2 < b else a for a, b in zip(values, values[1:])] + [values[-1] + 1.0]
+    lo, hi = 0, len(taus) - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if steps(taus[mid]) <= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    if lo > 0 and steps(taus[lo - 1]) - target < target - steps(taus[lo]):
+        lo -= 1
+    return taus[lo]
+
+
+def real_shaped(n_solutions, seed):
+    """Entropies like a pretrained policy's on GSM8K: 80% of tokens near 0 nats, a heavy tail
+    (median ~0.02, p90 ~1.0, p99 ~2.2), 200-300 tokens per solution."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_solutions):
+        n = int(rng.integers(200, 300))
+        h = np.where(rng.random(n) < 0.2, rng.gamma(3.0, 0.37, n), rng.exponential(0.02, n))
+        out.append(h.round(4).tolist())
+    return out
+
+
+def test_real_shaped_sample_has_the_reported_shape():
+    h = np.concatenate(real_shaped(60, 0))
+    assert np.median(h) < 0.05 and 0.8 < np.percentile(h, 90) < 1.2 and 1.9 < np.percentile(h, 99) < 2.6
+
+
+def test_classic_fit_degenerates_on_real_shaped_entropy():
+    # the bug: max_len's forced cuts alone give ~4.5 steps, so fitting all steps to 5 leaves
+    # almost no anchor (tau ~3 nats, as measured on real tokens) and most cuts forced
+    sample = real_shaped(60, 0)
+    c = calibrate(sample, 5.0, min_len=2, max_len=64, count="all")
+    assert c.tau == classic_threshold(sample, 5.0, 2, 64) and c.tau > 2.5
+    assert c.forced_fraction > 0.5 and c.anchor_mean_steps < 2.5
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("target", [4.0, 5.0, 6.0])
+def test_calibrated_cuts_on_real_shaped_entropy_are_entropy_cuts(seed, target):
+    sample = real_shaped(60, seed)
+    c = calibrate(sample, target, min_len=2, max_len=64)
+    assert c.met
+    if target <= 5.0:  # forced cuts dominate the classic fit: the anchors' steps are fitted
+        assert c.counted == "anchors" and "forced" in c.note and abs(c.anchor_mean_steps - target) <= 0.5
+    else:  # the classic fit already cuts mostly on entropy: kept as it is
+        assert c.counted == "all" and c.note == "" and abs(c.mean_steps - target) <= 0.5
+    assert c.tau < 2.5  # anchors at the top ~2% of tokens, not above every entropy
+    assert c.forced_fraction < 0.5  # most boundaries are entropy cuts
+    # check by hand on the partitions: every non-forced cut starts at an anchor
+    n_entropy = n_forced = 0
+    for h in sample:
+        starts = boundaries(h, c.tau, 2, 64)
+        for prev, s in zip(starts, starts[1:]):
+            if h[s] > c.tau:
+                n_entropy += 1
+            else:
+                assert s - prev >= 64  # a cut not at an anchor is forced
+                n_forced += 1
+    assert n_entropy > n_forced
+    assert n_forced / (n_entropy + n_forced) == pytest.approx(c.forced_fraction)
+    assert mean_steps(sample, c.tau, 2, 64) == pytest.approx(c.mean_steps)
+    assert mean_steps(sample, c.tau, 2, None) == pytest.approx(c.anchor_mean_steps)
+    assert calibrate_threshold(sample, target, 2, 64) == c.tau
+
+
+def test_unreachable_target_is_reported():
+    sample = real_shaped(20, 0)
+    c = calibrate(sample, 500.0, min_len=2, max_len=64)   # more steps than tokens / min_len
+    assert not c.met and "not met" in c.note and c.tau < 1e-3  # the lowest candidate: every token an anchor
+    assert calibrate(SAMPLE, 10.0, 1, 64).met is False     # SAMPLE tops out at 11 / 3 steps (tau 0)
+    assert calibrate(SAMPLE, 2.0, 1, 64).met and calibrate(SAMPLE, 2.0, 1, 64).note == ""
+
+
+def test_calibrate_validates():
+    with pytest.raises(ValueError, match="count"):
+        calibrate(SAMPLE, 2.0, 1, 64, count="forced")
+    with pytest.raises(ValueError, match="max_forced_fraction"):
+        calibrate(SAMPLE, 2.0, 1, 64, max_forced_fraction=1.5)
+    with pytest.raises(ValueError, match="2 blocked lists but 3 solutions"):
+        calibrate(SAMPLE, 2.0, 1, 64, blocked=[[], []])
+
+
+# equivalence: the classic fit is unchanged wherever it is not degenerate
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.floats(0, 3), max_size=40), min_size=1, max_size=8), st.integers(1, 4),
+       st.integers(0, 12), st.floats(1, 10))
+def test_count_all_is_the_classic_fit(sample, min_len, extra, target):
+    if not any(sample):
+        return
+    max_len = min_len + extra
+    fitted = calibrate(sample, target, min_len, max_len, count="all").tau
+    assert fitted == classic_threshold(sample, target, min_len, max_len)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.floats(0, 3), max_size=40), min_size=1, max_size=8), st.integers(1, 4),
+       st.integers(0, 12), st.floats(1, 10))
+def test_auto_is_the_classic_fit_unless_forced_cuts_dominate(sample, min_len, extra, target):
+    if not any(sample):
+        return
+    max_len = min_len + extra
+    auto = calibrate(sample, target, min_len, max_len)
+    classic = calibrate(sample, target, min_len, max_len, count="all")
+    if classic.forced_fraction <= 0.5:
+        assert auto == classic and auto.tau == classic_threshold(sample, target, min_len, max_len)
+    else:
+        assert auto.counted == "anchors"
+
+
+def test_auto_is_classic_on_short_solutions_like_the_synthetic_world():
+    # 200 synthetic-world-shaped solutions (20-80 tokens, max_len 64): forced cuts are at most
+    # (n - 1) // 64 <= 1 per solution, far from half the cuts, so auto is exactly the classic fit
+    rng = np.random.default_rng(0)
+    sample = [rng.exponential(0.6, size=rng.integers(20, 80)).round(4).tolist() for _ in range(200)]
+    for target in (3.0, 5.0, 6.0, 10.0):
+        c = calibrate(sample, target, 2, 64)
+        assert c.counted == "all" and c.forced_fraction <= 0.5 and c.note == ""
+        assert c.tau == classic_threshold(sample, target, 2, 64) == calibrate_threshold(sample, target, 2, 64)
+
+
+@settings(max_examples=300, deadline=None)
+@given(TEXT, st.data(), st.integers(1, 4), st.integers(0, 6))
+def test_place_is_unchanged_without_blocked(text, data, min_len, extra):
+    n_bytes = len(text.encode())
+    offsets = byte_tokenize(text, data.draw(st.lists(st.integers(1, max(1, n_bytes - 1)), max_size=n_bytes)))
+    H = data.draw(st.lists(st.floats(0, 3), min_size=len(offsets), max_size=len(offsets)))
+    tau = data.draw(st.floats(0, 3))
+    wanted = anchors(H, tau)
+    for o in (offsets, None):
+        assert boundaries(H, tau, min_len, min_len + extra, o) == classic_place(len(H), wanted, min_len,
+                                                                                 min_len + extra, o)
+
+
+# --------------------------------------------------------------------------- keep_numbers
+
+
+def test_keep_numbers_never_cuts_inside_a_number():
+    # Gemma-style digit tokens: "The", " total", " is", " ", "2", "6", "0", ".", "5", " sheep"
+    text, offsets = tokenize(["The", " total", " is", " ", "2", "6", "0", ".", "5", " sheep"])
+    H = [0.0, 0.0, 0.0, 0.0, 0.1, 2.0, 0.1, 1.5, 0.1, 0.1]  # the policy hesitates at "6" and "."
+    off = PartitionConfig(min_len=1)
+    assert partition(text, offsets, H, off).steps == ["The total is 2", "60", ".5 sheep"]   # mid-number
+    on = PartitionConfig(min_len=1, keep_numbers=True)
+    assert partition(text, offsets, H, on).steps == ["The total is 260.5", " sheep"]      # moved past it
+    # a forced cut moves too: max_len 5 forces a cut before token 5 ("6"), moved to " sheep"
+    cfg = PartitionConfig(min_len=1, max_len=5, keep_numbers=True)
+    assert partition(text, offsets, [0.0] * 10, cfg).starts == [0, 9]
+    assert partition(text, offsets, [0.0] * 10, PartitionConfig(min_len=1, max_len=5)).starts == [0, 5]
+    assert number_tokens(text, offsets) == [5, 6, 7, 8]
+
+
+def test_keep_numbers_off_is_the_default_and_blocked_feeds_calibration():
+    assert PartitionConfig().keep_numbers is False
+    text, offsets = tokenize(["a", "1", "2", "3", " b", "4", "5"])
+    blocked = number_tokens(text, offsets)
+    assert blocked == [2, 3, 6]
+    H = [0.0, 0.0, 2.0, 2.0, 0.0, 0.0, 2.0]
+    assert boundaries(H, 1.0, 1, 64) == [0, 2, 3, 6]
+    assert boundaries(H, 1.0, 1, 64, blocked=blocked) == [0, 4]     # 2 and 3 move to " b"; 6 has no next
+    assert calibrate([H], 2.0, 1, 64, blocked=[blocked]).anchor_mean_steps == 2.0

@@ -36,10 +36,16 @@ def test_gsm8k_rows(tmp_path):
     ])  # fmt: skip
     assert load_gsm8k(path) == [
         {"id": "gsm8k-1", "problem": "Natalia sold 48 clips and half as many in May. How many?", "answer": "72",
-         "solution": "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n48+24 = <<48+24=72>>72"},
-        {"id": "q-7", "problem": "How much?", "answer": "1200", "solution": "It costs 1,000 + 200."},  # commas gone
-        {"id": "gsm8k-3", "problem": "Temperature?", "answer": "-3", "solution": "It drops."},
+         "solution": "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n48+24 = <<48+24=72>>72", "source": "gsm8k"},
+        {"id": "q-7", "problem": "How much?", "answer": "1200", "solution": "It costs 1,000 + 200.",  # commas gone
+         "source": "gsm8k"},
+        {"id": "gsm8k-3", "problem": "Temperature?", "answer": "-3", "solution": "It drops.", "source": "gsm8k"},
     ]  # fmt: skip
+    # shuffle_seed: a seeded order of the same rows
+    assert load_gsm8k(path, shuffle_seed=1) == load_gsm8k(path, shuffle_seed=1)
+    assert sorted(r["id"] for r in load_gsm8k(path, shuffle_seed=1)) == sorted(r["id"] for r in load_gsm8k(path))
+    orders = {tuple(r["id"] for r in load_gsm8k(path, shuffle_seed=seed)) for seed in range(20)}
+    assert len(orders) > 1  # 3 rows have 6 orders; 20 seeds do not all give the file's
 
 
 @pytest.mark.parametrize(
@@ -81,10 +87,11 @@ def test_math_rows(tmp_path):
     ])  # fmt: skip
     assert load_math(path) == [
         {"id": "math-1", "problem": "Half of 1?", "answer": r"\frac{1}{2}",
-         "solution": r"It is $\boxed{1}$, no: $\boxed{\frac{1}{2}}$."},
-        {"id": "test/algebra/1.json", "problem": "Set?", "answer": r"\{1, 2\}", "solution": r"$\boxed{\{1, 2\}}$"},
-        {"id": "m-3", "problem": "Sum?", "answer": "3", "solution": ""},
-        {"id": "math-4", "problem": "Product?", "answer": "6", "solution": r"$\boxed{6}$"},
+         "solution": r"It is $\boxed{1}$, no: $\boxed{\frac{1}{2}}$.", "source": "math"},
+        {"id": "test/algebra/1.json", "problem": "Set?", "answer": r"\{1, 2\}", "solution": r"$\boxed{\{1, 2\}}$",
+         "source": "math"},
+        {"id": "m-3", "problem": "Sum?", "answer": "3", "solution": "", "source": "math"},
+        {"id": "math-4", "problem": "Product?", "answer": "6", "solution": r"$\boxed{6}$", "source": "math"},
     ]  # fmt: skip
 
 
@@ -119,6 +126,15 @@ def test_own_rows_round_trip(tmp_path):
     rows = [p.to_row() for p in generate_problems(3, seed=0)]
     path = write(tmp_path, [*rows, {"id": "x", "problem": "P?", "answer": "4"}])
     assert load_problems(path) == [*rows, {"id": "x", "problem": "P?", "answer": "4", "solution": ""}]
+
+
+def test_own_rows_keep_a_valid_source(tmp_path):
+    path = write(tmp_path, [{"id": "a", "problem": "P?", "answer": "1", "source": "gsm8k"},
+                            {"id": "b", "problem": "P?", "answer": "1", "source": "synthetic"}])
+    assert [r["source"] for r in load_problems(path)] == ["gsm8k", "synthetic"]
+    bad = write(tmp_path, [{"id": "a", "problem": "P?", "answer": "1", "source": "GSM8K"}], name="bad.jsonl")
+    with raises_at(bad, 1, "source"):
+        load_problems(bad)
 
 
 @pytest.mark.parametrize(

@@ -43,6 +43,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Protocol
 
+from prmflow.answers import extract_final_answer, is_real
 from prmflow.label.mc import answer_verifier, final_answer_text, hard_label
 from prmflow.label.quality import first_error_of, gold_step_labels
 from prmflow.label.runner import Solution, mc_label_solutions
@@ -133,7 +134,7 @@ def step_char_spans(steps: Sequence[str]) -> list[tuple[int, int]]:
 class OracleLabeler:
     """Exact labels from `check_solution` (synthetic world, integer answers). Free and perfect.
 
-    A non-integer answer has no exact checker: unlabeled.
+    A non-integer answer, or a real problem row (`prmflow.answers.is_real`), has no exact checker: unlabeled.
     """
 
     name = "oracle"
@@ -143,6 +144,8 @@ class OracleLabeler:
 
     def label(self, row: Mapping[str, Any], steps: Sequence[str]) -> LabelResult:
         self.cost.calls += 1
+        if is_real(row):  # real text: the synthetic checker does not apply
+            return UNLABELED
         text = "".join(steps)
         reference = reference_values(row.get("solution") or "") or None
         try:
@@ -185,10 +188,11 @@ class MCLabeler:
         for s in steps:
             token_ids += self.encode_text(s)
             ends.append(len(token_ids))
+        real = is_real(row)
         sol = Solution(id=str(row["id"]), prompt_ids=list(self.backend.encode(format_prompt(row["problem"]))),  # type: ignore[attr-defined]
                        token_ids=token_ids, ends=ends, prefix_texts=[text[:e] for _, e in step_char_spans(steps)],
-                       answer=str(row["answer"]), final_correct=answer_verifier(str(row["answer"]), [text])(0, ""),
-                       finished=final_answer_text(text) is not None)
+                       answer=str(row["answer"]), final_correct=answer_verifier(str(row["answer"]), [text], real=real)(0, ""),
+                       finished=(extract_final_answer(text) if real else final_answer_text(text)) is not None)
         out = mc_label_solutions(self.backend, [sol], self.num_rollouts, self.sampling,
                                  chunk_size=self.chunk_size, exact_last=self.exact_last)[0]
         for k in ("rollouts", "generated_tokens", "forward_passes", "prefill_tokens"):

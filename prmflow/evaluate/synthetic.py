@@ -34,6 +34,9 @@ def processbench_rows(problems: Sequence[Mapping[str, Any]], completions: Sequen
         for j, text in enumerate(texts):
             steps = split_steps(text)
             g = grade(p, text)
+            if g.first_error is None:
+                raise ValueError(f"problem {p['id']!r} is real text (source {p.get('source')!r}): no step-level "
+                                 "truth to build a synthetic ProcessBench row from")
             if not steps or g.first_error >= len(steps):
                 left_out += 1
                 continue

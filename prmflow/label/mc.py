@@ -39,6 +39,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
+from prmflow.answers import verify_answer
 from prmflow.policy.base import Backend, SamplingConfig
 from prmflow.synth.format import ANSWER_PREFIX, extract_answer
 from prmflow.synth.sources import last_boxed
@@ -229,9 +230,14 @@ def math_equal(gold: str, pred: str) -> bool:
     return bool(g and p and verify(g, p, timeout_seconds=timeout))
 
 
-def answer_verifier(answer: str, prefix_texts: Sequence[str]) -> Verify:
+def answer_verifier(answer: str, prefix_texts: Sequence[str], real: bool = False) -> Verify:
     r"""verify(i, rollout_text): is the final answer of prefix_texts[i] + rollout_text right?
 
+    `real=True` (real problem rows, `prmflow.answers.is_real(row)`): the robust extraction and
+    verdict of `prmflow.answers.verify_answer` (\boxed{}, "####", "The answer is $260$.",
+    "260 sheep", math-verify), the same one `prmflow.policy.evaluate.grade` uses.
+
+    `real=False` (the default, the synthetic world), unchanged:
     Integer answers (after `normalize_answer`, e.g. "1,000" -> 1000) are compared numerically
     with `extract_answer` (the integer after the last "The answer is "), which is exactly
     `check_solution`'s `final_correct`. Other answers compare `final_answer_text` with the
@@ -243,11 +249,21 @@ def answer_verifier(answer: str, prefix_texts: Sequence[str]) -> Verify:
     (True, True, False, False)
     >>> answer_verifier(r"\frac{1}{2}", [""])(0, r"The answer is $\frac{1}{2}$.")
     True
+    >>> text = "The answer is 5 apples"   # not an answer in the synthetic world; real text: 5
+    >>> answer_verifier("5", [""])(0, text), answer_verifier("5", [""], real=True)(0, text)
+    (False, True)
     """
     target = normalize_answer(answer)
     if not target:
         raise ValueError(f"answer is empty after normalization: {answer!r}")
     texts = list(prefix_texts)
+
+    if real:
+
+        def verify(i: int, rollout_text: str) -> bool:
+            return verify_answer(answer, texts[i] + rollout_text)
+
+        return verify
 
     if _INTEGER.fullmatch(target):
         value = int(target)

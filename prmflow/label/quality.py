@@ -35,14 +35,19 @@ from collections.abc import Sequence
 from typing import Any
 
 
-def gold_step_labels(spans: Sequence[tuple[int, int]], first_error_char: int) -> list[bool]:
+def gold_step_labels(spans: Sequence[tuple[int, int]], first_error_char: int | None) -> list[bool]:
     """Exact label of each step span [s, e): True iff e <= first_error_char (-1: all True).
+
+    first_error_char None (a real problem row, `prmflow.policy.evaluate.Graded`) has no gold
+    labels: ValueError, never a silent "all correct"; check `is None` first and report n/a.
 
     >>> gold_step_labels([(0, 5), (5, 9)], -1)
     [True, True]
     >>> gold_step_labels([(0, 5), (5, 9)], 5)   # step 0 ends where the error begins
     [True, False]
     """
+    if first_error_char is None:
+        raise ValueError("first_error_char is None: real text has no step-level truth, so no gold step labels")
     if first_error_char < -1:
         raise ValueError(f"first_error_char must be >= -1, got {first_error_char}")
     for k, (s, e) in enumerate(spans):
@@ -73,6 +78,8 @@ def label_quality(pred: Sequence[Sequence[bool]], gold: Sequence[Sequence[bool]]
         raise ValueError(f"pred has {len(pred)} solutions, gold has {len(gold)}")
     n_steps = agree = first_error_hits = tp = pred_wrong = gold_wrong = 0
     for i, (p, g) in enumerate(zip(pred, gold)):
+        if g is None:
+            raise ValueError(f"solution {i}: gold labels are None (real text has no step-level truth)")
         if len(p) != len(g):
             raise ValueError(f"solution {i}: pred has {len(p)} step labels, gold has {len(g)}")
         first_error_hits += first_error_of(p) == first_error_of(g)

@@ -1,30 +1,39 @@
 r"""Problem rows from real datasets, in the same shape as the synthetic world's rows.
 
-Every loader returns rows `{"id": str, "problem": str, "answer": str, "solution": str}` and
-raises `DataError("file:line: field 'x': ...")` for invalid JSON, a missing or wrong-typed
-field, an empty file or a duplicate id.
+Every loader returns rows `{"id": str, "problem": str, "answer": str, "solution": str}` (the
+real loaders add `"source": "gsm8k"` or `"math"`, which tells `prmflow.answers.is_real` that the
+row has no step-level truth; own rows keep a valid `source` if they have one) and raises
+`DataError("file:line: field 'x': ...")` for invalid JSON, a missing or wrong-typed field, an
+empty file or a duplicate id.
 
     GSM8K  {"question": "...", "answer": "Natalia sold 48/2 = <<48/2=24>>24 ...\n#### 72"}
            -> problem = question, solution = text before '####' (calculator annotations
               '<<48/2=24>>' kept), answer = text after it without commas ('1,000' -> '1000')
     MATH   {"problem": "...", "solution": "... \boxed{\frac{1}{2}}", "answer": optional}
            -> answer = the `answer` field, else the content of the last \boxed{...}
-    own    {"id", "problem", "answer", "solution" (optional, default "")}, all strings
+    own    {"id", "problem", "answer", "solution" (optional, default ""), "source" (optional)}
+
+Rows come in file order. `shuffle_seed` (GSM8K and MATH) returns them in a seeded random order
+instead (`random.Random(seed).shuffle`, after validation, so errors still name file lines), so
+that taking the first n rows samples problems instead of reading the file's head.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import re
 
 from prmflow.io import DataError, Line, check_unique_ids, iter_jsonl
 
+SOURCES = ("synthetic", "gsm8k", "math")
+"""values of a row's optional `source` field (see prmflow.answers.is_real)"""
 _GSM8K_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 _BOXED = "\\boxed{"
 
 
-def load_gsm8k(path: str | os.PathLike[str]) -> list[dict[str, str]]:
-    """GSM8K JSONL rows; id = the row's `id` if present, else 'gsm8k-{lineno}'."""
+def load_gsm8k(path: str | os.PathLike[str], *, shuffle_seed: int | None = None) -> list[dict[str, str]]:
+    """GSM8K JSONL rows (`source` "gsm8k"); id = the row's `id` if present, else 'gsm8k-{lineno}'."""
     rows, where = [], []
     for line in iter_jsonl(path):
         problem = _text(line, "question")
@@ -35,14 +44,14 @@ def load_gsm8k(path: str | os.PathLike[str]) -> list[dict[str, str]]:
         answer = final.strip().replace(",", "")
         if not _GSM8K_NUMBER.fullmatch(answer):
             raise line.error("answer", f"final answer after '####' is not a number: {final.strip()!r}")
-        rows.append(_row(_id(line, ("id",), "gsm8k"), problem, answer, solution.strip()))
+        rows.append(_row(_id(line, ("id",), "gsm8k"), problem, answer, solution.strip(), source="gsm8k"))
         where.append(line)
     _check_ids(rows, where)
-    return rows
+    return _shuffled(rows, shuffle_seed)
 
 
-def load_math(path: str | os.PathLike[str]) -> list[dict[str, str]]:
-    """MATH JSONL rows; id = `id` or `unique_id` if present, else 'math-{lineno}'."""
+def load_math(path: str | os.PathLike[str], *, shuffle_seed: int | None = None) -> list[dict[str, str]]:
+    """MATH JSONL rows (`source` "math"); id = `id` or `unique_id` if present, else 'math-{lineno}'."""
     rows, where = [], []
     for line in iter_jsonl(path):
         problem = _text(line, "problem")
@@ -57,10 +66,10 @@ def load_math(path: str | os.PathLike[str]) -> list[dict[str, str]]:
         answer = str(answer).strip()
         if not answer:
             raise line.error("answer", "empty")
-        rows.append(_row(_id(line, ("id", "unique_id"), "math"), problem, answer, solution))
+        rows.append(_row(_id(line, ("id", "unique_id"), "math"), problem, answer, solution, source="math"))
         where.append(line)
     _check_ids(rows, where)
-    return rows
+    return _shuffled(rows, shuffle_seed)
 
 
 def load_problems(path: str | os.PathLike[str]) -> list[dict[str, str]]:
@@ -70,7 +79,10 @@ def load_problems(path: str | os.PathLike[str]) -> list[dict[str, str]]:
         row_id = _text(line, "id")
         problem, answer = _text(line, "problem"), _text(line, "answer")
         solution = line.get("solution", str, required=False, default="")
-        rows.append(_row(row_id, problem, answer, solution))
+        source = line.get("source", str, required=False)
+        if source is not None and source not in SOURCES:
+            raise line.error("source", f"must be one of {SOURCES}, got {source!r}")
+        rows.append(_row(row_id, problem, answer, solution, source=source))
         where.append(line)
     _check_ids(rows, where)
     return rows
@@ -127,8 +139,20 @@ def _id(line: Line, fields: tuple[str, ...], prefix: str) -> str:
     return f"{prefix}-{line.lineno}"
 
 
-def _row(row_id: str, problem: str, answer: str, solution: str) -> dict[str, str]:
-    return {"id": row_id, "problem": problem, "answer": answer, "solution": solution}
+def _row(row_id: str, problem: str, answer: str, solution: str, source: str | None = None) -> dict[str, str]:
+    row = {"id": row_id, "problem": problem, "answer": answer, "solution": solution}
+    if source is not None:
+        row["source"] = source
+    return row
+
+
+def _shuffled(rows: list[dict[str, str]], seed: int | None) -> list[dict[str, str]]:
+    """rows in file order (seed None) or in the seeded order of random.Random(seed).shuffle."""
+    if seed is None:
+        return rows
+    rows = list(rows)
+    random.Random(seed).shuffle(rows)
+    return rows
 
 
 def _check_ids(rows: list[dict[str, str]], where: list[Line]) -> None:
