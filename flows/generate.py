@@ -22,6 +22,7 @@ from prefect import flow
 
 from prmflow import io, plots, tracking
 from prmflow.config import GenerateConfig, load_section
+from prmflow.prompts import PromptConfig
 from prmflow.summaries import generate_stats, is_real, solve_rate_problem
 from tasks.generate import sample_solutions
 
@@ -29,15 +30,18 @@ from tasks.generate import sample_solutions
 @flow(name="generate", log_prints=True)
 def generate(params: str | list[str] = "params.yaml", problems_path: str = "data/problems/pool.jsonl",
              out_path: str = "data/generations/generations.jsonl", reports_dir: str = "reports",
-             work_root: str = "checkpoints/generate") -> dict:
+             work_root: str = "checkpoints/generate", fewshot_path: str = "data/problems/train.jsonl") -> dict:
     cfg = load_section(params, "generate", GenerateConfig)
+    prompt_cfg = load_section(params, "prompt", PromptConfig)
     reports = Path(reports_dir)
     with tracking.stage_run("generate", cfg) as run:
         problems = io.read_jsonl(problems_path)
         # ~60 bytes per generated token (id, offsets, entropy, top-k logprobs), trees included
         n_seqs = len(problems) * cfg.n + min(cfg.tree_problems, len(problems)) * cfg.tree_max_branches
         io.ensure_free_space(out_path, n_seqs * cfg.max_new_tokens * (60 + 20 * cfg.top_logprobs), "generations")
-        out = sample_solutions(cfg, problems, work_root)
+        examples = io.read_jsonl(fewshot_path)[: prompt_cfg.few_shot] if prompt_cfg.few_shot else []
+        run.params(prompt_cfg, "prompt.")
+        out = sample_solutions(cfg, problems, work_root, prompt_cfg, examples)
         rows, tree_rows = out["samples"], out["tree"]
         io.write_jsonl(out_path, rows)
         io.write_jsonl(Path(out_path).with_name("tree.jsonl"), tree_rows)

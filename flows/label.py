@@ -21,7 +21,7 @@ from prefect import flow
 
 from prmflow import io, tracking
 from prmflow.config import LabelConfig, load_section
-from prmflow.summaries import label_stats
+from prmflow.summaries import is_real, label_balance_problem, label_stats
 from tasks.label import label_sharded, total_cost
 
 
@@ -33,7 +33,8 @@ def label_flow(params: str | list[str] = "params.yaml", segments_path: str = "da
     with tracking.stage_run("label", cfg) as run:
         rows = io.read_jsonl(segments_path)
         io.ensure_free_space(out_path, Path(segments_path).stat().st_size, "labels")  # smaller than the segments
-        answers = {p["id"]: p["answer"] for p in io.read_jsonl(problems_path)}
+        problems = io.read_jsonl(problems_path)
+        answers = {p["id"]: p["answer"] for p in problems}
         labeled, info = label_sharded(cfg, rows, answers, checkpoint_root)
         io.write_jsonl(out_path, labeled)
 
@@ -44,6 +45,8 @@ def label_flow(params: str | list[str] = "params.yaml", segments_path: str = "da
         print(f"label: {stats}")
         print(f"label: {info['rollouts_run']} rollouts run now, {info['resumed_prefixes']} prefixes resumed from checkpoint")
         print(f"label: {info['shards_run']} shards run now, {info['shards_skipped']} resumed from checkpoint")
+        if is_real(problems):  # all-one-class labels train a constant PRM: fail loudly
+            run.flag_degenerate("label", [label_balance_problem([r["labels"] for r in labeled])])
     return stats
 
 

@@ -22,6 +22,7 @@ import yaml
 
 from prmflow.io import DataError
 from prmflow.policy import BACKENDS
+from prmflow.prompts import PromptConfig
 
 C = TypeVar("C")
 
@@ -101,6 +102,8 @@ class ProblemsConfig:
     """`synthetic`, `gsm8k` or `math`: where problems come from"""
     source_path: str = ""
     """JSONL file for a real source (ignored for synthetic)"""
+    sample: str = "file_order"
+    """real sources: `file_order` (the file's first rows) or `shuffle` (a random sample seeded by `seed`)"""
     n_train: int = 20000
     """problems whose canonical solutions train the policy"""
     n_eval: int = 300
@@ -108,9 +111,9 @@ class ProblemsConfig:
     n_pool: int = 400
     """problems the policy solves to make PRM training data"""
     min_steps: int = 2
-    """fewest arithmetic lines in a problem"""
+    """fewest arithmetic lines in a problem (real sources: lines of the reference solution)"""
     max_steps: int = 6
-    """most arithmetic lines in a problem"""
+    """most arithmetic lines in a problem (real sources: lines of the reference solution)"""
     start_max: int = 40
     """largest starting quantity"""
     add_max: int = 40
@@ -225,6 +228,15 @@ class SegmentConfig:
     """tokens per step (chunk)"""
     include_tree: bool = True
     """also segment the EDU-tree branches from data/generations/tree.jsonl"""
+    calibrate_count: str = "auto"
+    """calibrated: what the target counts (prmflow.partition.calibrate): `all` steps, `anchors`
+    (the entropy cuts' steps, without max_len), or `auto` (anchors when forced cuts dominate)"""
+    keep_numbers: bool = False
+    """never cut inside a number (real text: "1,2|50" is no step boundary)"""
+
+    def __post_init__(self) -> None:
+        if self.calibrate_count not in ("all", "anchors", "auto"):
+            raise ValueError(f"calibrate_count must be all, anchors or auto, got {self.calibrate_count!r}")
 
 
 @dataclass(frozen=True)
@@ -595,6 +607,7 @@ class Params:
     active: ActiveConfig = field(default_factory=ActiveConfig)
     experiments: ExperimentsConfig = field(default_factory=ExperimentsConfig)
     convert: ConvertConfig = field(default_factory=ConvertConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
 
 
 # --------------------------------------------------------------------------- loading

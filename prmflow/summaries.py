@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from prmflow import answers
 from prmflow.label.quality import label_quality
 
 
@@ -121,7 +122,7 @@ def is_real(problems: Sequence[Mapping[str, Any]]) -> bool:
     >>> is_real([{"id": "synth-1"}]), is_real([{"id": "gsm8k-3", "source": "gsm8k"}])
     (False, True)
     """
-    return any(p.get("source", "synthetic") != "synthetic" for p in problems)
+    return any(answers.is_real(p) for p in problems)
 
 
 def degenerate_message(stage: str, problems: Sequence[str | None]) -> str | None:

@@ -29,7 +29,9 @@ from prmflow.config import GenerateConfig
 from prmflow.edu_tree import TreeConfig, grow_tree
 from prmflow.policy.hf_backend import token_offsets
 from prmflow.policy.base import Backend, SamplingConfig, derive_seed
+from prmflow.answers import is_real
 from prmflow.policy.evaluate import grade
+from prmflow.prompts import Prompt, PromptConfig, build_prompt
 from prmflow.synth import format_prompt
 from tasks.backends import cached_backend
 
@@ -39,33 +41,60 @@ def problem_seed(seed: int, problem_id: str) -> int:
     return derive_seed(seed, problem_id)
 
 
-def _row(p: dict[str, Any], rid: str, completion_row: dict[str, Any], **extra: Any) -> dict[str, Any]:
+def _row(p: dict[str, Any], rid: str, completion_row: dict[str, Any], prompt: Prompt, **extra: Any) -> dict[str, Any]:
+    """One generation row. `prompt` is what the PRM sees (the problem in the synthetic format);
+    a real problem's row also keeps the policy's own prompt and stop strings, which MC rollouts
+    continue from (`policy_prompt`, `stop`), and its `problem_source`."""
     g = grade(p, completion_row["text"])
+    real = {"problem_source": p["source"], "policy_prompt": prompt.text, "stop": list(prompt.stop)} if is_real(p) else {}
     return {
         "id": rid,
         "problem_id": p["id"],
         "prompt": format_prompt(p["problem"]),
+        **real,
         **completion_row,
         **extra,
-        # exact ground truth from the synthetic checker (for measuring label quality)
+        # exact ground truth from the synthetic checker (for measuring label quality); real
+        # problems have none (None), only the verified final answer
         "first_error": g.first_error,
         "first_error_char": g.first_error_char,
         "final_correct": g.final_correct,
     }
 
 
+def prompts_for(backend: Backend, problems: list[dict[str, Any]], prompt_cfg: PromptConfig,
+                examples: list[dict[str, Any]]) -> dict[str, Prompt]:
+    """The policy prompt of every problem, by id (prmflow.prompts; `synthetic` = format_prompt)."""
+    tokenizer = getattr(backend, "tokenizer", None)
+    return {p["id"]: build_prompt(p["problem"], prompt_cfg, tokenizer, examples) for p in problems}
+
+
+def common_stop(prompts: dict[str, Prompt]) -> tuple[str, ...]:
+    """The stop strings every prompt shares (one sampling config serves a whole job)."""
+    stops = {pr.stop for pr in prompts.values()}
+    if len(stops) > 1:
+        raise ValueError(f"prompts of one job have different stop strings: {sorted(stops)}")
+    return stops.pop() if stops else ()
+
+
 def _backend(cfg: GenerateConfig) -> Backend:
     return cached_backend(cfg, cfg.model, cfg.batch_size)
 
 
-def job_dir(cfg: GenerateConfig, problems: list[dict[str, Any]], root: str = "checkpoints/generate") -> Path:
-    """Where the shard files of this exact job (config, policy weights, problems) live."""
+def job_dir(cfg: GenerateConfig, problems: list[dict[str, Any]], root: str = "checkpoints/generate",
+            prompt_cfg: PromptConfig = PromptConfig(), examples: list[dict[str, Any]] | None = None) -> Path:
+    """Where the shard files of this exact job (config, policy weights, problems, prompts) live.
+    The default synthetic prompt adds nothing to the key, so its jobs keep their directories."""
     knobs = {k: v for k, v in asdict(cfg).items() if k != "task_retries"}  # retries change no output
+    if prompt_cfg != PromptConfig():
+        knobs["prompt"] = asdict(prompt_cfg)
+        knobs["examples"] = [e["id"] for e in (examples or [])[: prompt_cfg.few_shot]]
     return shard.work_dir(root, "generate", knobs, shard.path_fingerprint(cfg.model), problems)
 
 
 def sample_problems(backend: Backend, cfg: GenerateConfig, batches: list[list[dict[str, Any]]],
-                    tree_ids: set[str]) -> list[dict[str, Any]]:
+                    tree_ids: set[str], prompt_cfg: PromptConfig = PromptConfig(),
+                    examples: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Per problem (batch order): `{"problem_id", "samples": [n rows], "tree": [branch rows]}`.
 
     Each batch is one backend call, so it is batched exactly as given. Sample rows have ids
@@ -73,14 +102,15 @@ def sample_problems(backend: Backend, cfg: GenerateConfig, batches: list[list[di
     (branch rows `<problem id>/t<node>`; node 0 is sample 0).
     """
     top = max(cfg.top_logprobs, cfg.tree_top_k if cfg.tree_problems else 0)
-    sampling = SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                              seed=cfg.seed, top_logprobs=top)
     problems = [p for b in batches for p in b]
+    prompts = prompts_for(backend, problems, prompt_cfg, examples or [])
+    sampling = SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
+                              seed=cfg.seed, top_logprobs=top, stop=common_stop(prompts))
     seeds = [problem_seed(cfg.seed, p["id"]) for p in problems]
     backend.show_progress = False  # type: ignore[attr-defined]
     completions = []
     for b in tqdm(batches, desc="generate", unit="batch"):
-        completions += backend.generate([format_prompt(p["problem"]) for p in b], cfg.n, sampling,
+        completions += backend.generate([prompts[p["id"]].text for p in b], cfg.n, sampling,
                                         seeds=[problem_seed(cfg.seed, p["id"]) for p in b])
     out = []
     for p, samples in zip(problems, completions, strict=True):
@@ -88,7 +118,7 @@ def sample_problems(backend: Backend, cfg: GenerateConfig, batches: list[list[di
         for j, c in enumerate(samples):
             row = c.to_row(cfg.decimals)
             row["top_logprobs"] = [t[: cfg.top_logprobs] for t in row["top_logprobs"]]
-            rows.append(_row(p, f"{p['id']}/{j}", row, sample_idx=j))
+            rows.append(_row(p, f"{p['id']}/{j}", row, prompts[p["id"]], sample_idx=j))
         out.append({"problem_id": p["id"], "samples": rows, "tree": []})
 
     tree_cfg = TreeConfig(entropy_threshold=cfg.tree_threshold, top_k=cfg.tree_top_k,
@@ -96,7 +126,7 @@ def sample_problems(backend: Backend, cfg: GenerateConfig, batches: list[list[di
     todo = [(p, samples, seed, rec) for p, samples, seed, rec in zip(problems, completions, seeds, out)
             if p["id"] in tree_ids]
     for p, samples, seed, rec in tqdm(todo, desc="EDU trees", disable=not todo):
-        prompt_ids = backend.encode(format_prompt(p["problem"]))
+        prompt_ids = backend.encode(prompts[p["id"]].text)
         tree = grow_tree(backend, prompt_ids, samples[0], tree_cfg, sampling, seed)
         for k, node in enumerate(tree.nodes[1:], start=1):
             ids = tree.full_tokens(k)
@@ -105,12 +135,13 @@ def sample_problems(backend: Backend, cfg: GenerateConfig, batches: list[list[di
                    "entropy": [round(h, cfg.decimals) for h in tree.full_entropy(k)], "top_logprobs": [],
                    "finish_reason": node.finish_reason}
             parent_id = f"{p['id']}/0" if node.parent == 0 else f"{p['id']}/t{node.parent}"
-            rec["tree"].append(_row(p, f"{p['id']}/t{k}", row, parent=parent_id, branch_pos=node.branch_pos,
+            rec["tree"].append(_row(p, f"{p['id']}/t{k}", row, prompts[p["id"]], parent=parent_id, branch_pos=node.branch_pos,
                                     depth=node.depth, suffix_tokens=len(node.token_ids)))
     return out
 
 
-def plan_batches(cfg: GenerateConfig, problems: list[dict[str, Any]], wd: Path) -> list[list[dict[str, Any]]]:
+def plan_batches(cfg: GenerateConfig, problems: list[dict[str, Any]], wd: Path, prompt_cfg: PromptConfig = PromptConfig(),
+                 examples: list[dict[str, Any]] | None = None) -> list[list[dict[str, Any]]]:
     """The prompt batches of the whole job, exactly as the backend would cut them for one call
     over all problems (by prompt length, `batch_size // n` prompts each). Shards take whole
     batches, so every batch, and thus every float, is the same for any shard count. The plan
@@ -123,7 +154,8 @@ def plan_batches(cfg: GenerateConfig, problems: list[dict[str, Any]], wd: Path) 
             by_id = {p["id"]: p for p in problems}
             return [[by_id[i] for i in b] for b in plan]
     backend = _backend(cfg)
-    lens = [len(backend.encode(format_prompt(p["problem"]))) for p in problems]
+    prompts = prompts_for(backend, problems, prompt_cfg, examples or [])
+    lens = [len(backend.encode(prompts[p["id"]].text)) for p in problems]
     order = sorted(range(len(problems)), key=lambda i: (lens[i], i))
     per_batch = max(1, cfg.batch_size // cfg.n) if cfg.batch_size >= cfg.n else 1
     batches = [[problems[i] for i in order[k : k + per_batch]] for k in range(0, len(order), per_batch)]
@@ -147,7 +179,8 @@ def read_shard(path: str | os.PathLike[str], problem_ids: list[str]) -> list[dic
 
 @task(cache_policy=NO_CACHE, tags=["policy"], task_run_name="generate-shard-{shard_idx}")
 def generate_shard(cfg: GenerateConfig, shard_idx: int, batches: list[list[dict[str, Any]]], tree_ids: list[str],
-                   path: str) -> dict[str, Any]:
+                   path: str, prompt_cfg: PromptConfig = PromptConfig(),
+                   examples: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Sample one shard's problems and write them atomically to `path`; skip if already there.
 
     Not cached by Prefect: the shard file is this task's persisted result (DVC decides when the
@@ -156,13 +189,14 @@ def generate_shard(cfg: GenerateConfig, shard_idx: int, batches: list[list[dict[
     ids = [p["id"] for b in batches for p in b]
     if read_shard(path, ids) is not None:
         return {"shard": shard_idx, "skipped": True, "problems": len(ids)}
-    recs = sample_problems(_backend(cfg), cfg, batches, set(tree_ids)) if ids else []
+    recs = sample_problems(_backend(cfg), cfg, batches, set(tree_ids), prompt_cfg, examples) if ids else []
     io.write_jsonl(path, recs)
     return {"shard": shard_idx, "skipped": False, "problems": len(ids)}
 
 
 def sample_solutions(cfg: GenerateConfig, problems: list[dict[str, Any]],
-                     work_root: str = "checkpoints/generate") -> dict[str, Any]:
+                     work_root: str = "checkpoints/generate", prompt_cfg: PromptConfig = PromptConfig(),
+                     examples: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """n completions per problem plus EDU trees for the first `cfg.tree_problems` problems,
     computed shard by shard (sequentially, one model load per process) and merged in input order.
 
@@ -171,16 +205,17 @@ def sample_solutions(cfg: GenerateConfig, problems: list[dict[str, Any]],
     ids = [p["id"] for p in problems]
     if len(set(ids)) != len(ids):
         raise ValueError("generate: problem ids are not unique")
-    wd = job_dir(cfg, problems, work_root)
+    wd = job_dir(cfg, problems, work_root, prompt_cfg, examples)
     paths = [shard.shard_path(wd, s) for s in range(cfg.num_shards)]
     tree_ids = {p["id"] for p in problems[: cfg.tree_problems]}
-    batches = plan_batches(cfg, problems, wd)
+    batches = plan_batches(cfg, problems, wd, prompt_cfg, examples)
     by_shard = shard.split_by_shard(batches, cfg.num_shards, key=lambda b: b[0]["id"])
     shard_ids = [[p["id"] for b in bs for p in b] for bs in by_shard]
     print(f"generate: {len(batches)} batches, {cfg.num_shards} shards in {wd} "
           f"(problems per shard {[len(x) for x in shard_ids]})")
     run = generate_shard.with_options(retries=cfg.task_retries)
-    infos = [run(cfg, s, bs, sorted(tree_ids & set(shard_ids[s])), str(paths[s])) for s, bs in enumerate(by_shard)]
+    infos = [run(cfg, s, bs, sorted(tree_ids & set(shard_ids[s])), str(paths[s]), prompt_cfg, examples)
+             for s, bs in enumerate(by_shard)]
     by_id: dict[str, dict[str, Any]] = {}
     for s in range(cfg.num_shards):
         recs = read_shard(paths[s], shard_ids[s])

@@ -28,17 +28,34 @@ from prmflow.policy.base import Backend, SamplingConfig
 from tasks.backends import cached_backend
 
 
+def policy_prompt(row: dict[str, Any]) -> str:
+    """The prompt the policy sampled the row from (a real problem's few-shot or chat prompt; the
+    synthetic world's is the row's `prompt`): MC rollouts continue exactly that context."""
+    return row.get("policy_prompt", row["prompt"])
+
+
+def job_verdict(rows: list[dict[str, Any]]) -> tuple[bool, tuple[str, ...]]:
+    """(real, stop strings) of a labeling job: real problems' rollouts are graded by their final
+    answer only (prmflow.answers) and stop where the generation stopped. One job never mixes them."""
+    real = {"problem_source" in r for r in rows}
+    stops = {tuple(r.get("stop", ())) for r in rows}
+    if len(real) > 1 or len(stops) > 1:
+        raise ValueError("label: the segment rows mix real and synthetic problems, or prompts with different stops")
+    return (real.pop() if real else False), (stops.pop() if stops else ())
+
+
 def to_solutions(backend: Backend, rows: list[dict[str, Any]], answers: dict[str, str]) -> list[Solution]:
     """Segmented rows -> what the labelers need (prompt ids, step ends, prefix texts)."""
     prompt_ids: dict[str, list[int]] = {}
     out = []
     for r in rows:
-        if r["prompt"] not in prompt_ids:
-            prompt_ids[r["prompt"]] = backend.encode(r["prompt"])
+        prompt = policy_prompt(r)
+        if prompt not in prompt_ids:
+            prompt_ids[prompt] = backend.encode(prompt)
         if r["problem_id"] not in answers:
             raise ValueError(f"segment row '{r['id']}': problem '{r['problem_id']}' is not in the problems file")
         out.append(Solution(
-            id=r["id"], prompt_ids=prompt_ids[r["prompt"]], token_ids=r["token_ids"], ends=r["ends"],
+            id=r["id"], prompt_ids=prompt_ids[prompt], token_ids=r["token_ids"], ends=r["ends"],
             prefix_texts=[r["text"][: span[1]] for span in r["spans"]], answer=answers[r["problem_id"]],
             final_correct=r["final_correct"], finished=r["finish_reason"] == "stop",
         ))
@@ -52,9 +69,9 @@ def job_dir(cfg: LabelConfig, rows: list[dict[str, Any]], answers: dict[str, str
     return shard.work_dir(root, "label", knobs, shard.path_fingerprint(cfg.model), rows, answers)
 
 
-def _sampling(cfg: LabelConfig) -> SamplingConfig:
+def _sampling(cfg: LabelConfig, stop: tuple[str, ...] = ()) -> SamplingConfig:
     return SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                          seed=cfg.seed)
+                          seed=cfg.seed, stop=stop)
 
 
 def _backend(cfg: LabelConfig) -> Backend:
@@ -77,7 +94,8 @@ def _load_complete(path: Path, keys: list[str]) -> dict[str, checkpoint.Entry] |
 
 
 @task(cache_policy=NO_CACHE, tags=["policy", "rollouts"], task_run_name="label-mc-shard-{shard_idx}")
-def label_mc_shard(cfg: LabelConfig, shard_idx: int, chunks: list[list[WorkItem]], path: str) -> dict[str, int]:
+def label_mc_shard(cfg: LabelConfig, shard_idx: int, chunks: list[list[WorkItem]], path: str, real: bool = False,
+                   stop: tuple[str, ...] = ()) -> dict[str, int]:
     """MC estimates of one shard's chunks of prefixes, written atomically to `path` when all are done.
 
     Skipped if `path` already holds them. While running, every chunk is appended (fsynced) to
@@ -92,7 +110,7 @@ def label_mc_shard(cfg: LabelConfig, shard_idx: int, chunks: list[list[WorkItem]
     partial = final.with_name(final.stem + ".partial.jsonl")
     done = checkpoint.load(partial)
     resumed = rollouts = 0
-    sampling = _sampling(cfg)
+    sampling = _sampling(cfg, stop)
     backend = None
     with tqdm(total=len(keys), desc=f"MC rollouts, shard {shard_idx}", unit="prefix") as bar:
         for chunk in chunks:
@@ -100,7 +118,7 @@ def label_mc_shard(cfg: LabelConfig, shard_idx: int, chunks: list[list[WorkItem]
                 resumed += len(chunk)
             else:
                 backend = backend or _backend(cfg)
-                new = roll_out_chunk(backend, chunk, cfg.num_rollouts, sampling)
+                new = roll_out_chunk(backend, chunk, cfg.num_rollouts, sampling, real=real)
                 checkpoint.append(partial, new)
                 done.update(new)
                 rollouts += sum(c.rollouts for _, c in new.values())
@@ -115,18 +133,19 @@ def _omega_line(s: Solution, res: Any) -> dict[str, Any]:
 
 
 @task(cache_policy=NO_CACHE, tags=["policy", "rollouts"], task_run_name="label-omega-shard-{shard_idx}")
-def label_omega_shard(cfg: LabelConfig, shard_idx: int, sols: list[Solution], path: str) -> dict[str, int]:
+def label_omega_shard(cfg: LabelConfig, shard_idx: int, sols: list[Solution], path: str, real: bool = False,
+                      stop: tuple[str, ...] = ()) -> dict[str, int]:
     """OmegaPRM labels of one shard's solutions, written atomically to `path`; skipped if there.
     Each solution's binary search only ever batches its own prefixes, so results do not depend
     on the shard layout."""
     ids = [s.id for s in sols]
     if _read_omega(Path(path), ids) is not None:
         return {"shard": shard_idx, "skipped": 1, "resumed_prefixes": 0, "rollouts_run": 0}
-    backend, sampling = _backend(cfg), _sampling(cfg)
+    backend, sampling = _backend(cfg), _sampling(cfg, stop)
     lines = []
     for s in tqdm(sols, desc=f"OmegaPRM binary search, shard {shard_idx}", unit="solution"):
         prefixes = [s.prompt_ids + s.token_ids[:e] for e in s.ends]
-        res = omega_labels(backend, prefixes, s.final_correct, answer_verifier(s.answer, s.prefix_texts),
+        res = omega_labels(backend, prefixes, s.final_correct, answer_verifier(s.answer, s.prefix_texts, real=real),
                            cfg.num_rollouts, sampling)
         lines.append(_omega_line(s, res))
     io.write_jsonl(path, lines)
@@ -165,6 +184,7 @@ def label_sharded(cfg: LabelConfig, rows: list[dict[str, Any]], answers: dict[st
     wd = job_dir(cfg, rows, answers, checkpoint_root)
     paths = [shard.shard_path(wd, s) for s in range(cfg.num_shards)]
     sols = to_solutions(_backend(cfg), rows, answers)
+    real, stop = job_verdict(rows)
     if cfg.method == "mc":
         todo, owner = plan_prefixes(sols, exact_last=cfg.exact_last)
         chunks = chunk_keys(list(todo), cfg.chunk_size)
@@ -172,7 +192,7 @@ def label_sharded(cfg: LabelConfig, rows: list[dict[str, Any]], answers: dict[st
         print(f"label: {len(todo)} prefixes in {len(chunks)} chunks, {cfg.num_shards} shards in {wd} "
               f"(chunks per shard {[len(x) for x in by_shard]})")
         run = label_mc_shard.with_options(retries=cfg.task_retries)
-        infos = [run(cfg, s, [[(k, *todo[k]) for k in chunks[c]] for c in cs], str(paths[s]))
+        infos = [run(cfg, s, [[(k, *todo[k]) for k in chunks[c]] for c in cs], str(paths[s]), real, stop)
                  for s, cs in enumerate(by_shard)]
         estimates: dict[str, checkpoint.Entry] = {}
         for s, cs in enumerate(by_shard):
@@ -185,7 +205,7 @@ def label_sharded(cfg: LabelConfig, rows: list[dict[str, Any]], answers: dict[st
     elif cfg.method == "omega":
         by_shard = shard.split_by_shard(range(len(sols)), cfg.num_shards, key=lambda i: rows[i]["problem_id"])
         run = label_omega_shard.with_options(retries=cfg.task_retries)
-        infos = [run(cfg, s, [sols[i] for i in idx], str(paths[s])) for s, idx in enumerate(by_shard)]
+        infos = [run(cfg, s, [sols[i] for i in idx], str(paths[s]), real, stop) for s, idx in enumerate(by_shard)]
         by_id: dict[str, dict[str, Any]] = {}
         for s, idx in enumerate(by_shard):
             lines = _read_omega(paths[s], [sols[i].id for i in idx])

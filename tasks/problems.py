@@ -11,6 +11,11 @@ from prmflow.config import ProblemsConfig
 from prmflow.synth import WorldConfig, generate_problems, load_gsm8k, load_math
 
 
+def reference_steps(row: dict[str, Any]) -> int:
+    """Lines of a real problem's reference solution (GSM8K: one calculation per line)."""
+    return sum(1 for line in row.get("solution", "").splitlines() if line.strip())
+
+
 def world_config(cfg: ProblemsConfig) -> WorldConfig:
     return WorldConfig(min_steps=cfg.min_steps, max_steps=cfg.max_steps, start_max=cfg.start_max,
                        add_max=cfg.add_max, mul_max=cfg.mul_max, div_max=cfg.div_max, max_value=cfg.max_value)
@@ -29,7 +34,10 @@ def sample_problems(cfg: ProblemsConfig) -> dict[str, Any]:
         rows = [p.to_row() for p in generate_problems(total, cfg.seed, world_config(cfg))]
     elif cfg.source in ("gsm8k", "math"):
         loader = load_gsm8k if cfg.source == "gsm8k" else load_math
-        rows = loader(cfg.source_path)
+        if cfg.sample not in ("file_order", "shuffle"):
+            raise ValueError(f"problems.sample must be 'file_order' or 'shuffle', got '{cfg.sample}'")
+        rows = loader(cfg.source_path, shuffle_seed=cfg.seed if cfg.sample == "shuffle" else None)
+        rows = [r for r in rows if cfg.min_steps <= reference_steps(r) <= cfg.max_steps]
     else:
         raise ValueError(f"problems.source must be 'synthetic', 'gsm8k' or 'math', got '{cfg.source}'")
     train = rows[: cfg.n_train]

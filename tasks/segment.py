@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from prefect import task
@@ -9,13 +10,13 @@ from prefect.cache_policies import NO_CACHE
 
 from prmflow.config import SegmentConfig
 from prmflow.label.quality import first_error_of, gold_step_labels
-from prmflow.partition import PartitionConfig, calibrate_threshold, partition
+from prmflow.partition import PartitionConfig, calibrate, number_tokens, partition
 
 
 def partition_config(cfg: SegmentConfig) -> PartitionConfig:
     return PartitionConfig(strategy=cfg.strategy, entropy_threshold=cfg.entropy_threshold, percentile=cfg.percentile,
                            target_mean_steps=cfg.target_mean_steps, min_len=cfg.min_len, max_len=cfg.max_len,
-                           chunk_len=cfg.chunk_len)
+                           chunk_len=cfg.chunk_len, keep_numbers=cfg.keep_numbers)
 
 
 def segment_rows(pcfg: PartitionConfig, rows: list[dict[str, Any]], threshold: float | None) -> tuple[list[dict[str, Any]], int]:
@@ -29,11 +30,13 @@ def segment_rows(pcfg: PartitionConfig, rows: list[dict[str, Any]], threshold: f
             seg = partition(r["text"], [tuple(o) for o in r["offsets"]], r["entropy"], pcfg, threshold=threshold)
         except ValueError as e:
             raise ValueError(f"generation '{r['id']}': {e}") from None
-        gold = gold_step_labels(seg.spans, r["first_error_char"])
+        # real problems have no step-level truth: no gold labels (None), never a made-up one
+        gold = gold_step_labels(seg.spans, r["first_error_char"]) if r["first_error_char"] is not None else None
         out.append({
             "id": r["id"],
             "problem_id": r["problem_id"],
             "prompt": r["prompt"],
+            **{k: r[k] for k in ("problem_source", "policy_prompt", "stop") if k in r},
             "text": r["text"],
             "token_ids": r["token_ids"],
             "steps": seg.steps,
@@ -43,7 +46,7 @@ def segment_rows(pcfg: PartitionConfig, rows: list[dict[str, Any]], threshold: f
             "n_anchors": len(seg.anchors),
             "threshold": seg.threshold,
             "gold_labels": gold,
-            "gold_first_error": first_error_of(gold),
+            "gold_first_error": first_error_of(gold) if gold is not None else None,
             "final_correct": r["final_correct"],
             "finish_reason": r["finish_reason"],
             "source": f"{pcfg.strategy}+tree" if "parent" in r else pcfg.strategy,
@@ -59,10 +62,13 @@ def segment(cfg: SegmentConfig, rows: list[dict[str, Any]]) -> dict[str, Any]:
     Not cached by Prefect: it is fast and DVC decides when it reruns.
     """
     pcfg = partition_config(cfg)
-    threshold = None
+    threshold, calibration = None, None
     if cfg.strategy == "calibrated":
         sample = [r for r in rows if r["token_ids"]][: cfg.calibration_size]
-        threshold = calibrate_threshold([r["entropy"] for r in sample], cfg.target_mean_steps, cfg.min_len, cfg.max_len,
-                                        offsets=[[tuple(o) for o in r["offsets"]] for r in sample])
+        offsets = [[tuple(o) for o in r["offsets"]] for r in sample]
+        blocked = [number_tokens(r["text"], o) for r, o in zip(sample, offsets)] if cfg.keep_numbers else None
+        cal = calibrate([r["entropy"] for r in sample], cfg.target_mean_steps, cfg.min_len, cfg.max_len,
+                        offsets=offsets, blocked=blocked, count=cfg.calibrate_count)
+        threshold, calibration = cal.tau, asdict(cal)
     segmented, skipped = segment_rows(pcfg, rows, threshold)
-    return {"rows": segmented, "skipped_empty": skipped, "threshold": threshold}
+    return {"rows": segmented, "skipped_empty": skipped, "threshold": threshold, "calibration": calibration}

@@ -100,10 +100,11 @@ def chunk_keys(keys: Sequence[str], chunk_size: int) -> list[list[str]]:
 
 
 def roll_out_chunk(backend: Backend, items: Sequence[tuple[str, Sequence[int], str, str]], num_rollouts: int,
-                   sampling: SamplingConfig) -> dict[str, tuple[StepEstimate, LabelCost]]:
+                   sampling: SamplingConfig, *, real: bool = False) -> dict[str, tuple[StepEstimate, LabelCost]]:
     """One backend call: MC estimates of the (key, prefix ids, prefix text, answer) items, each
-    with its share of the call's cost. A prefix's rollouts depend only on (seed, prefix)."""
-    verifiers = [answer_verifier(answer, [text]) for _, _, text, answer in items]
+    with its share of the call's cost. A prefix's rollouts depend only on (seed, prefix).
+    `real`: the answers are real problems' (prmflow.answers' final-answer verdict)."""
+    verifiers = [answer_verifier(answer, [text], real=real) for _, _, text, answer in items]
     estimates, cost = mc_estimates(backend, [list(ids) for _, ids, _, _ in items],
                                    lambda i, text: verifiers[i](0, text), num_rollouts, sampling,
                                    seeds=[prefix_seed(sampling.seed, k) for k, _, _, _ in items])
