@@ -6,6 +6,9 @@ Each `Completion` carries its token ids, the character span of each token in its
 entropy of the full next-token distribution before each token (nats, temperature 1), and
 optionally the top-k logprobs there. Later stages (partitioning, MC labeling, EDU sampling)
 need nothing else from a backend.
+
+Stop strings (`SamplingConfig.stop`) end a sample at the first occurrence of any of them in its
+decoded continuation; every backend applies the same cut (`cut_at_stop`) to its tokens.
 """
 
 from __future__ import annotations
@@ -52,6 +55,9 @@ class SamplingConfig:
     """base seed; sample j of prompt i uses its own stream derived from (seed, i, j)"""
     top_logprobs: int = 0
     """how many top logprobs to return per token (0 = none)"""
+    stop: tuple[str, ...] = ()
+    """stop strings: a sample ends at the first occurrence of any of them in its decoded text,
+    which then ends just before it (see `cut_at_stop`); () = stop on end-of-sequence only"""
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
@@ -62,6 +68,12 @@ class SamplingConfig:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.top_logprobs < 0:
             raise ValueError(f"top_logprobs must be >= 0, got {self.top_logprobs}")
+        if isinstance(self.stop, str):
+            raise ValueError(f"stop must be a tuple of strings, got the string {self.stop!r} (write ({self.stop!r},))")
+        object.__setattr__(self, "stop", tuple(self.stop))  # a list from YAML/JSON becomes a tuple
+        for s in self.stop:
+            if not isinstance(s, str) or not s:
+                raise ValueError(f"stop strings must be non-empty strings, got {s!r} in stop={self.stop!r}")
 
 
 @dataclass
@@ -80,7 +92,7 @@ class Completion:
     top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
     """per token: the top-k (token id, logprob) pairs at temperature 1"""
     finish_reason: str = "stop"
-    """`stop` (end-of-sequence token) or `length` (budget exhausted)"""
+    """`stop` (end-of-sequence token or a stop string) or `length` (budget exhausted)"""
 
     def to_row(self, decimals: int | None = None) -> dict[str, Any]:
         r = (lambda x: round(x, decimals)) if decimals is not None else (lambda x: x)
@@ -92,6 +104,47 @@ class Completion:
             "top_logprobs": [[[t, r(lp)] for t, lp in tops] for tops in self.top_logprobs],
             "finish_reason": self.finish_reason,
         }
+
+
+def cut_at_stop(text: str, offsets: Sequence[tuple[int, int]], stop: Sequence[str]) -> tuple[int, int] | None:
+    r"""Where a continuation ends under stop strings: (tokens kept, characters kept), or None if
+    no stop string occurs in `text`.
+
+    The cut is at s, the start of the earliest occurrence of any stop string. The text keeps
+    text[:s]; the tokens kept are those whose span starts before s. A token that straddles the
+    boundary (start < s < end, e.g. " Question" for the stop string "Question") is kept, its span
+    clipped to end at s, so spans still tile the kept text while its id still decodes to the
+    whole token. A token whose span starts at s or later, or an empty span at s, is dropped.
+
+    >>> # tokens "The", " answer", " is 5", "\n\n", "Question" -> spans of "The answer is 5\n\nQuestion"
+    >>> spans = [(0, 3), (3, 10), (10, 15), (15, 17), (17, 25)]
+    >>> cut_at_stop("The answer is 5\n\nQuestion", spans, ["\n\n", "Question:"])
+    (3, 15)
+    >>> cut_at_stop("The answer is 5\n\nQuestion", spans, ["swer"])   # " answer" straddles: kept
+    (2, 6)
+    >>> cut_at_stop("The answer is 5", spans[:3], ["\n\n"]) is None
+    True
+    """
+    found = [i for i in (text.find(s) for s in stop) if i >= 0]
+    if not found:
+        return None
+    s = min(found)
+    return sum(1 for start, _ in offsets if start < s), s
+
+
+def apply_stop(c: Completion, stop: Sequence[str]) -> Completion:
+    r"""`c` cut by `cut_at_stop` (finish_reason `stop`), or `c` itself if no stop string occurs.
+
+    >>> c = Completion("5\nQ: x", [7, 8, 9, 10], [(0, 1), (1, 2), (2, 4), (4, 6)], [0.1, 0.2, 0.3, 0.4], [], "length")
+    >>> apply_stop(c, ["\nQ"])
+    Completion(text='5', token_ids=[7], offsets=[(0, 1)], entropy=[0.1], top_logprobs=[], finish_reason='stop')
+    """
+    cut = cut_at_stop(c.text, c.offsets, stop) if stop else None
+    if cut is None:
+        return c
+    k, s = cut
+    return Completion(text=c.text[:s], token_ids=c.token_ids[:k], offsets=[(a, min(b, s)) for a, b in c.offsets[:k]],
+                      entropy=c.entropy[:k], top_logprobs=c.top_logprobs[:k], finish_reason="stop")
 
 
 class Backend(Protocol):
