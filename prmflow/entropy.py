@@ -29,7 +29,17 @@ def token_entropy(logits: torch.Tensor) -> torch.Tensor:
     >>> round(float(token_entropy(torch.zeros(4))), 6)   # uniform over 4 -> log 4
     1.386294
     """
-    logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+    return entropy_from_logprobs(torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1))
+
+
+def entropy_from_logprobs(logp: torch.Tensor) -> torch.Tensor:
+    """Eq. 1 from normalised log-probabilities (..., V) -> (...): `token_entropy(x)` is
+    `entropy_from_logprobs(log_softmax(x))` bit for bit, so a caller that also needs the
+    log-probabilities (top-k) computes the softmax once.
+
+    >>> round(float(entropy_from_logprobs(torch.log(torch.tensor([0.5, 0.25, 0.25])))), 6)
+    1.039721
+    """
     return torch.special.entr(logp.exp()).sum(-1)
 
 

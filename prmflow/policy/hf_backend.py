@@ -7,6 +7,19 @@ Per batch of prompts:
   3. decode:  one token per step for every row, recording H_t from the full logits
      (prmflow.entropy.token_entropy) and sampling with a per-row generator, so each
      sample's random stream depends on (seed, prompt, sample) and not on its neighbours.
+
+Memory is bounded by design: everything runs under `torch.inference_mode` (no autograd graph),
+the prefill keeps only the logits of the last positions (`logits_to_keep`, see `prefill_keep`),
+each decode step keeps only its (rows, V) logits and records per row just the sampled id, H_t
+and the top-k, and `token_logprobs` (teacher forcing) runs the LM head over chunks of at most
+`LOGPROB_CHUNK_ROWS` positions instead of materialising log_softmax over (B, T, V).
+Peak memory is therefore model + KV cache + O((rows + 64) x V), whatever the generated length.
+
+Bit-exactness: a float32 GEMM of fewer than ~16 rows takes a different MKL kernel than a
+longer one (the last bits of a logit change), while longer products give each row the same bits
+whatever their row count. The LM head is therefore always applied to at least
+`HEAD_MIN_ROWS` rows (or to all positions when there are fewer), so logits are bitwise those of
+the plain full-sequence forward (tests/test_backend_memory.py checks this against a reference).
 """
 
 from __future__ import annotations
@@ -19,8 +32,63 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.cache_utils import Cache, DynamicLayer
 
-from prmflow.entropy import check_finite, token_entropy
-from prmflow.policy.base import Completion, SamplingConfig, TokenizerFrontEnd, prompt_seeds, sample_seed
+from prmflow.entropy import check_finite, entropy_from_logprobs
+from prmflow.policy.base import Completion, SamplingConfig, TokenizerFrontEnd, apply_stop, prompt_seeds, sample_seed
+
+HEAD_MIN_ROWS = 64
+"""the LM head runs on at least this many rows, so that it takes the same (long-product) GEMM
+kernel as a full-sequence forward: same logits, bit for bit (see the module docstring)"""
+LOGPROB_CHUNK_ROWS = 64
+"""positions per LM-head call in `token_logprobs`: peak extra memory LOGPROB_CHUNK_ROWS x V floats"""
+
+
+TRIM_EVERY = 16
+"""decode steps between `release_freed_memory` calls"""
+
+
+def _load_malloc_trim():
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        return None
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+
+
+def release_freed_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc `malloc_trim(0)`; a no-op elsewhere).
+
+    glibc serves a freed block's size from its heap instead of mmap thereafter (its mmap
+    threshold adapts upwards, to 32 MiB), and the heap it grows for per-step (rows, V) tensors is
+    not always returned: measured on a 131k vocabulary, the resident set grew by one such tensor
+    per decode step in one run of three. Trimming every TRIM_EVERY steps bounds that garbage.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+def prefill_keep(batch: int, length: int) -> int:
+    """How many trailing prompt positions the prefill computes logits for: enough that the LM
+    head sees >= HEAD_MIN_ROWS rows (batch x keep), never more than the prompt length.
+
+    >>> prefill_keep(16, 300), prefill_keep(1, 300), prefill_keep(2, 5), prefill_keep(128, 40)
+    (4, 64, 5, 1)
+    """
+    return min(length, -(-HEAD_MIN_ROWS // batch))
+
+
+def stop_window(stop: Sequence[str]) -> int:
+    """Tokens decoded per step to look for a stop string that the newest token may complete:
+    4 per character of the longest stop string (a byte-level token can carry a quarter of a
+    4-byte character) plus 8, so the window holds it whole and does not begin inside it.
+
+    >>> stop_window(["Question:"])
+    44
+    """
+    return 4 * max(len(s) for s in stop) + 8
 
 
 class GrowingLayer(DynamicLayer):
@@ -136,6 +204,7 @@ class TransformersBackend(TokenizerFrontEnd):
 
     # ------------------------------------------------------------------ public API
 
+    @torch.inference_mode()
     def generate_ids(self, prompt_ids: Sequence[Sequence[int]], n: int, sampling: SamplingConfig,
                      seeds: Sequence[int] | None = None) -> list[list[Completion]]:
         """n samples per prompt. `seeds[i]` (default sampling.seed + i) seeds prompt i's samples."""
@@ -159,30 +228,85 @@ class TransformersBackend(TokenizerFrontEnd):
 
     # ------------------------------------------------------------------ internals
 
-    @torch.no_grad()
-    @torch.no_grad()
+    @torch.inference_mode()
     def token_logprobs(self, prompt_ids: Sequence[Sequence[int]], token_ids: Sequence[Sequence[int]]) -> list[list[float]]:
         """log p(token_t | prompt, tokens_<t) at temperature 1 for every given continuation token
-        (teacher forcing, right-padded batches): how surprising the policy finds each token."""
+        (teacher forcing, right-padded batches): how surprising the policy finds each token.
+
+        The decoder runs once per batch; the LM head then runs over the needed positions only,
+        LOGPROB_CHUNK_ROWS at a time (never a (B, T, V) tensor)."""
         if len(prompt_ids) != len(token_ids):
             raise ValueError(f"{len(prompt_ids)} prompts but {len(token_ids)} continuations")
         out: list[list[float]] = []
+        device = next(self.model.parameters()).device
         for start in range(0, len(prompt_ids), self.batch_size):
-            seqs = [list(p) + list(t) for p, t in zip(prompt_ids[start : start + self.batch_size],
-                                                      token_ids[start : start + self.batch_size], strict=True)]
-            T = max(len(s) for s in seqs)
-            ids = torch.full((len(seqs), T), self.pad_id, dtype=torch.long)
-            attn = torch.zeros((len(seqs), T), dtype=torch.long)
+            prompts, conts = prompt_ids[start : start + self.batch_size], token_ids[start : start + self.batch_size]
+            seqs = [list(p) + list(t) for p, t in zip(prompts, conts, strict=True)]
+            B, T = len(seqs), max(len(s) for s in seqs)
+            ids = torch.full((B, T), self.pad_id, dtype=torch.long)
+            attn = torch.zeros((B, T), dtype=torch.long)
             for b, seq in enumerate(seqs):
                 ids[b, : len(seq)], attn[b, : len(seq)] = torch.tensor(seq), 1
-            device = next(self.model.parameters()).device
-            logp = self.model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits.float().log_softmax(-1)
+            ids, attn = ids.to(device), attn.to(device)
+            self._check_head(ids[:1, : min(T, 8)])
+            h = self.model.base_model(input_ids=ids, attention_mask=attn).last_hidden_state  # (B, T, H)
             self.forward_passes += 1
-            for b, (p, t) in enumerate(zip(prompt_ids[start : start + self.batch_size],
-                                           token_ids[start : start + self.batch_size], strict=True)):
-                rows = torch.arange(len(p) - 1, len(p) + len(t) - 1, device=logp.device)
-                out.append(logp[b, rows, torch.tensor(list(t), dtype=torch.long, device=logp.device)].tolist())
+            # row b*T + t of h predicts token t+1 of sequence b
+            rows = torch.cat([torch.arange(len(p) - 1, len(p) + len(t) - 1) + b * T
+                              for b, (p, t) in enumerate(zip(prompts, conts, strict=True))]).to(device)
+            targets = torch.tensor([x for t in conts for x in t], dtype=torch.long, device=device)
+            lp = self._target_logprobs(h, rows, targets).tolist()
+            at = 0
+            for t in conts:
+                out.append(lp[at : at + len(t)])
+                at += len(t)
         return out
+
+    def _head(self, h: torch.Tensor) -> torch.Tensor:
+        """The model's own logits from final hidden states: its output embedding, then the final
+        soft-capping of models that have one (Gemma 2/3: cap * tanh(logits / cap)), in the same
+        operations as their `forward`. `_check_head` verifies this against the model's forward."""
+        logits = self.model.get_output_embeddings()(h)
+        cap = getattr(self.model.config.get_text_config(), "final_logit_softcapping", None)
+        if cap is not None:
+            logits = logits / cap
+            logits = torch.tanh(logits)
+            logits = logits * cap
+        return logits
+
+    def _check_head(self, ids: torch.Tensor) -> None:
+        """Once per backend: `_head(decoder(ids))` must give the model's own logits, else the
+        model transforms its logits in a way `_head` does not know (fail, never silently differ)."""
+        if getattr(self, "_head_checked", False):
+            return
+        ref = self.model(input_ids=ids).logits
+        ours = self._head(self.model.base_model(input_ids=ids).last_hidden_state)
+        if ours.shape != ref.shape or not torch.allclose(ours.float(), ref.float(), rtol=1e-4, atol=1e-4):
+            raise NotImplementedError(f"{type(self.model).__name__}: its logits are not output_embeddings(hidden) "
+                                      f"(with final_logit_softcapping), so token_logprobs cannot compute them in "
+                                      f"chunks; max difference {float((ours.float() - ref.float()).abs().max()):.3g}")
+        self._head_checked = True
+
+    def _target_logprobs(self, h: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """log_softmax(logits)[target] at the given flat rows of h (B, T, H) -> (N,) float32.
+
+        Small batches (B*T <= LOGPROB_CHUNK_ROWS) take the head over every position, exactly as a
+        full forward; otherwise chunks of LOGPROB_CHUNK_ROWS rows, each padded to HEAD_MIN_ROWS
+        rows so the GEMM, and so every logit, is bitwise the full-sequence one."""
+        B, T, H = h.shape
+        if B * T <= LOGPROB_CHUNK_ROWS:
+            logp = self._head(h).float().log_softmax(-1).view(B * T, -1)  # (B*T, V), at most CHUNK x V
+            return logp[rows, targets]
+        flat = h.reshape(B * T, H)
+        out = []
+        for c in range(0, len(rows), LOGPROB_CHUNK_ROWS):
+            sel, tgt = rows[c : c + LOGPROB_CHUNK_ROWS], targets[c : c + LOGPROB_CHUNK_ROWS]
+            pad = max(0, HEAD_MIN_ROWS - len(sel))  # any rows will do (B*T > CHUNK >= MIN_ROWS)
+            if pad:
+                sel = torch.cat([sel, torch.arange(pad, device=sel.device)])
+            logp = self._head(flat[sel]).float().log_softmax(-1)  # (<= CHUNK, V)
+            out.append(logp[torch.arange(len(tgt), device=logp.device), tgt])
+        return torch.cat(out) if out else flat.new_zeros(0, dtype=torch.float32)
 
     def _generate_batch(self, prompt_ids: Sequence[Sequence[int]], n: int, sampling: SamplingConfig,
                         seeds: Sequence[int]) -> list[list[Completion]]:
@@ -197,13 +321,15 @@ class TransformersBackend(TokenizerFrontEnd):
         input_ids, attn = input_ids.to(device), attn.to(device)
         pos = (attn.cumsum(-1) - 1).clamp(min=0)  # (B, L)
 
-        # 1. prefill once per prompt
+        # 1. prefill once per prompt; logits of the last positions only (prefill_keep)
         out = self.model(input_ids=input_ids, attention_mask=attn, position_ids=pos, use_cache=True,
-                         past_key_values=Cache(layer_class_to_replicate=GrowingLayer))
+                         past_key_values=Cache(layer_class_to_replicate=GrowingLayer),
+                         logits_to_keep=prefill_keep(B, L))
         self.forward_passes += 1
         self.prompt_tokens_encoded += int(attn.sum())
         cache = out.past_key_values
         logits = out.logits[:, -1, :]  # (B, V)
+        del out
 
         # 2. expand to n samples per prompt
         if n > 1:
@@ -224,22 +350,37 @@ class TransformersBackend(TokenizerFrontEnd):
         next_pos = pos[:, -1] + 1  # (A,) for the A rows still active
         active = torch.arange(R)  # original row index of each active row
         steps_tok, steps_H, steps_top, steps_rows = [], [], [], []  # per decode step, for active rows
-        finished_at = torch.full((R,), -1, dtype=torch.long)  # step at which EOS was drawn
+        finished_at = torch.full((R,), -1, dtype=torch.long)  # first step whose token is not returned
+        drawn: list[list[int]] = [[] for _ in range(R)] if sampling.stop else []  # tokens so far, for stop
+        window = stop_window(sampling.stop) if sampling.stop else 0
 
-        # 3. decode
+        # 3. decode: per step only (A, V) tensors, nothing full-vocabulary is kept across steps
         for t in range(T):
-            H = token_entropy(logits)  # (A,)
+            logp = torch.log_softmax(logits.float(), dim=-1)  # (A, V)
+            H = entropy_from_logprobs(logp)  # (A,), = token_entropy(logits) bit for bit
             check_finite(H, "entropy")
             nxt = self._sample(logits, sampling, u[active, t])  # (A,)
             steps_tok.append(nxt)
             steps_H.append(H)
             steps_rows.append(active)
             if sampling.top_logprobs:
-                tv, ti = torch.log_softmax(logits.float(), dim=-1).topk(sampling.top_logprobs, dim=-1)
+                tv, ti = logp.topk(sampling.top_logprobs, dim=-1)
                 steps_top.append((ti, tv))
+            del logp
             is_eos = (nxt == self.eos_id) & (finished_at[active] < 0)  # first EOS of a row ends it
             finished_at[active[is_eos]] = t
+            if sampling.stop:  # a stop string completed by this step's token ends its row after it
+                for r, tok in zip(active.tolist(), nxt.tolist(), strict=True):
+                    if finished_at[r] >= 0:
+                        continue
+                    drawn[r].append(tok)
+                    tail = self.tokenizer.decode(drawn[r][-window:], skip_special_tokens=True,
+                                                 clean_up_tokenization_spaces=False)
+                    if any(s in tail for s in sampling.stop):
+                        finished_at[r] = t + 1
             keep = finished_at[active] < 0
+            if t % TRIM_EVERY == TRIM_EVERY - 1:
+                release_freed_memory()
             if not bool(keep.any()) or t == T - 1:
                 break
             if 2 * int(keep.sum()) <= len(active):  # compact: drop finished rows from batch and cache
@@ -279,8 +420,9 @@ class TransformersBackend(TokenizerFrontEnd):
             for j in range(n):
                 r = b * n + j
                 text, spans = token_offsets(self.tokenizer, tokens[r])
-                row.append(Completion(text=text, token_ids=tokens[r], offsets=spans, entropy=ents[r],
-                                      top_logprobs=tops[r], finish_reason="stop" if finished_at[r] >= 0 else "length"))
+                c = Completion(text=text, token_ids=tokens[r], offsets=spans, entropy=ents[r], top_logprobs=tops[r],
+                               finish_reason="stop" if finished_at[r] >= 0 else "length")
+                row.append(apply_stop(c, sampling.stop))
             results.append(row)
         return results
 

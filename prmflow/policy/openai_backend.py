@@ -28,6 +28,10 @@ How it maps the interface onto the API:
   For temperature-1 entropies the server must return raw logprobs: vLLM's default
   `--logprobs-mode raw_logprobs`. `vllm_server_argv` builds a server command with the settings
   that make its outputs match `VLLMBackend` (float32, `--generation-config vllm`, ...).
+- **Stop strings** (`SamplingConfig.stop`) are sent as the request's `stop` field; the server
+  stops at the token completing one and truncates its text, and the tokens it returns are cut by
+  `prmflow.policy.base.apply_stop`, the rule of the other backends (a vLLM server returns every
+  generated token id; a plain server's re-tokenised text cannot be cut that way).
 - **finish_reason** `stop` / `length` map one to one; a trailing EOS token is dropped from
   `token_ids` (as in the other backends). Anything else (e.g. `abort`) is an error.
 - **Transport**: one `httpx.Client`, at most `concurrency` requests in flight (a thread pool of
@@ -57,7 +61,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from prmflow.entropy import topk_entropy
-from prmflow.policy.base import Completion, SamplingConfig, TokenizerFrontEnd, prompt_seeds, sample_seed
+from prmflow.policy.base import Completion, SamplingConfig, TokenizerFrontEnd, apply_stop, prompt_seeds, sample_seed
 from prmflow.policy.hf_backend import token_offsets
 
 log = logging.getLogger(__name__)
@@ -195,7 +199,7 @@ class OpenAIBackend(TokenizerFrontEnd):
         bodies = [self._body(ids, sampling, k, sample_seed(s, j))
                   for ids, s in zip(prompt_ids, seeds, strict=True) for j in range(n)]
         outs = self._post_all("/completions", bodies, desc="generate")
-        return [[self._completion(outs[i * n + j], sampling.top_logprobs) for j in range(n)]
+        return [[apply_stop(self._completion(outs[i * n + j], sampling.top_logprobs), sampling.stop) for j in range(n)]
                 for i in range(len(prompt_ids))]
 
     def token_logprobs(self, prompt_ids: Sequence[Sequence[int]], token_ids: Sequence[Sequence[int]]) -> list[list[float]]:
@@ -329,6 +333,8 @@ class OpenAIBackend(TokenizerFrontEnd):
                                 "top_p": 1.0 if greedy else sampling.top_p, "logprobs": k}
         if not greedy:
             body["seed"] = seed
+        if sampling.stop:
+            body["stop"] = list(sampling.stop)
         if self.vllm_extensions:
             body.update(top_k=0, return_token_ids=True, return_tokens_as_token_ids=True, skip_special_tokens=True)
         return body

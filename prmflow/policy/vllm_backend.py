@@ -33,6 +33,11 @@ How it maps the interface onto vLLM:
   defaults. One difference remains: vLLM also stops on extra `eos_token_id`s listed in
   generation_config.json (e.g. chat-end tokens); such a stop token stays in `token_ids`, where
   the transformers backend stops only on the tokenizer's EOS.
+- **Stop strings** (`SamplingConfig.stop`) go to vLLM as `SamplingParams(stop=...)` (with its
+  detokenizer on, which stop strings need; off otherwise), so a row stops at the token that
+  completes one. vLLM cuts only its text; the tokens and our text are then cut by
+  `prmflow.policy.base.apply_stop` (tokens whose span starts before the stop string), the rule of
+  the transformers backend, so both backends return the same completion for the same tokens.
 - **Text and offsets** come from `prmflow.policy.hf_backend.token_offsets` on the HF tokenizer
   (vLLM's detokenizer is switched off), so spans agree with the transformers backend.
 - **dtype** defaults to float32, like the transformers backend; vLLM would otherwise cast a
@@ -46,7 +51,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from prmflow.entropy import topk_entropy
-from prmflow.policy.base import Completion, SamplingConfig, TokenizerFrontEnd, prompt_seeds, sample_seed
+from prmflow.policy.base import Completion, SamplingConfig, TokenizerFrontEnd, apply_stop, prompt_seeds, sample_seed
 from prmflow.policy.hf_backend import token_offsets
 
 INSTALL_HINT = (
@@ -187,7 +192,7 @@ class VLLMBackend(TokenizerFrontEnd):
             for j in range(n):
                 out = outs[i * n + j]
                 self._count_prompt(out)
-                row.append(self._completion(out.outputs[0], sampling.top_logprobs))
+                row.append(apply_stop(self._completion(out.outputs[0], sampling.top_logprobs), sampling.stop))
             results.append(row)
         return results
 
@@ -232,8 +237,9 @@ class VLLMBackend(TokenizerFrontEnd):
             max_tokens=sampling.max_new_tokens,
             seed=None if greedy else seed,
             logprobs=k,
-            detokenize=False,
+            detokenize=bool(sampling.stop),  # vLLM matches stop strings on its detokenized text
             skip_special_tokens=True,
+            **({"stop": list(sampling.stop)} if sampling.stop else {}),
         )
 
     def _count_prompt(self, out: Any) -> None:
