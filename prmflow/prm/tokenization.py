@@ -28,7 +28,8 @@ as a string vs as tokens moved published F1 by points), so it is a named choice,
   merge across it, e.g. "\n" + "\n" -> "\n\n"), it is split at the boundary and the two halves
   are tokenized on their own, so step k's label never sees a character of step k + 1, and the
   separator always sits right after the token that ends step k. Needs a fast tokenizer
-  (character offsets).
+  (character offsets). Limit: a tokenizer that prepends "▁" to every text (Llama-2-style
+  SentencePiece; not Gemma-3) prepends it to such a right half too, as it would in `pieces`.
 
 Steps carry their own whitespace ("23 + 14 = 37\n"); in both modes the ids decode to the text
 (up to the tokenizer's own normalisation) plus the separators.
