@@ -492,3 +492,12 @@ def test_lm_features_need_an_lm_head(tiny_model_dir):
     prmflow.prm.tokenization.add_step_token(tok, base, "<step>")
     with pytest.raises(ValueError, match="output head"):
         PRM(base, tok, PRMConfig(lm_features=True))
+
+
+def test_lm_step_features_in_chunks_equal_one_pass(monkeypatch):
+    """A large vocabulary is processed a few positions at a time; the features are the same bits."""
+    torch.manual_seed(0)
+    logits, ids, steps = torch.randn(3, 40, 1000), torch.randint(0, 1000, (3, 40)), torch.randint(-1, 5, (3, 40))
+    one = prmflow.prm.model.lm_step_features(logits, ids, steps, exclude_id=7)
+    monkeypatch.setattr(prmflow.prm.model, "CHUNK_ELEMENTS", 3 * 1000 * 5)  # 5 positions per pass: 8 passes
+    assert torch.equal(prmflow.prm.model.lm_step_features(logits, ids, steps, exclude_id=7), one)

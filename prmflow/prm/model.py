@@ -146,6 +146,9 @@ def step_loss(logits: torch.Tensor, label_positions: torch.Tensor, targets: torc
 N_LM_FEATURES = 3
 LOGP_FLOOR = -30.0
 """log-probabilities are clamped here so that one impossible token cannot dominate a feature"""
+CHUNK_ELEMENTS = 1 << 24
+"""full-vocabulary temporaries of `lm_step_features` hold at most this many floats per pass
+(a 262k vocabulary is then 64 positions at a time, not all 512 at once)"""
 
 
 def lm_step_features(lm_logits: torch.Tensor, input_ids: torch.Tensor, steps: torch.Tensor,
@@ -157,22 +160,29 @@ def lm_step_features(lm_logits: torch.Tensor, input_ids: torch.Tensor, steps: to
     distribution at t - 1; `exclude_id` (the separator) is taken out of that softmax. A step
     with no scorable token gets (0, 0, 0), the features of a certain step.
     """
-    B, T, _ = lm_logits.shape
-    logits = lm_logits.float()
-    if exclude_id is not None:
-        logits = logits.clone()
-        logits[..., exclude_id] = float("-inf")
-    logp = logits.log_softmax(-1)[:, :-1]  # (B, T-1, V): the distribution that produced token t = 1..T-1
-    entropy = -(logp.exp() * logp.clamp(min=LOGP_FLOOR)).sum(-1)  # (B, T-1)
-    tok_logp = logp.gather(2, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1).clamp(min=LOGP_FLOOR)  # (B, T-1)
+    B, T, V = lm_logits.shape
+    chunk = max(1, CHUNK_ELEMENTS // max(1, B * V))  # positions per pass: full-vocab temporaries stay ~64 MB
+    lp_chunks, ent_chunks = [], []
+    for a in range(0, T - 1, chunk):  # the distributions that produced tokens t = a + 1 .. b
+        b = min(T - 1, a + chunk)
+        logits = lm_logits[:, a:b].float()
+        if exclude_id is not None:
+            logits = logits.clone()
+            logits[..., exclude_id] = float("-inf")
+        logp = logits.log_softmax(-1)  # (B, b - a, V)
+        ent_chunks.append(-(logp.exp() * logp.clamp(min=LOGP_FLOOR)).sum(-1))
+        lp_chunks.append(logp.gather(2, input_ids[:, a + 1 : b + 1].unsqueeze(-1)).squeeze(-1).clamp(min=LOGP_FLOOR))
+    device = lm_logits.device
+    tok_logp = torch.cat(lp_chunks, 1) if lp_chunks else torch.zeros(B, 0, device=device)  # (B, T-1)
+    entropy = torch.cat(ent_chunks, 1) if ent_chunks else torch.zeros(B, 0, device=device)  # (B, T-1)
     step = steps[:, 1:]
     S = int(steps.max().item()) + 1 if steps.numel() else 0
     seg = torch.where(step >= 0, step, torch.full_like(step, S))  # non-step tokens into a spare slot
     member = (step >= 0).float()
-    lp_min = torch.zeros(B, S + 1, device=logits.device).scatter_reduce(1, seg, tok_logp, "amin", include_self=False)
-    lp_sum = torch.zeros(B, S + 1, device=logits.device).scatter_add(1, seg, tok_logp * member)
-    count = torch.zeros(B, S + 1, device=logits.device).scatter_add(1, seg, member)
-    ent_max = torch.zeros(B, S + 1, device=logits.device).scatter_reduce(1, seg, entropy, "amax", include_self=False)
+    lp_min = torch.zeros(B, S + 1, device=device).scatter_reduce(1, seg, tok_logp, "amin", include_self=False)
+    lp_sum = torch.zeros(B, S + 1, device=device).scatter_add(1, seg, tok_logp * member)
+    count = torch.zeros(B, S + 1, device=device).scatter_add(1, seg, member)
+    ent_max = torch.zeros(B, S + 1, device=device).scatter_reduce(1, seg, entropy, "amax", include_self=False)
     empty = count == 0
     lp_min = torch.where(empty, torch.zeros_like(lp_min), lp_min)
     ent_max = torch.where(empty, torch.zeros_like(ent_max), ent_max)
