@@ -275,18 +275,23 @@ def test_changed_backbone_is_detected_on_load(tmp_path):
         PRM.from_pretrained(tmp_path / "prm")
 
 
-def test_relative_backbone_resolves_against_the_working_dir(tiny_model_dir, tmp_path, monkeypatch):
+def test_relative_backbone_resolves_against_the_repo_of_the_prm(tiny_model_dir, tmp_path, monkeypatch):
     import shutil
 
-    shutil.copytree(tiny_model_dir, tmp_path / "models" / "policy")
-    monkeypatch.chdir(tmp_path)
+    repo, copy = tmp_path / "repo", tmp_path / "copy"
+    shutil.copytree(tiny_model_dir, repo / "models" / "policy")
+    monkeypatch.chdir(repo)  # as DVC runs the train stage
     prm = PRM.from_backbone("models/policy", PRMConfig())
     prm.save_pretrained("models/prm")
-    assert json.loads((tmp_path / "models/prm/prm_backbone.json").read_text())["path"] == "models/policy"
-    moved = tmp_path / "elsewhere"  # a copy of the repo (dvc exp run --temp): the pointer still resolves
-    shutil.copytree(tmp_path / "models", moved / "models")
-    monkeypatch.chdir(moved)
+    assert json.loads((repo / "models/prm/prm_backbone.json").read_text())["path"] == "models/policy"
+    shutil.copytree(repo / "models", copy / "models")  # a copy of the repo (dvc exp run --temp)
+    monkeypatch.chdir(copy)
     assert PRM.from_pretrained("models/prm").score(PROMPT, ADVERSARIAL) == prm.score(PROMPT, ADVERSARIAL)
+    monkeypatch.chdir(tmp_path)  # another working directory: the repo the PRM dir sits in is searched
+    assert PRM.from_pretrained(repo / "models/prm").score(PROMPT, ADVERSARIAL) == prm.score(PROMPT, ADVERSARIAL)
+    shutil.rmtree(copy / "models" / "policy")
+    with pytest.raises(FileNotFoundError, match="'models/policy'"):
+        PRM.from_pretrained(copy / "models/prm")
 
 
 def test_load_leaves_the_global_rng_alone(prm, tmp_path):

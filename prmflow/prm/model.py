@@ -403,8 +403,9 @@ class PRM(torch.nn.Module):
         """Load a PRM written by save_pretrained, with its backbone copy or by its pointer.
 
         A pointer (prm_backbone.json) names the backbone as `train.backbone` gave it; a relative
-        path resolves against the working directory (the repo root, where DVC runs every stage).
-        `backbone` overrides where to find it. The backbone found there must hold the weights
+        path resolves against the repo the PRM dir sits in (`resolve_backbone`), so models/prm
+        finds models/policy beside it from any working directory. `backbone` overrides where to
+        find it. The backbone found there must hold the weights
         and tokenizer the PRM was trained on (sha256); otherwise a ValueError says so.
         """
         path = Path(path)
@@ -423,8 +424,9 @@ class PRM(torch.nn.Module):
     def _from_ref(cls, path: Path, cfg: PRMConfig, backbone: str | Path | None, **backbone_kwargs: Any) -> PRM:
         ref = BackboneRef(**json.loads((path / BACKBONE_REF_NAME).read_text()))
         src = str(backbone if backbone is not None else ref.path)
-        local = Path(src) if Path(src).is_absolute() else Path.cwd() / src
-        where = f"{src!r} (recorded in {path / BACKBONE_REF_NAME}; relative paths resolve against {Path.cwd()})"
+        local = resolve_backbone(src, path)
+        where = (f"{src!r} (recorded in {path / BACKBONE_REF_NAME}; a relative path resolves against the first "
+                 f"ancestor of the PRM dir that holds it, else the working directory {Path.cwd()})")
         if not local.exists() and (Path(src).is_absolute() or src.startswith(".")):
             raise FileNotFoundError(f"{path}: its backbone {where} does not exist")
         want_dtype = backbone_kwargs.pop("dtype", None)
@@ -456,7 +458,7 @@ class BackboneRef:
     """What a frozen-backbone PRM saves instead of its backbone: prm_backbone.json."""
 
     path: str
-    """the backbone as `from_backbone` was given it: a local dir (relative = to the working dir) or a hub id"""
+    """the backbone as `from_backbone` was given it: a local dir (relative: see `resolve_backbone`) or a hub id"""
     weights_sha256: str
     """`weights_digest` of the backbone as loaded, before the step token was added"""
     tokenizer_sha256: str
@@ -467,6 +469,19 @@ class BackboneRef:
     """the id the step token got"""
     vocab_size: int = -1
     """len(tokenizer) with the step token"""
+
+
+def resolve_backbone(src: str, prm_dir: str | Path) -> Path:
+    """Where a backbone pointer `src` points: itself if absolute; a relative path under the
+    nearest ancestor of `prm_dir` that has it (the repo root for <repo>/models/prm and
+    "models/policy", also in a copy of the repo such as `dvc exp run --temp`), else under the
+    working directory (where DVC runs stages). The returned path may not exist (a hub id)."""
+    if Path(src).is_absolute():
+        return Path(src)
+    for root in Path(prm_dir).resolve().parents:
+        if (root / src).exists():
+            return root / src
+    return Path.cwd() / src
 
 
 def weights_digest(model: torch.nn.Module) -> str:
