@@ -9,13 +9,15 @@ lines are the steps, "#### N" becomes "The answer is N", and every other row has
 result changed (that step and all after it labeled 0). The PRM is the backbone frozen + one
 linear head, trained as `train.cache_features` does (the backbone runs once per row), then
 saved, reloaded from its pointer and scored. Writes reports/bench/prm_backbone.json and prints
-one line: seconds (featurize / train / save+load / score), peak RSS, truncated fraction, and the
-size of the saved PRM directory.
+one line: seconds (load / featurize + train / reload / score), peak RSS, truncated fraction, and
+the size of the saved PRM directory. On a shared machine the wall times stretch with the load;
+`cpu_seconds` does not.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -82,25 +84,31 @@ def main() -> None:
     t_load = time.perf_counter() - t0
     cfg = TrainConfig(lr=1e-3, epochs=args.epochs, steps=args.steps, batch_size=16, warmup_steps=5,
                       freeze_backbone=True, cache_features=not args.no_cache, checkpoint_every=10_000)
+    prompts, steps = [r["prompt"] for r in rows[:32]], [r["completions"] for r in rows[:32]]
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         summary = train_prm(prm, rows, cfg, Path(tmp) / "ck")
         t_train = time.perf_counter() - t0
+        peak_train = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         t0 = time.perf_counter()
+        in_memory = prm.score_batch(prompts, steps, batch_size=8)
+        t_score = time.perf_counter() - t0
         prm.save_pretrained(Path(tmp) / "prm")
         saved_bytes = sum(f.stat().st_size for f in (Path(tmp) / "prm").iterdir())
+        del prm  # one PRM in memory at a time, as in the train and evaluate stages
+        gc.collect()
+        t0 = time.perf_counter()
         loaded = PRM.from_pretrained(Path(tmp) / "prm")
-        t_save_load = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    scored = loaded.score_batch([r["prompt"] for r in rows[:32]], [r["completions"] for r in rows[:32]], batch_size=8)
-    t_score = time.perf_counter() - t0
-    same = scored == prm.score_batch([r["prompt"] for r in rows[:32]], [r["completions"] for r in rows[:32]], batch_size=8)
+        t_reload = time.perf_counter() - t0
+    same = loaded.score_batch(prompts, steps, batch_size=8) == in_memory
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
     result = {
         "backbone": args.backbone, "rows": len(rows), "max_len": args.max_len, "lm_features": args.lm_features,
         "cache_features": not args.no_cache, "optimizer_steps": summary["steps"], "threads": args.threads,
         "seconds_load_backbone": round(t_load, 1), "seconds_train": round(t_train, 1),
-        "seconds_save_and_reload": round(t_save_load, 1), "seconds_score_32_rows": round(t_score, 1),
+        "seconds_reload": round(t_reload, 1), "seconds_score_32_rows": round(t_score, 1),
+        "cpu_seconds": round(cpu.ru_utime + cpu.ru_stime, 1), "peak_rss_mib_train": round(peak_train, 1),
         "peak_rss_mib": round(peak, 1), "saved_prm_bytes": saved_bytes, "reloaded_scores_identical": same,
         "final_loss": round(summary["final_loss"], 4), "backbone_passes": summary.get("backbone_passes"),
         **{k: summary[k] for k in ("truncated_rows", "truncated_fraction", "truncated_steps", "skipped_rows")},
@@ -108,8 +116,9 @@ def main() -> None:
     }
     write_json(args.out, result)
     print(f"prm_backbone: {args.backbone} {len(rows)} rows max_len {args.max_len}: load {t_load:.0f} s, train "
-          f"{t_train:.0f} s ({summary['steps']} steps, {summary.get('backbone_passes')} backbone passes), save+reload "
-          f"{t_save_load:.0f} s, score 32 rows {t_score:.0f} s; peak RSS {peak:.0f} MiB; saved {saved_bytes / 1e6:.1f} MB; "
+          f"{t_train:.0f} s ({summary['steps']} steps, {summary.get('backbone_passes')} backbone passes), reload "
+          f"{t_reload:.0f} s, score 32 rows {t_score:.0f} s; peak RSS {peak_train:.0f} MiB training, {peak:.0f} MiB "
+          f"overall; saved {saved_bytes / 1e3:.1f} kB; "
           f"truncated {summary['truncated_fraction']:.1%}; reloaded scores identical: {same}")
 
 
