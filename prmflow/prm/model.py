@@ -31,6 +31,14 @@ second pass over the solution with the separators taken out, so the LM reads exa
 policy wrote. Everything stays trainable: the features move with the backbone.
 
 Where each step's separator sits, for any tokenizer, is `prmflow.prm.tokenization`.
+
+Saving. A PRM whose backbone is still the checkpoint it was built on (a frozen backbone) saves
+its heads, prmflow_prm.json and prm_backbone.json, a `BackboneRef` (the path as given, sha256s of
+the weights and tokenizer); loading rebuilds the backbone from there, bit for bit, and refuses a
+changed one. A trained backbone (full fine-tuning, merged LoRA) is saved whole, in HF format:
+
+    frozen:  prm_backbone.json  prm_heads.safetensors  prmflow_prm.json
+    trained: config.json  model.safetensors  tokenizer*.json  prm_heads.safetensors  prmflow_prm.json
 """
 
 from __future__ import annotations
@@ -405,8 +413,8 @@ class PRM(torch.nn.Module):
         A pointer (prm_backbone.json) names the backbone as `train.backbone` gave it; a relative
         path resolves against the repo the PRM dir sits in (`resolve_backbone`), so models/prm
         finds models/policy beside it from any working directory. `backbone` overrides where to
-        find it. The backbone found there must hold the weights
-        and tokenizer the PRM was trained on (sha256); otherwise a ValueError says so.
+        find it. The backbone found there must hold the weights and tokenizer the PRM was trained
+        on (sha256); otherwise a ValueError says so.
         """
         path = Path(path)
         raw = json.loads((path / CONFIG_NAME).read_text())
@@ -414,9 +422,11 @@ class PRM(torch.nn.Module):
         cfg = PRMConfig(**raw)
         if (path / BACKBONE_REF_NAME).is_file():
             prm = cls._from_ref(path, cfg, backbone, **backbone_kwargs)
+        elif backbone is not None:
+            raise ValueError(f"{path} holds its own (trained) backbone; from_pretrained(backbone=...) is for a PRM "
+                             f"saved with a pointer to a frozen one")
         else:
-            prm = cls(_auto(cfg).from_pretrained(backbone or path, **backbone_kwargs),
-                      AutoTokenizer.from_pretrained(backbone or path), cfg)
+            prm = cls(_auto(cfg).from_pretrained(path, **backbone_kwargs), AutoTokenizer.from_pretrained(path), cfg)
         prm.heads.load_state_dict(load_file(path / HEADS_NAME))
         return prm
 
@@ -506,9 +516,9 @@ def require_policy_backbone(backbone: str | Path, policy: str | Path) -> None:
     (`prmflow.shard.path_fingerprint`).
 
     >>> require_policy_backbone("models/policy", "models/policy")
-    >>> require_policy_backbone("org/lm-270m", "models/policy")
+    >>> require_policy_backbone("org/lm-270m", "models/policy")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    ValueError: lm_features reads the backbone's own log-probabilities and entropies of each step's tokens, which mean 'how surprised was the policy by what it wrote' only when the backbone IS that policy; backbone 'org/lm-270m' is not the policy 'models/policy' that generated the labeled steps. Set lm_features: false, or backbone to the policy
+    ValueError: lm_features reads ... backbone 'org/lm-270m' is not the policy 'models/policy' ...
     """
     a, b = Path(backbone), Path(policy)
     if str(backbone) == str(policy) or (a.exists() and b.exists() and (
