@@ -11,7 +11,7 @@ linear head, trained as `train.cache_features` does (the backbone runs once per 
 saved, reloaded from its pointer and scored. Writes reports/bench/prm_backbone.json and prints
 one line: seconds (load / featurize + train / reload / score), peak RSS, truncated fraction, and
 the size of the saved PRM directory. On a shared machine the wall times stretch with the load;
-`cpu_seconds` does not.
+`cpu_seconds` does not. Measured: reports/bench/prm_backbone.json, and README.
 """
 
 from __future__ import annotations
@@ -72,7 +72,8 @@ def main() -> None:
     ap.add_argument("--lm-features", action="store_true", help="heads also read the backbone's LM statistics")
     ap.add_argument("--no-cache", action="store_true", help="rerun the frozen backbone every epoch (for comparison)")
     ap.add_argument("--steps", type=int, default=0, help="optimizer steps (0 = from --epochs)")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads; on a shared machine 2 OpenMP threads ran a forward 3-5x slower than 1")
     ap.add_argument("--out", default="reports/bench/prm_backbone.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
