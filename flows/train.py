@@ -2,10 +2,13 @@
 
     python -m flows.train [--params params.yaml]
 
-The PRM is the policy's backbone plus reward head(s) read at a dedicated step token appended
-to each step (prmflow.prm), trained with BCE on hard or soft MC labels. Outputs models/prm/
-(`PRM.from_pretrained(dir).score(prompt, steps)`; the backbone also loads with
-`AutoModel.from_pretrained`), reports/train.json and reports/train/loss.png.
+The PRM is a backbone (`train.backbone`, by default the policy) plus reward head(s) read at a
+dedicated step token appended to each step (prmflow.prm), trained with BCE on hard or soft MC
+labels. Outputs models/prm/ (`PRM.from_pretrained(dir).score(prompt, steps)`),
+reports/train.json and reports/train/loss.png. A frozen backbone is not copied: models/prm/
+holds the heads, prmflow_prm.json and prm_backbone.json (the backbone's path as given, relative
+to the repo root, and sha256s of its weights and tokenizer, checked on load), and so does the
+MLflow model artifact. A trained backbone (full fine-tuning, merged LoRA) is saved whole.
 
 Several GPUs: `python -m prmflow.launch train` with `launcher: accelerate` and `num_processes: N`
 in the train section runs `accelerate launch -m flows.train`; rank 0 runs this flow, the other
@@ -36,6 +39,11 @@ def train_flow(params: str | list[str] = "params.yaml", labels_path: str = "data
         plots.loss_curve(losses, reports / "train" / "loss.png", "PRM training loss (BCE at step tokens)")
         run.metrics({f"train/{k}": v for k, v in summary.items() if isinstance(v, (int, float)) and v is not None})
         run.artifact(reports / "train", "plots")
+        ref = Path(out_dir) / "prm_backbone.json"
+        if ref.is_file():  # a frozen backbone: the artifact is the heads + this pointer, no backbone copy
+            pointer = io.read_json(ref)
+            run.tags({"prm.backbone": pointer["path"], "prm.backbone_sha256": pointer["weights_sha256"]})
+            print(f"train: saved the heads and a pointer to the backbone {pointer['path']} (not a copy)")
         run.artifact(out_dir, "model")
         if cfg.register_name:
             version = tracking.register_model(run.run_id, "model", cfg.register_name)

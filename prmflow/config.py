@@ -313,7 +313,10 @@ class TrainConfig:
     """Stage `train`: a step-token PRM on the labeled steps (prmflow.prm)."""
 
     backbone: str = "models/policy"
-    """backbone dir or hub id; the default PRM starts from the policy's weights"""
+    """backbone dir or hub id (any HF causal LM); the default PRM starts from the policy's weights.
+    A frozen backbone is saved as a pointer to this path (relative = to the repo root), not a copy"""
+    policy: str = "models/policy"
+    """the policy that generated the labeled steps; lm_features needs backbone to be this model"""
     num_heads: int = 1
     """reward heads (E > 1 = ActPRM-style ensemble; scores are the mean sigmoid over heads)"""
     head_hidden: int = 0
@@ -348,7 +351,15 @@ class TrainConfig:
     """train the heads only"""
     lm_features: bool = False
     """heads also read the backbone's own LM statistics per step (min/mean token log-prob, max
-    entropy; prmflow.prm.model); needs a causal-LM backbone"""
+    entropy; prmflow.prm.model); needs a causal-LM backbone that is the policy (backbone = policy)"""
+    cache_features: bool = False
+    """with freeze_backbone: run the backbone once per row, not once per row and epoch (the
+    heads train on cached inputs; equal up to float rounding, so off keeps the default's bytes)"""
+    add_bos: bool = True
+    """put the tokenizer's BOS id first, once (Gemma, Llama); a no-op for tokenizers without BOS"""
+    step_tokenization: str = "pieces"
+    """`pieces` (prompt and each step tokenized alone) | `joined` (the text tokenized once, split at
+    step boundaries; right for SentencePiece tokenizers); prmflow.prm.tokenization"""
     register_name: str = "prmflow-prm"
     """MLflow registered model name ("" = do not register)"""
     dtype: str = "float32"
@@ -373,6 +384,10 @@ class TrainConfig:
             raise ValueError(f"lora_r must be >= 0, got {self.lora_r}")
         if self.lora_r > 0 and self.freeze_backbone:
             raise ValueError("lora_r > 0 trains LoRA adapters on the backbone; it contradicts freeze_backbone: true")
+        if self.cache_features and not self.freeze_backbone:
+            raise ValueError("cache_features caches a frozen backbone's outputs; it needs freeze_backbone: true")
+        if self.step_tokenization not in ("pieces", "joined"):
+            raise ValueError(f"step_tokenization must be 'pieces' or 'joined', got {self.step_tokenization!r}")
 
 
 @dataclass(frozen=True)

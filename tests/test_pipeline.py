@@ -142,15 +142,14 @@ def test_stages_produce_their_artifacts(repo):
     assert quality["newline_mc2"]["generated_tokens"] >= quality["newline_mc1"]["generated_tokens"]
     assert (tmp / "reports/labeling/pareto.png").stat().st_size > 1000
 
-    # PRM: loads with PRM.from_pretrained and with plain transformers, scores every step
+    # PRM: its heads + a pointer to the frozen backbone (models/policy), no copy; loads and scores every step
     from prmflow.prm import PRM
 
+    assert json.loads((tmp / "models/prm/prm_backbone.json").read_text())["path"] == "models/policy"
+    assert not (tmp / "models/prm/model.safetensors").exists()
     prm = PRM.from_pretrained(tmp / "models/prm")
     scores = prm.score("Question: Mia has 2 cats.\nAnswer:\n", ["2 + 1 = 3\n", "The answer is 3"])
     assert len(scores) == 2 and all(0 <= x <= 1 for x in scores)
-    from transformers import AutoModel
-
-    AutoModel.from_pretrained(tmp / "models/prm")
     assert json.loads((tmp / "reports/train.json").read_text())["steps"] == 4
 
     # evaluation: the three scorers side by side, and Best-of-N at N = 1, 2, 4

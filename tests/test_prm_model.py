@@ -213,23 +213,124 @@ def test_truncated_steps_get_no_score(tiny_model_dir):
 
 
 def test_save_load_round_trip(prm, tmp_path):
+    """An untouched (frozen) backbone is saved as a pointer, and the reloaded PRM is the same
+    model bit for bit: every tensor, and so every score."""
     prm.cfg.label_type = "soft"
     with torch.no_grad():  # make the heads differ from their init so the round trip is not trivial
         prm.heads[1].net.weight.add_(0.1)
     out = tmp_path / "prm"
     prm.save_pretrained(out)
     prm.save_pretrained(out)  # overwriting an existing save works (atomic replace)
+    assert sorted(p.name for p in out.iterdir()) == ["prm_backbone.json", "prm_heads.safetensors", "prmflow_prm.json"]
     loaded = PRM.from_pretrained(out)
     steps = [["23 + 14 = 37\n", "The answer is 37"], ADVERSARIAL]
     assert prm.score_batch([PROMPT, PROMPT], steps) == loaded.score_batch([PROMPT, PROMPT], steps)
     assert loaded.cfg == prm.cfg and json.loads((out / "prmflow_prm.json").read_text())["label_type"] == "soft"
     assert loaded.step_token_id == prm.step_token_id
+    assert prm.state_dict().keys() == loaded.state_dict().keys()
     for (k, a), b in zip(prm.state_dict().items(), loaded.state_dict().values()):
-        assert torch.equal(a, b), k  # includes each head's initial weights
-    plain = AutoModel.from_pretrained(out)  # the backbone is a standard HF checkpoint
+        assert torch.equal(a, b), k  # the backbone rebuilt from its pointer, and each head's initial weights
+    assert not list(tmp_path.glob(".*"))  # no temp dirs left behind
+
+
+def test_trained_backbone_is_saved_whole(prm, tmp_path):
+    with torch.no_grad():  # what full fine-tuning does to the backbone
+        prm.backbone.norm.weight.add_(0.5)
+    prm.save_pretrained(tmp_path / "prm")
+    assert not (tmp_path / "prm" / "prm_backbone.json").exists()
+    loaded = PRM.from_pretrained(tmp_path / "prm")
+    assert loaded.score_batch([PROMPT], [ADVERSARIAL]) == prm.score_batch([PROMPT], [ADVERSARIAL])
+    plain = AutoModel.from_pretrained(tmp_path / "prm")  # the backbone is a standard HF checkpoint
     for a, b in zip(prm.backbone.state_dict().values(), plain.state_dict().values()):
         assert torch.equal(a, b)
-    assert not list(tmp_path.glob(".*"))  # no temp dirs left behind
+
+
+def test_changed_backbone_is_detected_on_load(tmp_path):
+    from prmflow.policy.tiny import build_tokenizer
+    from conftest import CORPUS
+
+    tok = build_tokenizer(CORPUS, 300)
+    backbone = tmp_path / "lm"
+    build_model("llama", len(tok), 32, 1, 2, 128, tok.pad_token_id, tok.eos_token_id, seed=0).save_pretrained(backbone)
+    tok.save_pretrained(backbone)
+    PRM.from_backbone(backbone, PRMConfig()).save_pretrained(tmp_path / "prm")
+    # another model written to the same path (e.g. the policy retrained): refused, with the reason
+    build_model("llama", len(tok), 32, 1, 2, 128, tok.pad_token_id, tok.eos_token_id, seed=1).save_pretrained(backbone)
+    with pytest.raises(ValueError, match=r"backbone .*lm.* has changed since this PRM was trained: its weights sha256"):
+        PRM.from_pretrained(tmp_path / "prm")
+    # ... unless pointed at the original weights
+    original = tmp_path / "original"
+    build_model("llama", len(tok), 32, 1, 2, 128, tok.pad_token_id, tok.eos_token_id, seed=0).save_pretrained(original)
+    tok.save_pretrained(original)
+    assert PRM.from_pretrained(tmp_path / "prm", backbone=original).score(PROMPT, ["1\n"])
+    # a tokenizer with another vocabulary is a change too
+    build_model("llama", len(tok), 32, 1, 2, 128, tok.pad_token_id, tok.eos_token_id, seed=0).save_pretrained(backbone)
+    build_tokenizer(CORPUS[:1], 290).save_pretrained(backbone)
+    with pytest.raises(ValueError, match="its tokenizer sha256"):
+        PRM.from_pretrained(tmp_path / "prm")
+    import shutil
+
+    shutil.rmtree(backbone)
+    with pytest.raises(FileNotFoundError, match="could not be loaded|does not exist"):
+        PRM.from_pretrained(tmp_path / "prm")
+
+
+def test_relative_backbone_resolves_against_the_repo_of_the_prm(tiny_model_dir, tmp_path, monkeypatch):
+    import shutil
+
+    repo, copy = tmp_path / "repo", tmp_path / "copy"
+    shutil.copytree(tiny_model_dir, repo / "models" / "policy")
+    monkeypatch.chdir(repo)  # as DVC runs the train stage
+    prm = PRM.from_backbone("models/policy", PRMConfig())
+    prm.save_pretrained("models/prm")
+    assert json.loads((repo / "models/prm/prm_backbone.json").read_text())["path"] == "models/policy"
+    shutil.copytree(repo / "models", copy / "models")  # a copy of the repo (dvc exp run --temp)
+    monkeypatch.chdir(copy)
+    assert PRM.from_pretrained("models/prm").score(PROMPT, ADVERSARIAL) == prm.score(PROMPT, ADVERSARIAL)
+    monkeypatch.chdir(tmp_path)  # another working directory: the repo the PRM dir sits in is searched
+    assert PRM.from_pretrained(repo / "models/prm").score(PROMPT, ADVERSARIAL) == prm.score(PROMPT, ADVERSARIAL)
+    shutil.rmtree(copy / "models" / "policy")
+    with pytest.raises(FileNotFoundError, match="'models/policy'"):
+        PRM.from_pretrained(copy / "models/prm")
+
+
+def test_load_leaves_the_global_rng_alone(prm, tmp_path):
+    prm.save_pretrained(tmp_path / "prm")
+    torch.manual_seed(123)
+    expect = torch.rand(3)
+    torch.manual_seed(123)
+    PRM.from_pretrained(tmp_path / "prm")
+    assert torch.equal(torch.rand(3), expect)
+
+
+def test_prm_saved_before_the_pointer_format_still_loads(prm, tmp_path):
+    """The old layout: full backbone + tokenizer, and a prmflow_prm.json without add_bos (so it
+    loads with add_bos False, the layout it was trained with)."""
+    out = tmp_path / "old"
+    out.mkdir()
+    prm.backbone.save_pretrained(out)
+    prm.tokenizer.save_pretrained(out)
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in prm.heads.state_dict().items()}, out / "prm_heads.safetensors")
+    old_cfg = {k: v for k, v in json.loads(json.dumps(prmflow.prm.model.asdict(prm.cfg))).items()
+               if k not in ("add_bos", "step_tokenization")}
+    (out / "prmflow_prm.json").write_text(json.dumps(old_cfg))
+    loaded = PRM.from_pretrained(out)
+    assert loaded.cfg.add_bos is False and loaded.cfg.step_tokenization == "pieces"
+    assert loaded.score_batch([PROMPT], [ADVERSARIAL]) == prm.score_batch([PROMPT], [ADVERSARIAL])
+
+
+def test_lm_features_need_the_policy_as_backbone(tiny_model_dir, tmp_path):
+    import shutil
+
+    from prmflow.prm.model import require_policy_backbone
+
+    require_policy_backbone(tiny_model_dir, tiny_model_dir)
+    shutil.copytree(tiny_model_dir, tmp_path / "copy")
+    require_policy_backbone(tmp_path / "copy", tiny_model_dir)  # a copy of the same files is the same model
+    with pytest.raises(ValueError, match="only when the backbone IS that policy.*Set lm_features: false"):
+        require_policy_backbone("models/real-policy", tiny_model_dir)
 
 
 def test_other_families_qwen2_mlp_heads_and_bert(tmp_path):
@@ -396,3 +497,12 @@ def test_lm_features_need_an_lm_head(tiny_model_dir):
     prmflow.prm.tokenization.add_step_token(tok, base, "<step>")
     with pytest.raises(ValueError, match="output head"):
         PRM(base, tok, PRMConfig(lm_features=True))
+
+
+def test_lm_step_features_in_chunks_equal_one_pass(monkeypatch):
+    """A large vocabulary is processed a few positions at a time; the features are the same bits."""
+    torch.manual_seed(0)
+    logits, ids, steps = torch.randn(3, 40, 1000), torch.randint(0, 1000, (3, 40)), torch.randint(-1, 5, (3, 40))
+    one = prmflow.prm.model.lm_step_features(logits, ids, steps, exclude_id=7)
+    monkeypatch.setattr(prmflow.prm.model, "CHUNK_ELEMENTS", 3 * 1000 * 5)  # 5 positions per pass: 8 passes
+    assert torch.equal(prmflow.prm.model.lm_step_features(logits, ids, steps, exclude_id=7), one)

@@ -155,3 +155,81 @@ def test_lora_without_peft_is_a_clear_error(fresh_prm, tmp_path, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "peft" else find_spec(name, *a))
     with pytest.raises(ImportError, match="needs the `peft` package"):
         train_prm(fresh_prm(), _rows(), _cfg(lora_r=4), tmp_path)
+
+
+# --------------------------------------------------------------------------- frozen backbone, LoRA, saving
+
+
+def test_cached_features_train_the_same_heads(fresh_prm, tmp_path):
+    """cache_features runs the backbone once per row (8 rows, 6 steps x 4 rows = 3 epochs) and
+    trains the same heads as the uncached loop, up to float rounding."""
+    plain, cached = fresh_prm(lm_features=True), fresh_prm(lm_features=True)
+    a = train_prm(plain, _rows(), _cfg(freeze_backbone=True), tmp_path / "plain")
+    b = train_prm(cached, _rows(), _cfg(freeze_backbone=True, cache_features=True), tmp_path / "cached")
+    assert b["backbone_passes"] == 8 and "backbone_passes" not in a
+    assert a["losses"] == pytest.approx(b["losses"], rel=1e-4)
+    for (k, pa), pb in zip(plain.heads.named_parameters(), cached.heads.parameters()):
+        assert torch.allclose(pa, pb, atol=1e-5), k
+    with pytest.raises(ValueError, match="needs freeze_backbone"):
+        _cfg(cache_features=True)
+
+
+def test_frozen_checkpoints_hold_the_heads_and_resume_exactly(fresh_prm, tmp_path):
+    full = fresh_prm()
+    train_prm(full, _rows(), _cfg(freeze_backbone=True, cache_features=True), tmp_path / "full")
+
+    def kill_at_4(step, metrics):
+        if step == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_prm(fresh_prm(), _rows(), _cfg(freeze_backbone=True, cache_features=True), tmp_path / "r", on_step=kill_at_4)
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "r" / "checkpoints" / "step-4" / "model.safetensors"), "pt") as f:
+        assert all(k.split(".")[1] in ("net", "init_weight", "init_bias") for k in f.keys())  # no backbone tensor
+    resumed = fresh_prm()
+    assert train_prm(resumed, _rows(), _cfg(freeze_backbone=True, cache_features=True), tmp_path / "r")["resumed_from"] == 4
+    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_rows_over_max_len_are_counted_and_skipped(fresh_prm, tmp_path):
+    rows = _rows()
+    rows[0]["completions"] = ["23 + 14 = 37\n"] * 12  # loses steps from the end
+    rows[0]["labels"] = [True] * 12
+    rows[1]["completions"] = ["1 + 1 = 2 " * 20, "The answer is 2"]  # its first step alone is too long
+    out = train_prm(fresh_prm(), rows, _cfg(steps=1, max_len=60), tmp_path)
+    assert out["examples"] == 7 and out["skipped_rows"] == 1
+    assert out["truncated_rows"] == 1 and out["truncated_fraction"] == pytest.approx(1 / 8)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("peft") is None, reason="peft is not installed")
+def test_lora_prm_saves_a_full_model_that_loads(fresh_prm, tmp_path):
+    prm = fresh_prm()
+    train_prm(prm, _rows(), _cfg(steps=3, lora_r=2), tmp_path / "ck")
+    assert type(prm.backbone).__name__ == "LlamaModel"  # merged back into a plain backbone
+    prm.save_pretrained(tmp_path / "prm")
+    assert (tmp_path / "prm" / "model.safetensors").is_file() and not (tmp_path / "prm" / "prm_backbone.json").exists()
+    loaded = PRM.from_pretrained(tmp_path / "prm")
+    steps = [["23 + 14 = 37\n", "The answer is 37"]]
+    assert loaded.score_batch(["Q\n"], steps) == prm.score_batch(["Q\n"], steps)
+
+
+def test_frozen_prm_saved_after_training_scores_bit_identically(fresh_prm, tmp_path):
+    prm = fresh_prm(lm_features=True)
+    train_prm(prm, _rows(), _cfg(freeze_backbone=True), tmp_path / "ck")
+    prm.save_pretrained(tmp_path / "prm")
+    assert (tmp_path / "prm" / "prm_backbone.json").is_file() and not (tmp_path / "prm" / "model.safetensors").exists()
+    rows = _rows()
+    args = ([r["prompt"] for r in rows], [r["completions"] for r in rows])
+    assert PRM.from_pretrained(tmp_path / "prm").score_batch(*args) == prm.score_batch(*args)
+
+
+def test_train_stage_refuses_lm_features_on_a_foreign_backbone(tiny_model_dir, tmp_path):
+    from prmflow.config import TrainConfig as StageConfig
+    from tasks.train import train_on_this_process
+
+    cfg = StageConfig(backbone=str(tiny_model_dir), policy="models/policy", lm_features=True)
+    with pytest.raises(ValueError, match="is not the policy 'models/policy'"):
+        train_on_this_process(cfg, _rows(), str(tmp_path / "labels.jsonl"))

@@ -31,11 +31,20 @@ second pass over the solution with the separators taken out, so the LM reads exa
 policy wrote. Everything stays trainable: the features move with the backbone.
 
 Where each step's separator sits, for any tokenizer, is `prmflow.prm.tokenization`.
+
+Saving. A PRM whose backbone is still the checkpoint it was built on (a frozen backbone) saves
+its heads, prmflow_prm.json and prm_backbone.json, a `BackboneRef` (the path as given, sha256s of
+the weights and tokenizer); loading rebuilds the backbone from there, bit for bit, and refuses a
+changed one. A trained backbone (full fine-tuning, merged LoRA) is saved whole, in HF format:
+
+    frozen:  prm_backbone.json  prm_heads.safetensors  prmflow_prm.json
+    trained: config.json  model.safetensors  tokenizer*.json  prm_heads.safetensors  prmflow_prm.json
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 from collections.abc import Sequence
@@ -49,10 +58,12 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from prmflow.io import atomic_path
-from prmflow.prm.tokenization import TokenizedSteps, add_step_token, collate, step_index, tokenize_steps
+from prmflow.shard import path_fingerprint
+from prmflow.prm.tokenization import MODES, TokenizedSteps, add_step_token, collate, step_index, tokenize_steps
 
 CONFIG_NAME = "prmflow_prm.json"
 HEADS_NAME = "prm_heads.safetensors"
+BACKBONE_REF_NAME = "prm_backbone.json"
 
 
 @dataclass
@@ -78,6 +89,11 @@ class PRMConfig:
     lm_features: bool = False
     """heads also read the backbone's own LM statistics of each step (module docstring); needs a
     causal-LM backbone with an output head"""
+    add_bos: bool = True
+    """put the tokenizer's BOS id first, once (a no-op for tokenizers without one; PRMs saved
+    before this field existed load with False, the layout they were trained with)"""
+    step_tokenization: str = "pieces"
+    """`pieces` | `joined`: how prompt and steps become tokens (prmflow.prm.tokenization)"""
 
     def __post_init__(self) -> None:
         if self.num_heads < 1 or self.head_hidden < 0 or self.max_len < 1 or self.l2_to_init < 0:
@@ -86,6 +102,8 @@ class PRMConfig:
             raise ValueError(f"head_data_keep must be in (0, 1], got {self.head_data_keep}")
         if self.label_type not in ("hard", "soft"):
             raise ValueError(f"label_type must be 'hard' or 'soft', got {self.label_type!r}")
+        if self.step_tokenization not in MODES:
+            raise ValueError(f"step_tokenization must be one of {MODES}, got {self.step_tokenization!r}")
 
 
 def head_data_mask(example_ids: Sequence[str], num_heads: int, keep: float, seed: int) -> torch.Tensor:
@@ -136,6 +154,9 @@ def step_loss(logits: torch.Tensor, label_positions: torch.Tensor, targets: torc
 N_LM_FEATURES = 3
 LOGP_FLOOR = -30.0
 """log-probabilities are clamped here so that one impossible token cannot dominate a feature"""
+CHUNK_ELEMENTS = 1 << 24
+"""full-vocabulary temporaries of `lm_step_features` hold at most this many floats per pass
+(a 262k vocabulary is then 64 positions at a time, not all 512 at once)"""
 
 
 def lm_step_features(lm_logits: torch.Tensor, input_ids: torch.Tensor, steps: torch.Tensor,
@@ -147,22 +168,29 @@ def lm_step_features(lm_logits: torch.Tensor, input_ids: torch.Tensor, steps: to
     distribution at t - 1; `exclude_id` (the separator) is taken out of that softmax. A step
     with no scorable token gets (0, 0, 0), the features of a certain step.
     """
-    B, T, _ = lm_logits.shape
-    logits = lm_logits.float()
-    if exclude_id is not None:
-        logits = logits.clone()
-        logits[..., exclude_id] = float("-inf")
-    logp = logits.log_softmax(-1)[:, :-1]  # (B, T-1, V): the distribution that produced token t = 1..T-1
-    entropy = -(logp.exp() * logp.clamp(min=LOGP_FLOOR)).sum(-1)  # (B, T-1)
-    tok_logp = logp.gather(2, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1).clamp(min=LOGP_FLOOR)  # (B, T-1)
+    B, T, V = lm_logits.shape
+    chunk = max(1, CHUNK_ELEMENTS // max(1, B * V))  # positions per pass: full-vocab temporaries stay ~64 MB
+    lp_chunks, ent_chunks = [], []
+    for a in range(0, T - 1, chunk):  # the distributions that produced tokens t = a + 1 .. b
+        b = min(T - 1, a + chunk)
+        logits = lm_logits[:, a:b].float()
+        if exclude_id is not None:
+            logits = logits.clone()
+            logits[..., exclude_id] = float("-inf")
+        logp = logits.log_softmax(-1)  # (B, b - a, V)
+        ent_chunks.append(-(logp.exp() * logp.clamp(min=LOGP_FLOOR)).sum(-1))
+        lp_chunks.append(logp.gather(2, input_ids[:, a + 1 : b + 1].unsqueeze(-1)).squeeze(-1).clamp(min=LOGP_FLOOR))
+    device = lm_logits.device
+    tok_logp = torch.cat(lp_chunks, 1) if lp_chunks else torch.zeros(B, 0, device=device)  # (B, T-1)
+    entropy = torch.cat(ent_chunks, 1) if ent_chunks else torch.zeros(B, 0, device=device)  # (B, T-1)
     step = steps[:, 1:]
     S = int(steps.max().item()) + 1 if steps.numel() else 0
     seg = torch.where(step >= 0, step, torch.full_like(step, S))  # non-step tokens into a spare slot
     member = (step >= 0).float()
-    lp_min = torch.zeros(B, S + 1, device=logits.device).scatter_reduce(1, seg, tok_logp, "amin", include_self=False)
-    lp_sum = torch.zeros(B, S + 1, device=logits.device).scatter_add(1, seg, tok_logp * member)
-    count = torch.zeros(B, S + 1, device=logits.device).scatter_add(1, seg, member)
-    ent_max = torch.zeros(B, S + 1, device=logits.device).scatter_reduce(1, seg, entropy, "amax", include_self=False)
+    lp_min = torch.zeros(B, S + 1, device=device).scatter_reduce(1, seg, tok_logp, "amin", include_self=False)
+    lp_sum = torch.zeros(B, S + 1, device=device).scatter_add(1, seg, tok_logp * member)
+    count = torch.zeros(B, S + 1, device=device).scatter_add(1, seg, member)
+    ent_max = torch.zeros(B, S + 1, device=device).scatter_reduce(1, seg, entropy, "amax", include_self=False)
     empty = count == 0
     lp_min = torch.where(empty, torch.zeros_like(lp_min), lp_min)
     ent_max = torch.where(empty, torch.zeros_like(ent_max), ent_max)
@@ -228,6 +256,9 @@ class PRM(torch.nn.Module):
         if cfg.step_token not in tokenizer.get_added_vocab():
             raise ValueError(f"tokenizer has no {cfg.step_token!r}; build the PRM with PRM.from_backbone")
         self.backbone, self.tokenizer, self.cfg = backbone, tokenizer, cfg
+        self.backbone_ref: BackboneRef | None = None
+        """where `from_backbone` loaded the backbone from (None: built by hand)"""
+        self._pristine: str | None = None  # weights_digest of the backbone as from_backbone left it
         self.step_token_id = tokenizer.convert_tokens_to_ids(cfg.step_token)
         if cfg.lm_features and backbone.get_output_embeddings() is None:
             raise ValueError(f"lm_features needs a causal LM with an output head; {type(backbone).__name__} has none")
@@ -290,8 +321,14 @@ class PRM(torch.nn.Module):
         """sum_h ||theta_h - theta_h^0||^2, the L2-to-init term before its coefficient."""
         return sum(head.sq_dist_to_init() for head in self.heads)
 
+    @property
+    def bos_id(self) -> int | None:
+        """The BOS id put first (None: cfg.add_bos is off or the tokenizer has none)."""
+        return self.tokenizer.bos_token_id if self.cfg.add_bos else None
+
     def tokenize(self, prompt: str, steps: Sequence[str], max_len: int | None = None) -> TokenizedSteps:
-        return tokenize_steps(self.tokenizer, prompt, steps, self.step_token_id, max_len or self.cfg.max_len)
+        return tokenize_steps(self.tokenizer, prompt, steps, self.step_token_id, max_len or self.cfg.max_len,
+                              bos_id=self.bos_id, mode=self.cfg.step_tokenization)
 
     # ----------------------------------------------------------------------- scoring
 
@@ -332,28 +369,169 @@ class PRM(torch.nn.Module):
     @classmethod
     def from_backbone(cls, path_or_name: str | Path, cfg: PRMConfig, **backbone_kwargs: Any) -> PRM:
         """A fresh PRM on a policy / LM checkpoint: its base model, its tokenizer + the step token,
-        and seeded heads. `backbone_kwargs` go to AutoModel.from_pretrained (e.g. dtype)."""
+        and seeded heads. `backbone_kwargs` go to AutoModel.from_pretrained (e.g. dtype).
+
+        The PRM remembers where its backbone came from (`backbone_ref`), so that while the
+        backbone stays as loaded, `save_pretrained` writes a pointer to it instead of a copy.
+        """
         tokenizer = AutoTokenizer.from_pretrained(path_or_name)
         backbone = _auto(cfg).from_pretrained(path_or_name, **backbone_kwargs)
+        ref = BackboneRef(path=str(path_or_name), weights_sha256=weights_digest(backbone),
+                          tokenizer_sha256=tokenizer_digest(tokenizer), dtype=_dtype_name(backbone))
         add_step_token(tokenizer, backbone, cfg.step_token)
-        return cls(backbone, tokenizer, copy.deepcopy(cfg))
+        prm = cls(backbone, tokenizer, copy.deepcopy(cfg))
+        prm.backbone_ref = dataclasses.replace(ref, step_token_id=prm.step_token_id, vocab_size=len(tokenizer))
+        prm._pristine = weights_digest(backbone)
+        return prm
+
+    def backbone_unchanged(self) -> bool:
+        """Whether the backbone still holds exactly the weights `from_backbone` gave it (the
+        loaded checkpoint + the step token's row), so a pointer to it describes it fully."""
+        return self._pristine is not None and weights_digest(self.backbone) == self._pristine
 
     def save_pretrained(self, out_dir: str | Path) -> None:
-        """Atomically write backbone (HF format), tokenizer, heads and prmflow_prm.json to out_dir."""
+        """Atomically write the PRM to out_dir: heads (prm_heads.safetensors), prmflow_prm.json and
+        EITHER a pointer to the backbone (prm_backbone.json: its path as given, a sha256 of its
+        weights and tokenizer) when the backbone is the unchanged checkpoint it was loaded from (a
+        frozen backbone), OR the backbone (HF format) and tokenizer themselves (trained or merged
+        LoRA backbones, or a PRM not built by `from_backbone`)."""
+        ref = self.backbone_ref if self.backbone_unchanged() else None
         with atomic_path(out_dir) as tmp:
-            self.backbone.save_pretrained(tmp)
-            self.tokenizer.save_pretrained(tmp)
+            if ref is None:
+                self.backbone.save_pretrained(tmp)
+                self.tokenizer.save_pretrained(tmp)
+            else:
+                tmp.mkdir()
+                (tmp / BACKBONE_REF_NAME).write_text(json.dumps(asdict(ref), indent=2, sort_keys=True) + "\n")
             save_file({k: v.detach().cpu().contiguous() for k, v in self.heads.state_dict().items()}, tmp / HEADS_NAME)
             (tmp / CONFIG_NAME).write_text(json.dumps(asdict(self.cfg), indent=2, sort_keys=True) + "\n")
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, **backbone_kwargs: Any) -> PRM:
-        """Load a PRM written by save_pretrained."""
+    def from_pretrained(cls, path: str | Path, backbone: str | Path | None = None, **backbone_kwargs: Any) -> PRM:
+        """Load a PRM written by save_pretrained, with its backbone copy or by its pointer.
+
+        A pointer (prm_backbone.json) names the backbone as `train.backbone` gave it; a relative
+        path resolves against the repo the PRM dir sits in (`resolve_backbone`), so models/prm
+        finds models/policy beside it from any working directory. `backbone` overrides where to
+        find it. The backbone found there must hold the weights and tokenizer the PRM was trained
+        on (sha256); otherwise a ValueError says so.
+        """
         path = Path(path)
-        cfg = PRMConfig(**json.loads((path / CONFIG_NAME).read_text()))
-        prm = cls(_auto(cfg).from_pretrained(path, **backbone_kwargs), AutoTokenizer.from_pretrained(path), cfg)
+        raw = json.loads((path / CONFIG_NAME).read_text())
+        raw.setdefault("add_bos", False)  # saved before BOS handling existed: trained without BOS
+        cfg = PRMConfig(**raw)
+        if (path / BACKBONE_REF_NAME).is_file():
+            prm = cls._from_ref(path, cfg, backbone, **backbone_kwargs)
+        elif backbone is not None:
+            raise ValueError(f"{path} holds its own (trained) backbone; from_pretrained(backbone=...) is for a PRM "
+                             f"saved with a pointer to a frozen one")
+        else:
+            prm = cls(_auto(cfg).from_pretrained(path, **backbone_kwargs), AutoTokenizer.from_pretrained(path), cfg)
         prm.heads.load_state_dict(load_file(path / HEADS_NAME))
         return prm
+
+    @classmethod
+    def _from_ref(cls, path: Path, cfg: PRMConfig, backbone: str | Path | None, **backbone_kwargs: Any) -> PRM:
+        ref = BackboneRef(**json.loads((path / BACKBONE_REF_NAME).read_text()))
+        src = str(backbone if backbone is not None else ref.path)
+        local = resolve_backbone(src, path)
+        where = (f"{src!r} (recorded in {path / BACKBONE_REF_NAME}; a relative path resolves against the first "
+                 f"ancestor of the PRM dir that holds it, else the working directory {Path.cwd()})")
+        if not local.exists() and (Path(src).is_absolute() or src.startswith(".")):
+            raise FileNotFoundError(f"{path}: its backbone {where} does not exist")
+        want_dtype = backbone_kwargs.pop("dtype", None)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(local if local.exists() else src)
+            model = _auto(cfg).from_pretrained(local if local.exists() else src, dtype=getattr(torch, ref.dtype),
+                                               **backbone_kwargs)
+        except OSError as e:
+            raise FileNotFoundError(f"{path}: its backbone {where} could not be loaded: {e}") from None
+        for what, got, saved in (("weights", weights_digest(model), ref.weights_sha256),
+                                 ("tokenizer", tokenizer_digest(tokenizer), ref.tokenizer_sha256)):
+            if got != saved:
+                raise ValueError(f"{path}: the backbone {where} has changed since this PRM was trained: its {what} "
+                                 f"sha256 is {got[:16]}..., the PRM was trained on {saved[:16]}... The heads read "
+                                 f"that backbone's hidden states, so retrain the PRM on it, or pass "
+                                 f"from_pretrained(backbone=...) the original checkpoint")
+        with torch.random.fork_rng(devices=[]):  # resizing the embeddings draws rows: leave the caller's RNG alone
+            add_step_token(tokenizer, model, cfg.step_token)
+        prm = cls(model if want_dtype is None else model.to(want_dtype), tokenizer, cfg)
+        if (prm.step_token_id, len(tokenizer)) != (ref.step_token_id, ref.vocab_size):
+            raise ValueError(f"{path}: the step token got id {prm.step_token_id} in a vocabulary of {len(tokenizer)}, "
+                             f"but id {ref.step_token_id} of {ref.vocab_size} when the PRM was trained")
+        prm.backbone_ref, prm._pristine = ref, weights_digest(prm.backbone) if want_dtype is None else None
+        return prm
+
+
+@dataclass(frozen=True)
+class BackboneRef:
+    """What a frozen-backbone PRM saves instead of its backbone: prm_backbone.json."""
+
+    path: str
+    """the backbone as `from_backbone` was given it: a local dir (relative: see `resolve_backbone`) or a hub id"""
+    weights_sha256: str
+    """`weights_digest` of the backbone as loaded, before the step token was added"""
+    tokenizer_sha256: str
+    """`tokenizer_digest` of its tokenizer, before the step token was added"""
+    dtype: str
+    """the dtype its weights were loaded in (float32 | bfloat16 | float16)"""
+    step_token_id: int = -1
+    """the id the step token got"""
+    vocab_size: int = -1
+    """len(tokenizer) with the step token"""
+
+
+def resolve_backbone(src: str, prm_dir: str | Path) -> Path:
+    """Where a backbone pointer `src` points: itself if absolute; a relative path under the
+    nearest ancestor of `prm_dir` that has it (the repo root for <repo>/models/prm and
+    "models/policy", also in a copy of the repo such as `dvc exp run --temp`), else under the
+    working directory (where DVC runs stages). The returned path may not exist (a hub id)."""
+    if Path(src).is_absolute():
+        return Path(src)
+    for root in Path(prm_dir).resolve().parents:
+        if (root / src).exists():
+            return root / src
+    return Path.cwd() / src
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 over a module's state dict: every tensor's name, shape, dtype and bytes."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def tokenizer_digest(tokenizer: Any) -> str:
+    """sha256 of a tokenizer's vocabulary (token -> id, added tokens included) and special tokens."""
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    return hashlib.sha256(json.dumps([vocab, tokenizer.special_tokens_map], sort_keys=True).encode()).hexdigest()
+
+
+def require_policy_backbone(backbone: str | Path, policy: str | Path) -> None:
+    """Raise unless `backbone` is the policy that wrote the steps, as `lm_features` needs.
+
+    The same model means: the same string, the same directory, or directories of equal content
+    (`prmflow.shard.path_fingerprint`).
+
+    >>> require_policy_backbone("models/policy", "models/policy")
+    >>> require_policy_backbone("org/lm-270m", "models/policy")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: lm_features reads ... backbone 'org/lm-270m' is not the policy 'models/policy' ...
+    """
+    a, b = Path(backbone), Path(policy)
+    if str(backbone) == str(policy) or (a.exists() and b.exists() and (
+            a.resolve() == b.resolve() or path_fingerprint(a) == path_fingerprint(b))):
+        return
+    raise ValueError(f"lm_features reads the backbone's own log-probabilities and entropies of each step's tokens, "
+                     f"which mean 'how surprised was the policy by what it wrote' only when the backbone IS that "
+                     f"policy; backbone {str(backbone)!r} is not the policy {str(policy)!r} that generated the labeled "
+                     f"steps. Set lm_features: false, or backbone to the policy")
+
+
+def _dtype_name(model: torch.nn.Module) -> str:
+    return str(next(model.parameters()).dtype).removeprefix("torch.")
 
 
 def _auto(cfg: PRMConfig) -> type:

@@ -4,15 +4,35 @@ A solution is `prompt` + `steps` (TRL stepwise format). Our PRM (for EDU-PRM arX
 and ActPRM arXiv 2504.10559) reads one logit per step, at a dedicated separator token `<step>`
 appended after the step:
 
-    input_ids = tokens(prompt) + sum_k [ tokens(step_k) + [sep] ]        label of step k at its sep
+    input_ids = [bos] + tokens(prompt) + sum_k [ tokens(step_k) + [sep] ]     label of step k at its sep
 
-The prompt and each step are tokenized on their own and the separator id is inserted by hand,
-so the layout never depends on how "<step>" (or a step boundary) would tokenize in context, and
+The separator id is inserted by hand, never tokenized from text, so it is the same id at train
+and at score time whatever the tokenizer does with "<step>" (or a step boundary) in context, and
 a literal "<step>" or "</s>" inside the text stays text (split_special_tokens). Training and
-scoring both use `tokenize_steps`, so they see identical pieces. Steps carry their own
-whitespace ("23 + 14 = 37\n"); piecewise tokenization may split differently from the joined
-text at step boundaries (BPE merges do not cross them), which is harmless because it is
-consistent. No BOS/CLS token is added.
+scoring both call `tokenize_steps`, so they see identical ids. `[bos]` is the tokenizer's BOS
+id, put first exactly once when the PRM asks for it (`bos_id`; Gemma and Llama need it, Qwen2
+and GPT-2 tokenizers have none); pieces are always tokenized without special tokens, so the
+tokenizer adds no second one, and a prompt that starts with the BOS text (a rendered chat
+template) has that text taken off. BOS is never cut by truncation.
+
+How text becomes tokens(prompt), tokens(step_k) is the known ProcessBench pitfall (steps joined
+as a string vs as tokens moved published F1 by points), so it is a named choice, `mode`:
+
+- `pieces` (the default, and the layout of every PRM saved before `mode` existed): the prompt
+  and each step are tokenized on their own. A BPE merge never crosses a step boundary, which is
+  harmless because training and scoring agree, but a SentencePiece tokenizer that prepends "▁"
+  to every text it is given reads a space before every step that the text does not have.
+- `joined`: the whole text prompt + "".join(steps) is tokenized once, so every token is the one
+  the tokenizer gives the text in context (what the policy's tokenizer reads, and what the LM
+  features of `prmflow.prm.model` assume). Where one token would straddle a step boundary (a
+  merge across it, e.g. "\n" + "\n" -> "\n\n"), it is split at the boundary and the two halves
+  are tokenized on their own, so step k's label never sees a character of step k + 1, and the
+  separator always sits right after the token that ends step k. Needs a fast tokenizer
+  (character offsets). Limit: a tokenizer that prepends "▁" to every text (Llama-2-style
+  SentencePiece; not Gemma-3) prepends it to such a right half too, as it would in `pieces`.
+
+Steps carry their own whitespace ("23 + 14 = 37\n"); in both modes the ids decode to the text
+(up to the tokenizer's own normalisation) plus the separators.
 """
 
 from __future__ import annotations
@@ -23,6 +43,8 @@ from typing import Any, NamedTuple
 import torch
 from tokenizers import AddedToken
 from transformers import PreTrainedModel
+
+MODES = ("pieces", "joined")
 
 
 class TokenizedSteps(NamedTuple):
@@ -35,17 +57,17 @@ class TokenizedSteps(NamedTuple):
     n_truncated_prompt_tokens: int = 0
     """prompt tokens dropped from the left, only when the prompt + first step do not fit"""
     n_prompt_tokens: int = 0
-    """prompt tokens kept at the start of input_ids (the steps begin right after them)"""
+    """prompt tokens (BOS included) kept at the start of input_ids (the steps begin right after them)"""
 
 
 def tokenize_steps(tokenizer: Any, prompt: str, steps: Sequence[str], step_token_id: int,
-                   max_len: int) -> TokenizedSteps:
-    """input_ids = tokens(prompt) + sum_k [tokens(step_k) + [step_token_id]]; the label of step k
-    sits on its separator.
+                   max_len: int, *, bos_id: int | None = None, mode: str = "pieces") -> TokenizedSteps:
+    """input_ids = [bos_id] + tokens(prompt) + sum_k [tokens(step_k) + [step_token_id]]; the label
+    of step k sits on its separator (module docstring for `mode`).
 
-    Each piece is tokenized on its own, without special tokens and with split_special_tokens, so
-    a literal "<step>" or "</s>" in the text stays plain text. A stand-in tokenizer with one
-    token per character (id = ord) shows the exact layout:
+    Pieces are tokenized without special tokens and with split_special_tokens, so a literal
+    "<step>" or "</s>" in the text stays plain text. A stand-in tokenizer with one token per
+    character (id = ord) shows the exact layout:
 
     >>> class Chars:
     ...     def __call__(self, texts, **kwargs):
@@ -54,8 +76,13 @@ def tokenize_steps(tokenizer: Any, prompt: str, steps: Sequence[str], step_token
     TokenizedSteps(input_ids=[81, 63, 10, 50, 10, 0, 111, 107, 0], label_positions=[5, 8],
                    n_truncated_steps=0, n_truncated_prompt_tokens=0, n_prompt_tokens=3)
 
+    A BOS id goes first, once, and counts as a prompt token:
+
+    >>> tokenize_steps(Chars(), "Q?\\n", ["2\\n"], step_token_id=0, max_len=64, bos_id=1).input_ids
+    [1, 81, 63, 10, 50, 10, 0]
+
     Too long: whole steps go from the end. If not even the prompt + first step fit, the prompt
-    loses tokens from the left (its end, next to the steps, is kept) and one step remains:
+    loses tokens from the left (its end, next to the steps, is kept; BOS stays) and one step remains:
 
     >>> tokenize_steps(Chars(), "Q?\\n", ["2\\n", "ok"], step_token_id=0, max_len=7)  # doctest: +NORMALIZE_WHITESPACE
     TokenizedSteps(input_ids=[81, 63, 10, 50, 10, 0], label_positions=[5],
@@ -64,25 +91,35 @@ def tokenize_steps(tokenizer: Any, prompt: str, steps: Sequence[str], step_token
     TokenizedSteps(input_ids=[10, 50, 10, 0], label_positions=[3],
                    n_truncated_steps=1, n_truncated_prompt_tokens=2, n_prompt_tokens=1)
 
-    A first step that alone (with its separator) exceeds max_len cannot be scored: ValueError.
+    A first step that alone (with its separator and BOS) exceeds max_len cannot be scored: ValueError.
     """
-    pieces = tokenizer([prompt, *steps], add_special_tokens=False, split_special_tokens=True)["input_ids"]
-    prompt_ids, step_ids = list(pieces[0]), [list(s) for s in pieces[1:]]
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    bos = [] if bos_id is None else [bos_id]
+    if bos and getattr(tokenizer, "bos_token", None) and prompt.startswith(tokenizer.bos_token):
+        prompt = prompt[len(tokenizer.bos_token):]  # a rendered chat template's BOS text: the id is added once, below
+    if mode == "pieces":
+        pieces = tokenizer([prompt, *steps], add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        prompt_ids, step_ids = list(pieces[0]), [list(s) for s in pieces[1:]]
+    else:
+        prompt_ids, step_ids = _joined_pieces(tokenizer, prompt, steps)
+    budget = max_len - len(bos)
     n_keep, length = 0, len(prompt_ids)
     for s in step_ids:  # the longest run of leading steps that fits after the full prompt
-        if length + len(s) + 1 > max_len:
+        if length + len(s) + 1 > budget:
             break
         length += len(s) + 1
         n_keep += 1
     if step_ids and n_keep == 0:
         first = len(step_ids[0]) + 1
-        if first > max_len:
-            raise ValueError(f"the first step is {first} tokens with its separator, over max_len={max_len}")
+        if first > budget:
+            raise ValueError(f"the first step is {first + len(bos)} tokens with its separator"
+                             f"{' and BOS' if bos else ''}, over max_len={max_len}")
         n_keep = 1
-        n_cut = len(prompt_ids) - (max_len - first)
+        n_cut = len(prompt_ids) - (budget - first)
     else:
-        n_cut = max(0, len(prompt_ids) - max_len)  # only possible when there are no steps
-    ids, positions = prompt_ids[n_cut:], []
+        n_cut = max(0, len(prompt_ids) - budget)  # only possible when there are no steps
+    ids, positions = bos + prompt_ids[n_cut:], []
     for s in step_ids[:n_keep]:
         ids += s
         ids.append(step_token_id)
@@ -92,7 +129,39 @@ def tokenize_steps(tokenizer: Any, prompt: str, steps: Sequence[str], step_token
     found = [i for i, t in enumerate(ids) if t == step_token_id]
     if found != positions:
         raise AssertionError(f"separator id {step_token_id} found at {found}, expected exactly at {positions}")
-    return TokenizedSteps(ids, positions, len(step_ids) - n_keep, n_cut, len(prompt_ids) - n_cut)
+    if bos_id is not None and bos_id in ids[1:]:
+        raise AssertionError(f"BOS id {bos_id} appears again inside the text at {ids.index(bos_id, 1)}")
+    return TokenizedSteps(ids, positions, len(step_ids) - n_keep, n_cut, len(bos) + len(prompt_ids) - n_cut)
+
+
+def _joined_pieces(tokenizer: Any, prompt: str, steps: Sequence[str]) -> tuple[list[int], list[list[int]]]:
+    """tokens(prompt), [tokens(step_k)] cut out of ONE tokenization of prompt + "".join(steps):
+    a token straddling a boundary is split there and its halves tokenized on their own."""
+    texts = [prompt, *steps]
+    ends, pos = [], 0
+    for t in texts:
+        pos += len(t)
+        ends.append(pos)  # segment j = text[ends[j-1]:ends[j]]
+    text = "".join(texts)
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(f"step_tokenization 'joined' needs a fast tokenizer (character offsets); "
+                         f"{type(tokenizer).__name__} is not one, use 'pieces'")
+    enc = tokenizer(text, add_special_tokens=False, split_special_tokens=True, return_offsets_mapping=True)
+    out: list[list[int]] = [[] for _ in texts]
+
+    def segment(char: int) -> int:  # the segment holding character `char` (empty segments hold none)
+        return next((j for j, e in enumerate(ends) if char < e), len(texts) - 1)
+
+    for tid, (s, e) in zip(enc["input_ids"], enc["offset_mapping"], strict=True):
+        cuts = [b for b in ends[:-1] if s < b < e]
+        if not cuts:
+            out[segment(s)].append(tid)
+            continue
+        bounds = [s, *cuts, e]  # the token crosses a step boundary: tokenize its parts on their own
+        for a, b in zip(bounds, bounds[1:]):
+            if a < b:
+                out[segment(a)] += tokenizer(text[a:b], add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    return out[0], out[1:]
 
 
 def collate(batch: Sequence[TokenizedSteps], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -128,7 +197,8 @@ def step_index(batch: Sequence[TokenizedSteps], length: int) -> torch.Tensor:
 def add_step_token(tokenizer: Any, model: PreTrainedModel, step_token: str) -> int:
     """Add `step_token` as a special token, grow the embeddings, and start its row at the
     embedding of "\\n" (the mean over the pieces if "\\n" is several tokens, the mean of all rows
-    if it is none, as in WordPiece). Returns its id. A no-op if the tokenizer already has it.
+    if it is none, as in WordPiece); an untied LM head's row likewise. Returns its id. A no-op if
+    the tokenizer already has it.
     """
     if step_token in tokenizer.get_added_vocab():
         return tokenizer.convert_tokens_to_ids(step_token)
@@ -140,6 +210,9 @@ def add_step_token(tokenizer: Any, model: PreTrainedModel, step_token: str) -> i
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     emb = model.get_input_embeddings().weight  # (V, H)
     newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
+    out = model.get_output_embeddings()
+    rows = [emb] + ([out.weight] if out is not None and out.weight is not emb else [])  # an untied LM head too
     with torch.no_grad():
-        emb[step_id] = emb[newline].mean(0) if newline else emb[:step_id].mean(0)
+        for w in rows:  # so the whole model is a function of the checkpoint (no randomly drawn row)
+            w[step_id] = w[newline].mean(0) if newline else w[:step_id].mean(0)
     return step_id

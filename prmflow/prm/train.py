@@ -13,10 +13,11 @@ Rows come from a stream: epoch e is a seeded permutation of all rows, and group 
 function of (seed, s), and a checkpoint needs only the step number to know where it was.
 
 Checkpoints go to out_dir/checkpoints/step-{n}/ (written atomically): model.safetensors (backbone
-+ heads + initial head weights), optimizer.pt, rng.pt (torch CPU RNG) and trainer_state.json
-(step, examples seen, losses, Python RNG, a fingerprint of config + data). With resume=True a run
-continues from the newest one and ends bit-identical to an uninterrupted run on the same
-machine: every ingredient of a step (parameters, AdamW moments, lr, rows, RNG) is restored exactly.
++ heads + initial head weights; the heads alone when the backbone is frozen), optimizer.pt,
+rng.pt (torch CPU RNG) and trainer_state.json (step, examples seen, losses, Python RNG, a
+fingerprint of config + data + backbone). With resume=True a run continues from the newest one
+and ends bit-identical to an uninterrupted run on the same machine: every ingredient of a step
+(parameters, AdamW moments, lr, rows, RNG) is restored exactly.
 
 Under `accelerate launch --num_processes W` the group's micro-batches are split over W processes
 and their gradients summed (prmflow.prm.parallel), which is the same optimizer step.
@@ -79,6 +80,10 @@ class TrainConfig:
     """train the heads only"""
     lora_r: int = 0
     """0 = full fine-tuning; >0 = LoRA of this rank on the backbone (needs `peft`), merged at the end"""
+    cache_features: bool = False
+    """with freeze_backbone: run the backbone once per row and train the heads on the cached head
+    inputs (prmflow.active.features) instead of once per row and epoch. Equal up to float rounding
+    (and dropout, which the cached pass does not apply); one process only"""
     # checkpoints and display
     checkpoint_every: int = 500
     """optimizer steps between checkpoints (the last step is always checkpointed)"""
@@ -94,6 +99,8 @@ class TrainConfig:
             raise ValueError(f"need steps >= 0, epochs > 0, lr > 0 (got {self.steps}, {self.epochs}, {self.lr})")
         if self.label_type not in (None, "hard", "soft"):
             raise ValueError(f"label_type must be 'hard', 'soft' or None, got {self.label_type!r}")
+        if self.cache_features and not self.freeze_backbone:
+            raise ValueError("cache_features caches a frozen backbone's outputs; it needs freeze_backbone=True")
 
 
 # these change neither the data order nor the arithmetic, so a resumed run may change them
@@ -109,10 +116,13 @@ class Example:
     targets: list[float]
 
 
-def prepare_examples(prm: PRM, rows: Sequence[dict[str, Any]], label_type: str, max_len: int) -> list[Example]:
+def prepare_examples(prm: PRM, rows: Sequence[dict[str, Any]], label_type: str, max_len: int,
+                     skipped: list[str] | None = None) -> list[Example]:
     """Tokenize rows; targets are `labels` (hard, 0/1) or `soft_labels` (soft, [0, 1]).
 
-    A row without "id" is called "row-{index}" (the ActPRM head mask hashes the id).
+    A row without "id" is called "row-{index}" (the ActPRM head mask hashes the id). A row whose
+    first step alone does not fit max_len raises, or, given a `skipped` list, is left out and
+    its id appended there.
     """
     out = []
     for i, row in enumerate(rows):
@@ -126,7 +136,10 @@ def prepare_examples(prm: PRM, rows: Sequence[dict[str, Any]], label_type: str, 
         try:
             tokens = prm.tokenize(row["prompt"], row["completions"], max_len)
         except ValueError as e:
-            raise ValueError(f"row {rid!r}: {e}") from None
+            if skipped is None or "first step" not in str(e):
+                raise ValueError(f"row {rid!r}: {e}") from None
+            skipped.append(rid)
+            continue
         out.append(Example(rid, tokens, targets[: len(tokens.label_positions)]))
     return out
 
@@ -199,24 +212,40 @@ def train_prm(prm: PRM, rows: Sequence[dict[str, Any]], cfg: TrainConfig, out_di
     if cfg.lora_r > 0:
         prm.backbone = _wrap_lora(prm.backbone, cfg.lora_r)
     prm.cfg.label_type = cfg.label_type or prm.cfg.label_type
-    examples = prepare_examples(prm, rows, prm.cfg.label_type, cfg.max_len or prm.cfg.max_len)
+    max_len, skipped = cfg.max_len or prm.cfg.max_len, []
+    examples = prepare_examples(prm, rows, prm.cfg.label_type, max_len, skipped)
     if not examples:
-        raise ValueError("no training rows")
+        raise ValueError(f"no training rows ({len(skipped)} of {len(rows)} skipped: first step over max_len={max_len})")
+    truncation = truncation_report(examples, skipped)
+    if truncation["truncated_rows"] or skipped:
+        print(f"train prm: max_len={max_len} truncated {truncation['truncated_rows']} of {len(examples)} rows "
+              f"({truncation['truncated_fraction']:.1%}; {truncation['truncated_steps']} steps lost their label) and "
+              f"skipped {len(skipped)} whose first step alone is longer{': ' + ', '.join(skipped[:5]) if skipped else ''}")
     group_size = cfg.batch_size * cfg.grad_accum
     total = cfg.steps or max(1, math.ceil(cfg.epochs * len(examples) / group_size))
     if cfg.freeze_backbone:
         prm.backbone.requires_grad_(False)
+    cached = None
+    if cfg.cache_features:
+        if procs.world > 1:
+            raise ValueError("cache_features runs in one process; launch without accelerate or set it to false")
+        from prmflow.active.features import CachedHeads  # lazy: prmflow.active imports prmflow.prm
+
+        cached = CachedHeads(prm)
+        for e in tqdm(examples, desc="featurize (frozen backbone)", disable=not cfg.progress_bar):
+            cached.features([e.tokens])
     params = [p for p in prm.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     ckpt_dir = Path(out_dir) / "checkpoints"
     fingerprint = _fingerprint(cfg, prm, examples)
+    ckpt_module = prm.heads if cfg.freeze_backbone else prm  # a frozen backbone is rebuilt, not checkpointed
     latest = _latest_checkpoint(ckpt_dir) if resume else None
     if not resume and procs.is_main:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     procs.barrier()  # nobody reads checkpoints the main process is deleting
     if latest is not None:
-        state = _load_checkpoint(latest, prm, opt, fingerprint)
+        state = _load_checkpoint(latest, ckpt_module, opt, fingerprint)
     else:
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
@@ -232,7 +261,10 @@ def train_prm(prm: PRM, rows: Sequence[dict[str, Any]], cfg: TrainConfig, out_di
         group = [examples[j] for j in example_order(len(examples), cfg.seed, step * group_size, group_size)]
         opt.zero_grad(set_to_none=True)
         try:
-            loss = accumulate_grads(prm, group, cfg.batch_size, procs)
+            if cached is not None:
+                loss = cached.accumulate_grads(group, cfg.batch_size)
+            else:
+                loss = accumulate_grads(prm, group, cfg.batch_size, procs)
         except FloatingPointError as e:
             raise FloatingPointError(f"optimizer step {step + 1}: {e}") from None
         procs.sum_gradients(params)
@@ -246,7 +278,7 @@ def train_prm(prm: PRM, rows: Sequence[dict[str, Any]], cfg: TrainConfig, out_di
         state["losses"].append(loss)
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == total:
             if procs.is_main:
-                _save_checkpoint(ckpt_dir, prm, opt, state, cfg.keep_checkpoints)
+                _save_checkpoint(ckpt_dir, ckpt_module, opt, state, cfg.keep_checkpoints)
             procs.barrier()
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}")
@@ -262,10 +294,23 @@ def train_prm(prm: PRM, rows: Sequence[dict[str, Any]], cfg: TrainConfig, out_di
         "final_loss": state["losses"][-1] if state["losses"] else math.nan,
         "losses": list(state["losses"]),
         "examples": len(examples),
-        "truncated_rows": sum(e.tokens.n_truncated_steps > 0 for e in examples),
+        **truncation,
+        "processes": procs.world,
+        **({"backbone_passes": cached.cache.backbone_passes} if cached is not None else {}),
+    }
+
+
+def truncation_report(examples: Sequence[Example], skipped: Sequence[str] = ()) -> dict[str, Any]:
+    """What max_len cost: rows that lost steps from the end (and their share), steps without a
+    label, rows whose prompt lost tokens, rows skipped whole (first step alone too long)."""
+    n_rows = len(examples) + len(skipped)
+    truncated = sum(e.tokens.n_truncated_steps > 0 for e in examples)
+    return {
+        "truncated_rows": truncated,
+        "truncated_fraction": truncated / n_rows if n_rows else 0.0,
         "truncated_steps": sum(e.tokens.n_truncated_steps for e in examples),
         "prompt_truncated_rows": sum(e.tokens.n_truncated_prompt_tokens > 0 for e in examples),
-        "processes": procs.world,
+        "skipped_rows": len(skipped),
     }
 
 
@@ -285,7 +330,8 @@ def _fingerprint(cfg: TrainConfig, prm: PRM, examples: Sequence[Example]) -> str
     """sha256 of everything that decides the arithmetic: train + PRM config and the tokenized data."""
     h = hashlib.sha256()
     train = {k: v for k, v in asdict(cfg).items() if k not in _NOT_FINGERPRINTED}
-    h.update(json.dumps([train, asdict(prm.cfg)], sort_keys=True).encode())
+    ref = asdict(prm.backbone_ref) if prm.backbone_ref is not None else None  # a frozen backbone's identity
+    h.update(json.dumps([train, asdict(prm.cfg), ref], sort_keys=True).encode())
     for e in examples:
         h.update(json.dumps([e.id, e.tokens.input_ids, e.tokens.label_positions, e.targets]).encode())
     return h.hexdigest()
@@ -297,7 +343,7 @@ def _latest_checkpoint(ckpt_dir: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
-def _save_checkpoint(ckpt_dir: Path, prm: PRM, opt: torch.optim.Optimizer, state: dict[str, Any], keep: int) -> None:
+def _save_checkpoint(ckpt_dir: Path, prm: torch.nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any], keep: int) -> None:
     with atomic_path(ckpt_dir / f"step-{state['step']}") as tmp:
         tmp.mkdir()
         save_model(prm, str(tmp / "model.safetensors"))
@@ -309,7 +355,7 @@ def _save_checkpoint(ckpt_dir: Path, prm: PRM, opt: torch.optim.Optimizer, state
         shutil.rmtree(p, ignore_errors=True)
 
 
-def _load_checkpoint(path: Path, prm: PRM, opt: torch.optim.Optimizer, fingerprint: str) -> dict[str, Any]:
+def _load_checkpoint(path: Path, prm: torch.nn.Module, opt: torch.optim.Optimizer, fingerprint: str) -> dict[str, Any]:
     state = json.loads((path / "trainer_state.json").read_text())
     if state["fingerprint"] != fingerprint:
         raise ValueError(f"checkpoint {path} was made with another config or other data; "
