@@ -181,6 +181,9 @@ def synthetic_processbench(cfg: EvaluateConfig, pb_problems: list, data_dir: str
               for name in ("prm", "entropy", "likelihood")}
     if test:
         plots.f1_vs_threshold(curves, {n: summary[n]["threshold"] for n in curves}, out / "f1_threshold.png")
+    else:
+        print(f"WARNING: the synthetic ProcessBench has no test rows ({len(rows)} rows from {len(all_rows)} solutions "
+              "after balancing correct and erroneous ones): its metrics are None")
     return summary
 
 
