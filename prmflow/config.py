@@ -432,6 +432,33 @@ class EvaluateConfig:
     """a branch whose PRM score falls below this is pruned (the paper's P-EDU uses 0.2)"""
     pedu_seeds: int = 3
     """independent repetitions of the comparison (mean and spread are reported)"""
+    # named ProcessBench files and real problems (prmflow.evaluate.verdict); the defaults change nothing
+    processbench_files: dict[str, str] = field(default_factory=dict)
+    """ProcessBench-format JSONL per subset name, e.g. {gsm8k: data/processbench/gsm8k.jsonl} (the
+    official release: gsm8k, math, olympiadbench, omnimath, one file each); {} = none"""
+    processbench_calibrate: str = "split"
+    """threshold of `prm` on those files: `split` = fitted on a stratified calib_fraction split of every
+    file, reported on the rest; a subset name = fitted on that file, reported on the others; `fixed` =
+    only the fixed `threshold` (which is always reported too, as `prm_fixed`, on every row)"""
+    processbench_max_len: int = 0
+    """tokens per named-file row (0 = the PRM's max_len); a row whose first step exceeds it is skipped and counted"""
+    processbench_step_sep: str = "\n\n"
+    """restored after each named-file step (ProcessBench steps are paragraphs)"""
+    allow_zero_oracle: bool = False
+    """real problems: accept a Best-of-N whose oracle (pass@N) is 0, i.e. no correct candidate at all
+    (the table is then meaningless); false = the stage fails"""
+
+    def __post_init__(self) -> None:
+        for name, path in self.processbench_files.items():
+            if not isinstance(name, str) or not name or not isinstance(path, str) or not path:
+                raise ValueError(f"processbench_files must map subset names to file paths, got {name!r}: {path!r}")
+        modes = ("split", "fixed", *self.processbench_files)
+        if self.processbench_files and self.processbench_calibrate not in modes:
+            raise ValueError(f"processbench_calibrate must be one of {', '.join(modes)}, got {self.processbench_calibrate!r}")
+        if self.processbench_calibrate in self.processbench_files and len(self.processbench_files) < 2:
+            raise ValueError(f"processbench_calibrate {self.processbench_calibrate!r} leaves no other file to report on")
+        if self.processbench_max_len < 0:
+            raise ValueError(f"processbench_max_len must be >= 0, got {self.processbench_max_len}")
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,20 @@ from prefect.cache_policies import NO_CACHE
 
 from prmflow.config import EvaluateConfig
 from prmflow.evaluate.baselines import entropy_step_scores, likelihood_step_scores
-from prmflow.evaluate.scoring import score_rows
+from prmflow.evaluate.bon import answer_classes
+from prmflow.evaluate.processbench import load_processbench
+from prmflow.evaluate.scoring import score_rows, score_rows_by_length
+from prmflow.evaluate.verdict import answer_correct, answers_equal, final_answer, verified_candidates
 from prmflow.policy import load_backend
 from prmflow.policy.base import Completion, SamplingConfig
 from prmflow.prm import PRM
-from prmflow.synth import extract_answer, format_prompt, step_spans
+from prmflow.synth import extract_answer, format_prompt, split_steps, step_spans
 from tasks.generate import problem_seed
+
+
+def policy_prompt(problem: dict[str, Any]) -> str:
+    """The prompt the policy completes for one problem row (the one place the stage builds it)."""
+    return format_prompt(problem["problem"])
 
 
 @task(cache_policy=NO_CACHE, tags=["policy"])
@@ -23,7 +31,28 @@ def sample(cfg: EvaluateConfig, problems: list[dict[str, Any]], n: int, salt: st
     backend = load_backend("transformers", cfg.policy, batch_size=cfg.batch_size, show_progress=True)
     sampling = SamplingConfig(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
     seeds = [problem_seed(cfg.seed, f"{salt}:{p['id']}") for p in problems]
-    return backend.generate([format_prompt(p["problem"]) for p in problems], n, sampling, seeds=seeds)
+    return backend.generate([policy_prompt(p) for p in problems], n, sampling, seeds=seeds)
+
+
+def load_named_processbench(cfg: EvaluateConfig) -> list[dict[str, Any]]:
+    """The rows of every file in `cfg.processbench_files`, subset = its name (DataError on a bad row)."""
+    rows = [r for name, path in cfg.processbench_files.items() for r in load_processbench(path, subset=name)]
+    seen: dict[str, str] = {}
+    for r in rows:
+        if r["id"] in seen:
+            raise ValueError(f"id {r['id']!r} is in both {cfg.processbench_files[seen[r['id']]]} and "
+                             f"{cfg.processbench_files[r['subset']]} (ids must be unique over all files)")
+        seen[r["id"]] = r["subset"]
+    return rows
+
+
+@task(cache_policy=NO_CACHE, tags=["prm"])
+def prm_scores_by_length(cfg: EvaluateConfig, rows: list[dict[str, Any]]) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """PRM step scores for named ProcessBench rows: length-sorted batches, over-long rows skipped
+    and counted (prmflow.evaluate.scoring.score_rows_by_length)."""
+    return score_rows_by_length(PRM.from_pretrained(cfg.prm), rows, batch_size=cfg.score_batch_size,
+                                sep=cfg.processbench_step_sep, max_len=cfg.processbench_max_len or None,
+                                progress=True)
 
 
 def entropy_scores(rows: list[dict[str, Any]], completions: dict[str, Completion]) -> dict[str, list[float]]:
@@ -73,14 +102,43 @@ def bon_candidates(cfg: EvaluateConfig, problems: list[dict[str, Any]],
     return out
 
 
+@task(cache_policy=NO_CACHE, tags=["prm"])
+def bon_candidates_verified(cfg: EvaluateConfig, problems: list[dict[str, Any]],
+                            completions: list[list[Completion]]) -> list[dict[str, Any]]:
+    """Best-of-N inputs on real problems: each candidate's text, final answer, verdict
+    (`answer_correct`), verified-equivalence class (`answer_classes` over `answers_equal`) and PRM
+    step scores, steps = the solution's non-empty lines (`split_steps`, joined back with "\n" as
+    the PRM reads them). A candidate whose first line alone exceeds the PRM's max_len cannot be
+    scored: it gets the step score 0.0 (never picked while another can be) and is counted."""
+    prm = PRM.from_pretrained(cfg.prm)
+    flat = [(i, c) for i, cs in enumerate(completions) for c in cs]
+    rows = [{"id": f"{i}/{k}", "subset": "bon", "problem": problems[i]["problem"],
+             "steps": split_steps(c.text) or [""]} for k, (i, c) in enumerate(flat)]
+    scores, _ = score_rows_by_length(prm, rows, batch_size=cfg.score_batch_size, progress=True)
+    ids = iter(rows)
+    out = []
+    for p, cs in zip(problems, completions, strict=True):
+        rids = [next(ids)["id"] for _ in cs]
+        cands = verified_candidates(p, [c.text for c in cs], [scores.get(r, [0.0]) for r in rids])
+        for cand, c, r in zip(cands, cs, rids, strict=True):
+            cand.update(scored=r in scores, tokens=len(c.token_ids))
+        out.append({"id": p["id"], "answer": p["answer"], "candidates": cands})
+    return out
+
+
 @task(cache_policy=NO_CACHE, tags=["policy", "prm"])
 def pedu_compare(cfg: EvaluateConfig, problems: list[dict[str, Any]]) -> dict[str, Any]:
     """EDU-guided sampling with PRM pruning (P-EDU) vs standard sampling at equal N, per seed.
 
     Both arms pick an answer from their N candidates by majority vote and by the best PRM
     min-step score; tokens count everything sampled (trunks, branches, pruned ones, EOS).
+    Synthetic problems compare answers as strings with the reference; real problems use the
+    verified verdict (`answer_correct`) and vote over verified-equivalence classes, as the
+    verified Best-of-N does. A solution whose first line exceeds the PRM's max_len scores 0.0.
     """
     import statistics
+
+    from prmflow.evaluate.verdict import problem_kind
 
     from prmflow.edu_sampling import edu_guided_sample
     from prmflow.edu_tree import TreeConfig
@@ -93,16 +151,21 @@ def pedu_compare(cfg: EvaluateConfig, problems: list[dict[str, Any]]) -> dict[st
     tree_cfg = TreeConfig(entropy_threshold=cfg.pedu_threshold, top_k=2, max_branches=cfg.pedu_n - 1, max_depth=3)
     decode = lambda ids: backend.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
 
+    real = problem_kind(problems) == "real"
+
     def step_scores(prompt: str, text: str) -> list[float]:
         steps = split_steps(text)
-        return prm.score(prompt, prm_steps(steps)) if steps else [0.0]
+        try:
+            return prm.score(prompt, prm_steps(steps)) if steps else [0.0]
+        except ValueError:  # the first step alone exceeds the PRM's max_len: cannot be scored
+            return [0.0]
 
     per_seed: dict[str, dict[str, list[float]]] = {arm: {"acc_majority": [], "acc_prm": [], "tokens": []}
                                                    for arm in ("standard", "p_edu")}
     for s in range(cfg.pedu_seeds):
         hits = {arm: {"acc_majority": 0, "acc_prm": 0, "tokens": 0} for arm in per_seed}
         for p in problems:
-            prompt = format_prompt(p["problem"])
+            prompt = policy_prompt(p)
             ids = backend.encode(prompt)
             seed = problem_seed(cfg.seed + 1000 * s, f"pedu:{p['id']}")
             sampling = SamplingConfig(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=seed)
@@ -113,6 +176,14 @@ def pedu_compare(cfg: EvaluateConfig, problems: list[dict[str, Any]]) -> dict[st
             arms["p_edu"] = ([decode(t) for t in edu.trajectories], edu.generated_tokens)
             gold = normalize_answer(p["answer"])
             for arm, (texts, tokens) in arms.items():
+                if real:
+                    right = [answer_correct(p, t) for t in texts]
+                    classes = answer_classes([final_answer(p, t) for t in texts], answers_equal)
+                    voted = majority_vote([None if k is None else str(k) for k in classes])
+                    hits[arm]["acc_majority"] += voted is not None and right[int(voted)]
+                    hits[arm]["acc_prm"] += right[select_prm([step_scores(prompt, t) for t in texts], "min")]
+                    hits[arm]["tokens"] += tokens
+                    continue
                 answers = [extract_answer(t) for t in texts]
                 voted = majority_vote(answers)
                 best = answers[select_prm([step_scores(prompt, t) for t in texts], "min")]
@@ -129,6 +200,8 @@ def pedu_compare(cfg: EvaluateConfig, problems: list[dict[str, Any]]) -> dict[st
 
     out: dict[str, Any] = {"n": cfg.pedu_n, "problems": len(problems), "seeds": cfg.pedu_seeds,
                            "prune_below": cfg.pedu_prune, "entropy_threshold": cfg.pedu_threshold}
+    if real:  # (synthetic runs keep their exact old keys)
+        out["verdict"] = "answer_correct (math-verify); majority vote over verified-equivalence classes"
     for arm, vals in per_seed.items():
         out[arm] = {k: {"per_seed": v, **mean_std(v)} for k, v in vals.items()}
     tok_change = [e / s - 1 for e, s in zip(per_seed["p_edu"]["tokens"], per_seed["standard"]["tokens"], strict=True)]

@@ -217,3 +217,60 @@ def test_bon_accuracy_matches_selection_functions(cands, gold):
 
 def test_docstring_examples():
     assert doctest.testmod(bon).failed == 0
+
+
+# --------------------------------------------------------------------------- verified (real) answers
+
+
+def verified(answers, scores, is_right, equal):
+    """Candidates in verified mode: verdicts from `is_right`, classes from `equal`."""
+    from prmflow.evaluate.bon import answer_classes
+
+    classes = answer_classes(answers, equal)
+    return [{"answer": a, "step_scores": s, "correct": is_right(a), "answer_class": k}
+            for a, s, k in zip(answers, scores, classes)]
+
+
+def numeric_equal(a, b):
+    """A stand-in for math-verify: equal as numbers once '$' is stripped."""
+    try:
+        return float(a.strip("$")) == float(b.strip("$"))
+    except ValueError:
+        return False
+
+
+def test_majority_vote_groups_by_verified_equivalence():
+    from prmflow.evaluate.bon import answer_classes
+
+    answers = ["20", "18", "20", "$18$", "18.0", None]
+    assert answer_classes(answers, numeric_equal) == [0, 1, 0, 1, 1, None]
+    right = lambda a: a is not None and numeric_equal(a, "18")  # noqa: E731
+    cands = verified(answers, [[0.5]] * 6, right, numeric_equal)
+    acc = bon_accuracy([{"id": "q", "candidates": cands}], ns=[3, 5], methods=["majority_vote", "oracle"])["accuracy"]
+    # N=3: "20" x2 vs the 18-class x1 -> wrong; N=5: the 18-class x3 ("18", "$18$", "18.0") beats "20" x2
+    assert acc == {"majority_vote": [0.0, 1.0], "oracle": [1.0, 1.0]}
+    # raw strings would have voted "20" at N=5 (2 vs 1 vs 1 vs 1)
+    assert majority_vote(answers[:5]) == "20"
+
+
+def test_verified_vote_counts_classes_not_verdicts():
+    # two right classes that the verifier did not merge must not pool their votes against a wrong one
+    cands = [{"answer": a, "step_scores": [0.5], "correct": ok, "answer_class": k}
+             for a, ok, k in [("7", False, 0), ("7", False, 0), ("x", True, 2), ("y", True, 3)]]
+    acc = bon_accuracy([{"candidates": cands}], ns=[4], methods=["majority_vote", "prm_min", "oracle"])["accuracy"]
+    assert acc == {"majority_vote": [0.0], "prm_min": [0.0], "oracle": [1.0]}  # "7" x2 wins; ties -> c0 (wrong)
+
+
+def test_verified_mode_checks_classes():
+    cands = [{"answer": "1", "step_scores": [0.5], "correct": True, "answer_class": 1},
+             {"answer": "1", "step_scores": [0.5], "correct": True, "answer_class": 1}]
+    with pytest.raises(ValueError, match="candidate 0: answer_class 1 is not the index of its class's first member"):
+        bon_accuracy([{"candidates": cands}], ns=[2])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(answer, step_scores), min_size=4, max_size=4), st.sampled_from(["1", "2"]))
+def test_verified_mode_with_string_equality_equals_string_mode(cands, gold):
+    plain = bon_accuracy([{"answer": gold, "candidates": [cand(a, *s) for a, s in cands]}], ns=[1, 2, 4], how="mean")
+    v = verified([a for a, _ in cands], [s for _, s in cands], lambda a: a == gold, lambda a, b: a == b)
+    assert bon_accuracy([{"candidates": v}], ns=[1, 2, 4], how="mean") == plain

@@ -16,12 +16,17 @@ Answers compare as normalized strings: surrounding whitespace and trailing "." r
 ("42." == " 42"), nothing else ("0.5" != ".5", "\\frac12" != "1/2"); normalize upstream for
 anything finer. An answer that normalizes to "" counts as no answer (None), which never wins a
 vote and is never right. Ties go to the lowest candidate index / the answer seen first.
+
+Real answers ("18", "$18$", "18.00", "\\frac{36}{2}") need a verifier, not string equality. For
+them each candidate carries its verdict `correct` and an `answer_class` from `answer_classes`
+(answers grouped by a verified-equivalence function, e.g. math-verify); votes then count classes
+instead of strings, and a class is right when its first member is (its members are equivalent).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 AGGREGATIONS = ("min", "last", "prod", "mean")
@@ -117,6 +122,33 @@ def majority_vote(answers: Sequence[str | None]) -> str | None:
     return weighted_vote(answers, [1.0] * len(answers))
 
 
+def answer_classes(answers: Sequence[str | None], equal: Callable[[str, str], bool]) -> list[int | None]:
+    """Group final answers by verified equivalence: each answer's class is the index of the first
+    answer it is `equal` to (compared with each class's first member, in order), else its own.
+
+    Answers are normalized first (`normalize_answer`); equal normalized strings share a class
+    without calling `equal`, and None (no answer) has no class.
+
+    >>> answer_classes(["0.5", None, "1/2", "0.5.", "3"], lambda a, b: {a, b} <= {"0.5", "1/2"})
+    [0, None, 0, 0, 4]
+    """
+    norm = [normalize_answer(a) for a in answers]
+    reps: list[int] = []  # first member of each class, in order
+    out: list[int | None] = []
+    for j, a in enumerate(norm):
+        if a is None:
+            out.append(None)
+            continue
+        cls = next((r for r in reps if norm[r] == a), None)
+        if cls is None:
+            cls = next((r for r in reps if equal(norm[r], a)), None)  # type: ignore[arg-type]
+        if cls is None:
+            reps.append(j)
+            cls = j
+        out.append(cls)
+    return out
+
+
 def bon_accuracy(
     problems: Sequence[Mapping[str, Any]],
     ns: Sequence[int] = (1, 2, 4, 8),
@@ -131,6 +163,10 @@ def bon_accuracy(
     least max(ns) of them (ValueError otherwise, never silently fewer). `how` is the
     aggregation giving `weighted_vote` its weights. Methods default to all of METHODS.
     Returns {"ns": [...], "n_problems": P, "how": how, "accuracy": {method: [acc per N]}}.
+
+    Verified mode (real answers, module docstring): a problem whose candidates all carry
+    `correct` (bool) and `answer_class` (int | None, from `answer_classes`) needs no reference
+    `answer`; the verdicts are used as given and votes count classes.
     """
     methods = list(METHODS if methods is None else methods)
     unknown = [m for m in methods if m not in METHODS]
@@ -150,15 +186,28 @@ def bon_accuracy(
     hits = {m: [0] * len(ns) for m in methods}
     for p_idx, problem in enumerate(problems):
         where = f"problem {problem.get('id', p_idx)!r}"
-        gold = normalize_answer(problem["answer"])
-        if gold is None:
-            raise ValueError(f"{where}: empty reference answer")
         cands = problem["candidates"]
+        verified = bool(cands) and all("correct" in c for c in cands)
+        if not verified:
+            gold = normalize_answer(problem["answer"])
+            if gold is None:
+                raise ValueError(f"{where}: empty reference answer")
         if len(cands) < n_max:
             raise ValueError(f"{where}: {len(cands)} candidates, fewer than N = {n_max}")
         cands = cands[:n_max]
-        answers = [normalize_answer(c["answer"]) for c in cands]
-        right = [a == gold for a in answers]
+        if verified:  # votes over verified-equivalence classes; the class's first member decides
+            classes = [c["answer_class"] for c in cands]
+            for j, k in enumerate(classes):
+                if k is not None and not (isinstance(k, int) and 0 <= k <= j and classes[k] == k):
+                    raise ValueError(f"{where}: candidate {j}: answer_class {k!r} is not the index of its "
+                                     "class's first member (use answer_classes)")
+            right = [bool(c["correct"]) for c in cands]
+            answers = [None if k is None else str(k) for k in classes]  # vote keys
+            key_right = {a: right[int(a)] for a in answers if a is not None}
+        else:
+            answers = [normalize_answer(c["answer"]) for c in cands]
+            right = [a == gold for a in answers]
+            key_right = {a: a == gold for a in answers if a is not None}
         agg: dict[str, list[float]] = {}
         for h in hows:
             try:
@@ -167,7 +216,7 @@ def bon_accuracy(
                 raise ValueError(f"{where}: {e}") from None
         for k, n in enumerate(ns):
             for m in methods:
-                hits[m][k] += _correct(m, n, answers, right, agg, how, gold)
+                hits[m][k] += _correct(m, n, answers, right, agg, how, key_right)
     return {
         "ns": ns,
         "n_problems": len(problems),
@@ -177,16 +226,18 @@ def bon_accuracy(
 
 
 def _correct(
-    method: str, n: int, answers: list[str | None], right: list[bool], agg: dict[str, list[float]], how: str, gold: str
+    method: str, n: int, answers: list[str | None], right: list[bool], agg: dict[str, list[float]], how: str,
+    key_right: dict[str, bool],
 ) -> bool:
-    """Whether `method` picks a right answer from the first n candidates of one problem."""
+    """Whether `method` picks a right answer from the first n candidates of one problem
+    (`key_right`: is the answer / class with this vote key right)."""
     if method == "first":
         return right[0]
     if method == "oracle":
         return any(right[:n])
     if method == "majority_vote":
-        return majority_vote(answers[:n]) == gold
+        return key_right.get(majority_vote(answers[:n]), False)  # type: ignore[arg-type]
     if method == "weighted_vote":
-        return weighted_vote(answers[:n], agg[how][:n]) == gold
+        return key_right.get(weighted_vote(answers[:n], agg[how][:n]), False)  # type: ignore[arg-type]
     scores = agg[method.removeprefix("prm_")][:n]
     return right[scores.index(max(scores))]  # index() -> the lowest index among ties, as select_prm
