@@ -41,6 +41,7 @@ from prefect import flow
 
 from prmflow import io, plots, tracking
 from prmflow.config import EvaluateConfig, load_section
+from prmflow.prompts import PromptConfig
 from prmflow.evaluate.baselines import all_ones
 from prmflow.evaluate.bon import bon_accuracy
 from prmflow.evaluate.processbench import calibrate_threshold, evaluate_subsets, f1_curve
@@ -198,11 +199,15 @@ def zero_oracle(bon: dict) -> str | None:
 
 @flow(name="evaluate", log_prints=True)
 def evaluate_flow(params: str | list[str] = "params.yaml", problems_path: str = "data/problems/eval.jsonl",
-                  data_dir: str = "data/eval", reports_dir: str = "reports") -> dict:
+                  data_dir: str = "data/eval", reports_dir: str = "reports",
+                  fewshot_path: str = "data/problems/train.jsonl") -> dict:
     cfg = load_section(params, "evaluate", EvaluateConfig)
+    prompt_cfg = load_section(params, "prompt", PromptConfig)
     out = Path(reports_dir) / "eval"
     with tracking.stage_run("evaluate", cfg) as run:
         problems = io.read_jsonl(problems_path)
+        examples = io.read_jsonl(fewshot_path)[: prompt_cfg.few_shot] if prompt_cfg.few_shot else []
+        run.params(prompt_cfg, "prompt.")
         real = problem_kind(problems, problems_path) == "real"
         skipped: dict[str, str] = {}
 
@@ -234,14 +239,14 @@ def evaluate_flow(params: str | list[str] = "params.yaml", problems_path: str = 
         ns = [n for n in (1, 2, 4, 8, 16, 32, 64, 128) if n <= cfg.bon_max_n]
         bon = {}
         if bon_problems and not real:
-            cands = bon_candidates(cfg, bon_problems, sample(cfg, bon_problems, cfg.bon_max_n, "bon"))
+            cands = bon_candidates(cfg, bon_problems, sample(cfg, bon_problems, cfg.bon_max_n, "bon", prompt_cfg, examples))
             bon = bon_accuracy(cands, ns=ns)
             bon["mean_tokens_per_solution"] = sum(c["tokens"] for p in cands for c in p["candidates"]) / sum(
                 len(p["candidates"]) for p in cands)
             io.write_json(out / "bon.json", bon)
             plots.bon_curves(bon, out / "bon.png")
         elif bon_problems:  # real: verified answers, votes over verified-equivalence classes
-            cands = bon_candidates_verified(cfg, bon_problems, sample(cfg, bon_problems, cfg.bon_max_n, "bon"))
+            cands = bon_candidates_verified(cfg, bon_problems, sample(cfg, bon_problems, cfg.bon_max_n, "bon", prompt_cfg, examples))
             io.write_jsonl(Path(data_dir) / "bon_candidates.jsonl", cands)
             bon = bon_accuracy(cands, ns=ns)
             flat = [c for p in cands for c in p["candidates"]]
@@ -268,7 +273,7 @@ def evaluate_flow(params: str | list[str] = "params.yaml", problems_path: str = 
 
         # ---- EDU-guided sampling (P-EDU) vs standard sampling at equal N
         if pedu_problems and cfg.pedu_problems:
-            pedu = pedu_compare(cfg, pedu_problems)
+            pedu = pedu_compare(cfg, pedu_problems, prompt_cfg, examples)
             io.write_json(out / "edu_sampling.json", pedu)
             plots.accuracy_vs_tokens(pedu, out / "edu_sampling.png")
             run.metrics({"eval/pedu/acc_prm_delta": pedu["acc_prm_delta"]["mean"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from prefect import task
@@ -16,22 +17,29 @@ from prmflow.evaluate.verdict import answer_correct, answers_equal, final_answer
 from prmflow.policy import load_backend
 from prmflow.policy.base import Completion, SamplingConfig
 from prmflow.prm import PRM
+from prmflow.prompts import Prompt, PromptConfig, build_prompt
 from prmflow.synth import extract_answer, format_prompt, split_steps, step_spans
 from tasks.generate import problem_seed
 
 
-def policy_prompt(problem: dict[str, Any]) -> str:
-    """The prompt the policy completes for one problem row (the one place the stage builds it)."""
-    return format_prompt(problem["problem"])
+def policy_prompt(problem: dict[str, Any], prompt_cfg: PromptConfig = PromptConfig(), tokenizer: Any = None,
+                  examples: Sequence[dict[str, Any]] = ()) -> Prompt:
+    """The prompt the policy completes for one problem row (the one place the stage builds it;
+    the PRM always reads `format_prompt(problem)`, as in training)."""
+    return build_prompt(problem["problem"], prompt_cfg, tokenizer, examples)
 
 
 @task(cache_policy=NO_CACHE, tags=["policy"])
-def sample(cfg: EvaluateConfig, problems: list[dict[str, Any]], n: int, salt: str) -> list[list[Completion]]:
-    """n policy solutions per problem (seeded per problem id and `salt`). Not cached (DVC decides)."""
+def sample(cfg: EvaluateConfig, problems: list[dict[str, Any]], n: int, salt: str,
+           prompt_cfg: PromptConfig = PromptConfig(), examples: Sequence[dict[str, Any]] = ()) -> list[list[Completion]]:
+    """n policy solutions per problem (seeded per problem id and `salt`), prompted as the generate
+    stage prompts (the `prompt` section) and cut at its stop strings. Not cached (DVC decides)."""
     backend = load_backend("transformers", cfg.policy, batch_size=cfg.batch_size, show_progress=True)
-    sampling = SamplingConfig(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+    prompts = [policy_prompt(p, prompt_cfg, backend.tokenizer, examples) for p in problems]
+    sampling = SamplingConfig(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
+                              stop=prompts[0].stop if prompts else ())
     seeds = [problem_seed(cfg.seed, f"{salt}:{p['id']}") for p in problems]
-    return backend.generate([policy_prompt(p) for p in problems], n, sampling, seeds=seeds)
+    return backend.generate([pr.text for pr in prompts], n, sampling, seeds=seeds)
 
 
 def load_named_processbench(cfg: EvaluateConfig) -> list[dict[str, Any]]:
@@ -127,7 +135,8 @@ def bon_candidates_verified(cfg: EvaluateConfig, problems: list[dict[str, Any]],
 
 
 @task(cache_policy=NO_CACHE, tags=["policy", "prm"])
-def pedu_compare(cfg: EvaluateConfig, problems: list[dict[str, Any]]) -> dict[str, Any]:
+def pedu_compare(cfg: EvaluateConfig, problems: list[dict[str, Any]], prompt_cfg: PromptConfig = PromptConfig(),
+                 examples: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """EDU-guided sampling with PRM pruning (P-EDU) vs standard sampling at equal N, per seed.
 
     Both arms pick an answer from their N candidates by majority vote and by the best PRM
@@ -165,10 +174,12 @@ def pedu_compare(cfg: EvaluateConfig, problems: list[dict[str, Any]]) -> dict[st
     for s in range(cfg.pedu_seeds):
         hits = {arm: {"acc_majority": 0, "acc_prm": 0, "tokens": 0} for arm in per_seed}
         for p in problems:
-            prompt = policy_prompt(p)
-            ids = backend.encode(prompt)
+            policy = policy_prompt(p, prompt_cfg, backend.tokenizer, examples)
+            prompt = format_prompt(p["problem"])  # what the PRM reads
+            ids = backend.encode(policy.text)
             seed = problem_seed(cfg.seed + 1000 * s, f"pedu:{p['id']}")
-            sampling = SamplingConfig(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=seed)
+            sampling = SamplingConfig(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=seed,
+                                      stop=policy.stop)
             std = backend.generate_ids([ids], cfg.pedu_n, sampling, seeds=[seed])[0]
             arms = {"standard": ([c.text for c in std], sum(len(c.token_ids) + (c.finish_reason == "stop") for c in std))}
             keep = lambda tree, i, prompt=prompt: min(step_scores(prompt, decode(tree.full_tokens(i)))) >= cfg.pedu_prune  # noqa: E731

@@ -29,20 +29,19 @@ The real-text verdict sits behind three small functions, so that one place decid
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from prmflow import answers
 from prmflow.io import DataError
+from prmflow.policy.evaluate import grade
 
 SYNTHETIC = "synthetic"
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
-_NUMERIC_ANSWER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
 def is_synthetic(problem: Mapping[str, Any]) -> bool:
     """True for rows of prmflow's synthetic world (no `source`, or `source == "synthetic"`)."""
-    return problem.get("source", SYNTHETIC) == SYNTHETIC
+    return not answers.is_real(problem)
 
 
 def problem_kind(problems: Sequence[Mapping[str, Any]], where: str = "<problems>") -> str:
@@ -59,49 +58,32 @@ def problem_kind(problems: Sequence[Mapping[str, Any]], where: str = "<problems>
 
 
 def final_answer(problem: Mapping[str, Any], text: str) -> str | None:
-    r"""The final answer `text` states (module docstring), or None.
+    r"""The final answer `text` states (`prmflow.answers.extract_final_answer`, cleaned), or None.
 
     >>> row = {"answer": "1000"}
     >>> final_answer(row, "so 5 * 200 = 1,000\n#### 1,000"), final_answer(row, "The answer is $1,000$ sheep.")
-    ('1000', '1000')
+    ('1,000', '1,000 sheep')
     >>> final_answer({"answer": "\\frac{1}{2}"}, "so \\boxed{\\frac{2}{4}}"), final_answer(row, "no idea") is None
     ('\\frac{2}{4}', True)
     """
-    from prmflow.label.mc import final_answer_text
-
-    if "####" in text:
-        tail = text.rsplit("####", 1)[1].strip().splitlines()
-        found: str | None = tail[0] if tail else None
-    else:
-        found = final_answer_text(text)
-    if found is None or not found.strip():
-        return None
-    if _NUMERIC_ANSWER.fullmatch(str(problem.get("answer", "")).strip().replace(",", "")):
-        numbers = _NUMBER.findall(found.replace(",", ""))
-        return numbers[-1] if numbers else None
-    return found.strip()
+    found = answers.extract_final_answer(text)
+    return answers.clean_answer(found) if found is not None and found.strip() else None
 
 
 def answers_equal(a: str, b: str) -> bool:
-    r"""Are two extracted answers the same value? (`prmflow.label.mc.math_equal`: normalized
-    strings, then math-verify.)
+    r"""Are two extracted answers the same value? (`prmflow.answers.answers_match`: numbers
+    exactly, as fractions; LaTeX and the rest by math-verify.)
 
     >>> answers_equal("18", "18.0"), answers_equal("\\frac{1}{2}", "0.5"), answers_equal("18", "20")
     (True, True, False)
     """
-    from prmflow.label.mc import math_equal
-
-    return math_equal(a, b)
+    return answers.answers_match(a, b)
 
 
 def answer_correct(problem: Mapping[str, Any], text: str) -> bool:
-    """Is the final answer of solution `text` right for `problem` (module docstring)?"""
-    if is_synthetic(problem):
-        from prmflow.policy.evaluate import grade
-
-        return grade(problem, text).final_correct
-    final = final_answer(problem, text)
-    return final is not None and answers_equal(str(problem["answer"]), final)
+    """Is the final answer of solution `text` right for `problem`? `prmflow.policy.evaluate.grade`
+    decides for both kinds: the exact checker for synthetic rows, `prmflow.answers` for real ones."""
+    return grade(problem, text).final_correct
 
 
 def verified_candidates(problem: Mapping[str, Any], texts: Sequence[str],
