@@ -25,12 +25,13 @@ from prefect.cache_policies import NO_CACHE
 from tqdm.auto import tqdm
 
 from prmflow import io, shard
-from prmflow.config import GenerateConfig
+from prmflow.config import RUNNER_FIELDS, GenerateConfig
 from prmflow.edu_tree import TreeConfig, grow_tree
 from prmflow.policy.hf_backend import token_offsets
 from prmflow.policy.base import Backend, SamplingConfig, derive_seed
 from prmflow.policy.evaluate import grade
 from prmflow.synth import format_prompt
+from tasks import runners
 from tasks.backends import cached_backend
 
 
@@ -60,7 +61,8 @@ def _backend(cfg: GenerateConfig) -> Backend:
 
 def job_dir(cfg: GenerateConfig, problems: list[dict[str, Any]], root: str = "checkpoints/generate") -> Path:
     """Where the shard files of this exact job (config, policy weights, problems) live."""
-    knobs = {k: v for k, v in asdict(cfg).items() if k != "task_retries"}  # retries change no output
+    # retries and where shards run change no output
+    knobs = {k: v for k, v in asdict(cfg).items() if k != "task_retries" and k not in RUNNER_FIELDS}
     return shard.work_dir(root, "generate", knobs, shard.path_fingerprint(cfg.model), problems)
 
 
@@ -164,14 +166,17 @@ def generate_shard(cfg: GenerateConfig, shard_idx: int, batches: list[list[dict[
 def sample_solutions(cfg: GenerateConfig, problems: list[dict[str, Any]],
                      work_root: str = "checkpoints/generate") -> dict[str, Any]:
     """n completions per problem plus EDU trees for the first `cfg.tree_problems` problems,
-    computed shard by shard (sequentially, one model load per process) and merged in input order.
+    computed shard by shard and merged in input order. The shards run on `cfg.task_runner`
+    (tasks.runners): one after another in this process (one model load), or concurrently on a
+    Ray cluster (one model load per worker process), with their files under
+    `cfg.shard_storage`/generate if set, else `work_root`.
 
     Returns `samples`, `tree` (rows as in the artifacts) and `info` (`shards_run`, `shards_skipped`).
     """
     ids = [p["id"] for p in problems]
     if len(set(ids)) != len(ids):
         raise ValueError("generate: problem ids are not unique")
-    wd = job_dir(cfg, problems, work_root)
+    wd = job_dir(cfg, problems, runners.shard_root(cfg, work_root, "generate"))
     paths = [shard.shard_path(wd, s) for s in range(cfg.num_shards)]
     tree_ids = {p["id"] for p in problems[: cfg.tree_problems]}
     batches = plan_batches(cfg, problems, wd)
@@ -180,7 +185,10 @@ def sample_solutions(cfg: GenerateConfig, problems: list[dict[str, Any]],
     print(f"generate: {len(batches)} batches, {cfg.num_shards} shards in {wd} "
           f"(problems per shard {[len(x) for x in shard_ids]})")
     run = generate_shard.with_options(retries=cfg.task_retries)
-    infos = [run(cfg, s, bs, sorted(tree_ids & set(shard_ids[s])), str(paths[s])) for s, bs in enumerate(by_shard)]
+    task_cfg = runners.for_workers(cfg, model=cfg.model)
+    infos = runners.run_shards(run, cfg, "generate", [
+        {"cfg": task_cfg, "shard_idx": s, "batches": bs, "tree_ids": sorted(tree_ids & set(shard_ids[s])),
+         "path": str(paths[s])} for s, bs in enumerate(by_shard)])
     by_id: dict[str, dict[str, Any]] = {}
     for s in range(cfg.num_shards):
         recs = read_shard(paths[s], shard_ids[s])

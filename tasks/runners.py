@@ -1,0 +1,137 @@
+"""Where a stage's shard tasks run: in this process (`thread`) or on a Ray cluster (`ray`).
+
+    infos = run_shards(generate_shard.with_options(retries=1), cfg, "generate",
+                       [{"cfg": cfg, "shard_idx": 0, ...}, {"cfg": cfg, "shard_idx": 1, ...}])
+
+`thread` calls the shard tasks one after another in this process, as the stages always did.
+`ray` submits every shard as one Prefect task through `prefect_ray.RayTaskRunner`, each under
+`prefect_ray.context.remote_options(num_cpus=..., num_gpus=..., max_retries=NODE_RETRIES)`, so
+the shards run concurrently on the cluster's nodes; then it waits for all of them. Only the
+coarse shard tasks go to Ray (a stage has `num_shards` of them); everything else in the flow
+stays in its process.
+
+Faults: an exception inside a shard is retried by Prefect (`task_retries`, in the Ray worker);
+a shard lost with its node (raylet or worker process killed) is resubmitted by Ray on the nodes
+still alive, up to NODE_RETRIES times. Shard tasks write their results to shard files that
+every node reaches (`shard_storage`, else the stage's checkpoint dir), skip shards whose file is
+already complete, and the driver merges the files in input order, so the stage's output is the
+same bytes for either runner and any shard count.
+
+The runner is built here from the stage's params rather than fixed on the `@flow`, so the flows
+(and their Prefect deployments) stay as they are and `task_runner` is a param like any other.
+Paths handed to Ray tasks are made absolute (a Ray worker's working directory is not the
+driver's), and workers import this checkout's code (PYTHONPATH) and see the driver's offline /
+telemetry settings (FORWARDED_ENV).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from prmflow.config import RunnerOptions
+
+C = TypeVar("C", bound=RunnerOptions)
+
+NODE_RETRIES = 3
+"""Ray's `max_retries`: times a shard lost with its node (or worker process) is resubmitted"""
+CONNECT_TIMEOUT = 5.0
+"""seconds to wait for the Ray cluster's port before failing the stage"""
+FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HOME", "TOKENIZERS_PARALLELISM",
+                 "DO_NOT_TRACK", "PREFECT_SERVER_ANALYTICS_ENABLED", "MLFLOW_DISABLE_TELEMETRY")
+"""environment variables a shard task sees as they are in the driver (when set there)"""
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def check_reachable(address: str, param: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Fail fast, naming the address and the param, when nothing listens at a Ray `address`.
+
+    `ray.init` would keep retrying an unreachable cluster for a long time; one TCP connect with
+    a timeout tells the user at once. "" and `auto` (a cluster found on this machine) are left
+    to Ray.
+
+    >>> check_reachable("127.0.0.1:1", "label.ray_address", timeout=1.0)
+    Traceback (most recent call last):
+    ...
+    ConnectionError: label.ray_address: no Ray cluster answers at '127.0.0.1:1' (Connection refused); start one with `ray start --head` or fix label.ray_address
+    """
+    if address in ("", "auto"):
+        return
+    split = urlsplit(address if "://" in address else f"ray-gcs://{address}")
+    try:
+        host, port = split.hostname, split.port or (10001 if split.scheme == "ray" else 6379)
+    except ValueError as e:  # a port that is not a number
+        raise ValueError(f"{param}: {address!r} is not host:port or ray://host:port ({e})") from None
+    if not host:
+        raise ValueError(f"{param}: {address!r} is not host:port or ray://host:port")
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as e:
+        why = e.strerror or type(e).__name__
+        raise ConnectionError(f"{param}: no Ray cluster answers at {address!r} ({why}); start one with "
+                              f"`ray start --head` or fix {param}") from None
+
+
+def shard_root(cfg: RunnerOptions, default_root: str | os.PathLike[str], stage: str) -> Path:
+    """The directory a stage's job dirs go under: `<shard_storage>/<stage>`, else `default_root`;
+    absolute under ray (the worker processes do not share the driver's working directory).
+
+    >>> shard_root(RunnerOptions(), "checkpoints/label", "label")
+    PosixPath('checkpoints/label')
+    >>> shard_root(RunnerOptions(shard_storage="file:///mnt/shared/prmflow"), "checkpoints/label", "label")
+    PosixPath('/mnt/shared/prmflow/label')
+    """
+    storage = cfg.shard_storage.removeprefix("file://")
+    root = Path(storage) / stage if storage else Path(default_root)
+    return root.resolve() if cfg.task_runner == "ray" else root
+
+
+def for_workers(cfg: C, **path_fields: str) -> C:
+    """`cfg` as a shard task on another process should see it: under ray, the local paths named
+    by `path_fields` (e.g. model="models/policy") made absolute. Paths only say where the same
+    files are, so nothing a shard computes changes (job hashes use the original cfg)."""
+    if cfg.task_runner != "ray":
+        return cfg
+    changes = {k: str(Path(v).resolve()) for k, v in path_fields.items() if Path(v).exists()}
+    return dataclasses.replace(cfg, **changes) if changes else cfg
+
+
+def ray_init_kwargs() -> dict[str, Any]:
+    """`ray.init` keyword arguments: workers import this checkout and see FORWARDED_ENV."""
+    env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {"runtime_env": {"env_vars": env}, "namespace": "prmflow"}
+
+
+def _ray_task_runner(cfg: RunnerOptions, section: str) -> Any:
+    try:
+        from prefect_ray import RayTaskRunner
+    except ImportError:
+        raise ImportError(f"{section}.task_runner is 'ray' but prefect-ray is not installed: "
+                          "pip install -e '.[ray]'") from None
+    check_reachable(cfg.ray_address, f"{section}.ray_address")
+    return RayTaskRunner(address=cfg.ray_address or None, init_kwargs=ray_init_kwargs())
+
+
+def run_shards(task: Any, cfg: RunnerOptions, section: str, calls: list[dict[str, Any]]) -> list[Any]:
+    """Run `task(**kwargs)` for every kwargs in `calls` on the runner `cfg` names; results in order.
+
+    thread: one after another in this process (the first failure stops the stage). ray: all
+    submitted at once, each reserving `num_cpus` / `num_gpus`; every shard is waited for (so
+    the finished ones are saved) before the first failure, if any, is raised.
+    """
+    if cfg.task_runner == "thread":
+        return [task(**kwargs) for kwargs in calls]
+    from prefect_ray.context import remote_options
+
+    with (_ray_task_runner(cfg, section) as runner,
+          remote_options(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, max_retries=NODE_RETRIES)):
+        futures = [runner.submit(task, kwargs) for kwargs in calls]
+        for f in futures:
+            f.wait()
+        return [f.result() for f in futures]
