@@ -26,9 +26,11 @@ telemetry settings (FORWARDED_ENV).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -135,3 +137,32 @@ def run_shards(task: Any, cfg: RunnerOptions, section: str, calls: list[dict[str
         for f in futures:
             f.wait()
         return [f.result() for f in futures]
+
+
+@contextlib.contextmanager
+def local_cluster(workers: int = 2, cpus_per_worker: float = 1, memory_mb: int = 2048,
+                  object_store_mb: int = 96) -> Iterator[Any]:
+    """A real multi-node Ray cluster on this machine, for tests and benchmarks: a head node with no
+    CPUs (it schedules and hosts the driver, runs no shard) and `workers` worker nodes, each its
+    own raylet (ray.cluster_utils.Cluster). A killed node is declared dead in about 2 s (fast
+    health checks). Yields the Cluster (`.address`, `.worker_nodes`); every process it started
+    is stopped on exit, also on error."""
+    from ray.cluster_utils import Cluster
+
+    health = {"health_check_period_ms": 500, "health_check_timeout_ms": 500, "health_check_failure_threshold": 4}
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "include_dashboard": False,
+        "object_store_memory": object_store_mb << 20, "_system_config": health})
+    try:
+        for _ in range(workers):
+            add_worker_node(cluster, cpus_per_worker, memory_mb, object_store_mb)
+        cluster.wait_for_nodes()
+        yield cluster
+    finally:
+        cluster.shutdown()
+
+
+def add_worker_node(cluster: Any, cpus: float = 1, memory_mb: int = 2048, object_store_mb: int = 96) -> Any:
+    """One more worker node (raylet) in a `local_cluster`."""
+    return cluster.add_node(num_cpus=cpus, memory=memory_mb << 20,
+                            object_store_memory=object_store_mb << 20)
