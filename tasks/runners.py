@@ -20,8 +20,10 @@ same bytes for either runner and any shard count.
 The runner is built here from the stage's params rather than fixed on the `@flow`, so the flows
 (and their Prefect deployments) stay as they are and `task_runner` is a param like any other.
 Paths handed to Ray tasks are made absolute (a Ray worker's working directory is not the
-driver's), and workers import this checkout's code (PYTHONPATH) and see the driver's offline /
-telemetry settings (FORWARDED_ENV).
+driver's); workers import this checkout's code (PYTHONPATH), see the driver's offline /
+telemetry settings (FORWARDED_ENV) and report to the driver's Prefect API, also when that is
+the temporary server of a run without PREFECT_API_URL (on several machines, set PREFECT_API_URL
+to a server every node reaches).
 """
 
 from __future__ import annotations
@@ -120,6 +122,19 @@ def _ray_task_runner(cfg: RunnerOptions, section: str) -> Any:
     return RayTaskRunner(address=cfg.ray_address or None, init_kwargs=ray_init_kwargs())
 
 
+def _api_settings() -> dict[Any, str]:
+    """Prefect settings the shard tasks need to report to this process's API. Without
+    PREFECT_API_URL a flow talks to a temporary server it started itself; its URL is handed on,
+    or every Ray worker would start a server of its own (tens of seconds each)."""
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return {}
+    server = SubprocessASGIServer()  # the process's one temporary server (a singleton)
+    return {PREFECT_API_URL: server.api_url} if server.running else {}
+
+
 def run_shards(task: Any, cfg: RunnerOptions, section: str, calls: list[dict[str, Any]]) -> list[Any]:
     """Run `task(**kwargs)` for every kwargs in `calls` on the runner `cfg` names; results in order.
 
@@ -129,9 +144,10 @@ def run_shards(task: Any, cfg: RunnerOptions, section: str, calls: list[dict[str
     """
     if cfg.task_runner == "thread":
         return [task(**kwargs) for kwargs in calls]
+    from prefect.settings import temporary_settings
     from prefect_ray.context import remote_options
 
-    with (_ray_task_runner(cfg, section) as runner,
+    with (_ray_task_runner(cfg, section) as runner, temporary_settings(_api_settings()),
           remote_options(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, max_retries=NODE_RETRIES)):
         futures = [runner.submit(task, kwargs) for kwargs in calls]
         for f in futures:
