@@ -559,6 +559,9 @@ class ActiveConfig(RunnerOptions):
 
     def __post_init__(self) -> None:
         self.check_runner("active")
+        if self.task_runner == "ray":  # the runs share one in-process feature cache and nest MLflow runs in order
+            raise ValueError("task_runner 'ray' is not supported by the active stage yet (active.task_runner): "
+                             "its (strategy, seed) runs share one in-process feature cache; use thread")
         if not self.strategies or not set(self.strategies) <= {"active", "random", "full"}:
             raise ValueError(f"active.strategies must be a non-empty subset of active, random, full: {self.strategies}")
         if not self.seeds:
