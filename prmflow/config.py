@@ -103,8 +103,9 @@ class RunnerOptions:
     """`thread`: shards run in this process, one after another | `ray`: each shard is one Prefect
     task on a Ray cluster (prefect_ray.RayTaskRunner; `pip install -e '.[ray]'`)"""
     ray_address: str = ""
-    """ray: the cluster, e.g. 10.0.0.1:6379 or ray://10.0.0.1:10001 ("" = a Ray instance started on
-    this machine for the stage; `auto` = the cluster `ray start` joined on this machine)"""
+    """ray: the cluster, e.g. 10.0.0.1:6379 or ray://10.0.0.1:10001; `auto` = the cluster `ray start`
+    joined on this machine (an error if none); "" = that or $RAY_ADDRESS, else a new Ray instance
+    on this machine for the stage"""
     num_cpus: float = 1.0
     """ray: CPUs each shard task reserves"""
     num_gpus: float = 0.0

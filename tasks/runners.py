@@ -118,7 +118,8 @@ def _ray_task_runner(cfg: RunnerOptions, section: str) -> Any:
     except ImportError:
         raise ImportError(f"{section}.task_runner is 'ray' but prefect-ray is not installed: "
                           "pip install -e '.[ray]'") from None
-    check_reachable(cfg.ray_address, f"{section}.ray_address")
+    if cfg.ray_address == "auto":  # prefect-ray drops "auto"; ray.init(address="auto") fails without a cluster
+        return RayTaskRunner(init_kwargs={**ray_init_kwargs(), "address": "auto"})
     return RayTaskRunner(address=cfg.ray_address or None, init_kwargs=ray_init_kwargs())
 
 
@@ -147,8 +148,15 @@ def run_shards(task: Any, cfg: RunnerOptions, section: str, calls: list[dict[str
     from prefect.settings import temporary_settings
     from prefect_ray.context import remote_options
 
-    with (_ray_task_runner(cfg, section) as runner, temporary_settings(_api_settings()),
-          remote_options(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, max_retries=NODE_RETRIES)):
+    check_reachable(cfg.ray_address, f"{section}.ray_address")
+    with contextlib.ExitStack() as stack:
+        try:
+            runner = stack.enter_context(_ray_task_runner(cfg, section))
+        except ConnectionError as e:  # `auto` and no cluster on this machine
+            raise ConnectionError(f"{section}.ray_address: no Ray cluster at {cfg.ray_address!r} ({e}); start one "
+                                  f"with `ray start --head` or fix {section}.ray_address") from None
+        stack.enter_context(temporary_settings(_api_settings()))
+        stack.enter_context(remote_options(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, max_retries=NODE_RETRIES))
         futures = [runner.submit(task, kwargs) for kwargs in calls]
         for f in futures:
             f.wait()
