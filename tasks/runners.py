@@ -133,7 +133,8 @@ def _api_settings() -> dict[Any, str]:
     if PREFECT_API_URL.value():
         return {}
     server = SubprocessASGIServer()  # the process's one temporary server (a singleton)
-    return {PREFECT_API_URL: server.api_url} if server.running else {}
+    server.start()  # a no-op when it runs already (a flow started it)
+    return {PREFECT_API_URL: server.api_url}
 
 
 def run_shards(task: Any, cfg: RunnerOptions, section: str, calls: list[dict[str, Any]]) -> list[Any]:
