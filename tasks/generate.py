@@ -156,11 +156,12 @@ def generate_shard(cfg: GenerateConfig, shard_idx: int, batches: list[list[dict[
     stage reruns, the work dir hash when a shard can be reused).
     """
     ids = [p["id"] for b in batches for p in b]
+    where = {"shard": shard_idx, "problems": len(ids), "node": runners.current_node()}
     if read_shard(path, ids) is not None:
-        return {"shard": shard_idx, "skipped": True, "problems": len(ids)}
+        return {**where, "skipped": True}
     recs = sample_problems(_backend(cfg), cfg, batches, set(tree_ids)) if ids else []
     io.write_jsonl(path, recs)
-    return {"shard": shard_idx, "skipped": False, "problems": len(ids)}
+    return {**where, "skipped": False}
 
 
 def sample_solutions(cfg: GenerateConfig, problems: list[dict[str, Any]],
@@ -171,7 +172,8 @@ def sample_solutions(cfg: GenerateConfig, problems: list[dict[str, Any]],
     Ray cluster (one model load per worker process), with their files under
     `cfg.shard_storage`/generate if set, else `work_root`.
 
-    Returns `samples`, `tree` (rows as in the artifacts) and `info` (`shards_run`, `shards_skipped`).
+    Returns `samples`, `tree` (rows as in the artifacts), `info` (`shards_run`, `shards_skipped`)
+    and `shards` (per shard: `skipped`, `problems` and the Ray `node` that ran it, or "local").
     """
     ids = [p["id"] for p in problems]
     if len(set(ids)) != len(ids):
@@ -198,4 +200,4 @@ def sample_solutions(cfg: GenerateConfig, problems: list[dict[str, Any]],
     rows = [r for p in problems for r in by_id[p["id"]]["samples"]]
     tree_rows = [r for p in problems[: cfg.tree_problems] for r in by_id[p["id"]]["tree"]]
     info = {"shards_run": sum(not i["skipped"] for i in infos), "shards_skipped": sum(i["skipped"] for i in infos)}
-    return {"samples": rows, "tree": tree_rows, "info": info}
+    return {"samples": rows, "tree": tree_rows, "info": info, "shards": infos}

@@ -32,6 +32,7 @@ import contextlib
 import dataclasses
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -49,6 +50,14 @@ FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"
                  "DO_NOT_TRACK", "PREFECT_SERVER_ANALYTICS_ENABLED", "MLFLOW_DISABLE_TELEMETRY")
 """environment variables a shard task sees as they are in the driver (when set there)"""
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def current_node() -> str:
+    """The Ray node id this process runs on (a shard task on a cluster), else "local"."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        return str(ray.get_runtime_context().get_node_id())
+    return "local"
 
 
 def check_reachable(address: str, param: str, timeout: float = CONNECT_TIMEOUT) -> None:
