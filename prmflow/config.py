@@ -92,6 +92,57 @@ class EngineOptions:
         return {}
 
 
+TASK_RUNNERS = ("thread", "ray")
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    """Where a stage's shard tasks run (generate, label, active): one set of knobs mixed into each
+    of those configs. Outputs are the same bytes for either runner, so none of these is part of a
+    job's hash (tasks.runners)."""
+
+    task_runner: str = "thread"
+    """`thread`: shards run in this process, one after another | `ray`: each shard is one Prefect
+    task on a Ray cluster (prefect_ray.RayTaskRunner; `pip install -e '.[ray]'`)"""
+    ray_address: str = ""
+    """ray: the cluster, e.g. 10.0.0.1:6379 or ray://10.0.0.1:10001; `auto` = the cluster `ray start`
+    joined on this machine (an error if none); "" = that or $RAY_ADDRESS, else a new Ray instance
+    on this machine for the stage"""
+    num_cpus: float = 1.0
+    """ray: CPUs each shard task reserves"""
+    num_gpus: float = 0.0
+    """ray: GPUs each shard task reserves (vLLM with tensor_parallel_size k: k)"""
+    shard_storage: str = ""
+    """directory the shard files go to ("" = the stage's checkpoint dir); with ray on several
+    machines, a path every node mounts at the same place (e.g. NFS)"""
+
+    def check_runner(self, section: str) -> None:
+        """Raise ValueError naming `<section>.<field>` on a bad runner knob.
+
+        >>> RunnerOptions(task_runner="dask").check_runner("label")
+        Traceback (most recent call last):
+        ...
+        ValueError: task_runner must be one of thread, ray (label.task_runner), got 'dask'
+        """
+        if self.task_runner not in TASK_RUNNERS:
+            raise ValueError(f"task_runner must be one of {', '.join(TASK_RUNNERS)} ({section}.task_runner), "
+                             f"got {self.task_runner!r}")
+        if self.num_cpus < 0 or self.num_gpus < 0:
+            raise ValueError(f"num_cpus and num_gpus must be >= 0 ({section}), got {self.num_cpus}, {self.num_gpus}")
+        defaults = {f.name: f.default for f in dataclasses.fields(RunnerOptions)}
+        for name in ("ray_address", "num_cpus", "num_gpus"):
+            if getattr(self, name) != defaults[name] and self.task_runner != "ray":
+                raise ValueError(f"{name} is read by task_runner: ray only ({section}.{name}), "
+                                 f"but task_runner is {self.task_runner!r}")
+        if "://" in self.shard_storage and not self.shard_storage.startswith("file://"):
+            raise ValueError(f"shard_storage must be a directory path (mounted on every node) or file:// URL "
+                             f"({section}.shard_storage), got {self.shard_storage!r}")
+
+
+RUNNER_FIELDS = tuple(f.name for f in dataclasses.fields(RunnerOptions))
+"""fields that change where shards run, never what they compute (left out of job hashes)"""
+
+
 @dataclass(frozen=True)
 class ProblemsConfig:
     """Stage `problems`: sample synthetic word problems (or load a real source)."""
@@ -163,7 +214,7 @@ class PolicyConfig:
 
 
 @dataclass(frozen=True)
-class GenerateConfig(EngineOptions):
+class GenerateConfig(RunnerOptions, EngineOptions):
     """Stage `generate`: sample solutions with per-token entropy from the policy."""
 
     seed: int = 0
@@ -204,6 +255,7 @@ class GenerateConfig(EngineOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_shards("generate", self.num_shards, self.task_retries)
+        self.check_runner("generate")
 
 
 @dataclass(frozen=True)
@@ -240,7 +292,7 @@ class SegmentConfig:
 
 
 @dataclass(frozen=True)
-class LabelConfig(EngineOptions):
+class LabelConfig(RunnerOptions, EngineOptions):
     """Stage `label`: Monte-Carlo step labels (prmflow.label); `backend` runs the rollouts."""
 
     method: str = "mc"
@@ -276,6 +328,7 @@ class LabelConfig(EngineOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_shards("label", self.num_shards, self.task_retries)
+        self.check_runner("label")
 
 
 @dataclass(frozen=True)
@@ -462,7 +515,7 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
-class ActiveConfig:
+class ActiveConfig(RunnerOptions):
     """Stage `active`: ActPRM pool-based active learning vs random and full labeling (prmflow.active)."""
 
     # experiment
@@ -561,6 +614,10 @@ class ActiveConfig:
     """Prefect retries of a run whose judge stayed unavailable (paid labels are kept on disk)"""
 
     def __post_init__(self) -> None:
+        self.check_runner("active")
+        if self.task_runner == "ray":  # the runs share one in-process feature cache and nest MLflow runs in order
+            raise ValueError("task_runner 'ray' is not supported by the active stage yet (active.task_runner): "
+                             "its (strategy, seed) runs share one in-process feature cache; use thread")
         if not self.strategies or not set(self.strategies) <= {"active", "random", "full"}:
             raise ValueError(f"active.strategies must be a non-empty subset of active, random, full: {self.strategies}")
         if not self.seeds:

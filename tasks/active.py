@@ -23,14 +23,15 @@ from prmflow.active import (
     run_active_learning,
 )
 from prmflow.active.loop import LOOP_VERSION, config_key
-from prmflow.config import ActiveConfig
+from prmflow.config import RUNNER_FIELDS, ActiveConfig
 from prmflow.policy.base import SamplingConfig
 from prmflow.prm import PRM, PRMConfig
 from prmflow.tracking import RunLogger
 
 # these change neither which labels are bought nor the arithmetic of a run
 _NOT_IN_RUN_KEY = ("strategies", "seeds", "match_fractions", "task_retries", "judge_max_retries", "judge_timeout",
-                   "judge_backoff", "checkpoint_every", "score_batch_size", "micro_batch_size", "mc_batch_size")
+                   "judge_backoff", "checkpoint_every", "score_batch_size", "micro_batch_size", "mc_batch_size",
+                   *RUNNER_FIELDS)
 
 
 def build_labeler(cfg: ActiveConfig, name: str | None = None) -> Labeler:

@@ -25,7 +25,7 @@ from prefect.cache_policies import NO_CACHE
 from tqdm.auto import tqdm
 
 from prmflow import io, shard
-from prmflow.config import GenerateConfig
+from prmflow.config import RUNNER_FIELDS, GenerateConfig
 from prmflow.edu_tree import TreeConfig, grow_tree
 from prmflow.policy.hf_backend import token_offsets
 from prmflow.policy.base import Backend, SamplingConfig, derive_seed
@@ -33,6 +33,7 @@ from prmflow.answers import is_real
 from prmflow.policy.evaluate import grade
 from prmflow.prompts import Prompt, PromptConfig, build_prompt
 from prmflow.synth import format_prompt
+from tasks import runners
 from tasks.backends import cached_backend
 
 
@@ -85,7 +86,8 @@ def job_dir(cfg: GenerateConfig, problems: list[dict[str, Any]], root: str = "ch
             prompt_cfg: PromptConfig = PromptConfig(), examples: list[dict[str, Any]] | None = None) -> Path:
     """Where the shard files of this exact job (config, policy weights, problems, prompts) live.
     The default synthetic prompt adds nothing to the key, so its jobs keep their directories."""
-    knobs = {k: v for k, v in asdict(cfg).items() if k != "task_retries"}  # retries change no output
+    # retries and where shards run change no output
+    knobs = {k: v for k, v in asdict(cfg).items() if k != "task_retries" and k not in RUNNER_FIELDS}
     if prompt_cfg != PromptConfig():
         knobs["prompt"] = asdict(prompt_cfg)
         knobs["examples"] = [e["id"] for e in (examples or [])[: prompt_cfg.few_shot]]
@@ -187,25 +189,30 @@ def generate_shard(cfg: GenerateConfig, shard_idx: int, batches: list[list[dict[
     stage reruns, the work dir hash when a shard can be reused).
     """
     ids = [p["id"] for b in batches for p in b]
+    where = {"shard": shard_idx, "problems": len(ids), "node": runners.current_node()}
     if read_shard(path, ids) is not None:
-        return {"shard": shard_idx, "skipped": True, "problems": len(ids)}
+        return {**where, "skipped": True}
     recs = sample_problems(_backend(cfg), cfg, batches, set(tree_ids), prompt_cfg, examples) if ids else []
     io.write_jsonl(path, recs)
-    return {"shard": shard_idx, "skipped": False, "problems": len(ids)}
+    return {**where, "skipped": False}
 
 
 def sample_solutions(cfg: GenerateConfig, problems: list[dict[str, Any]],
                      work_root: str = "checkpoints/generate", prompt_cfg: PromptConfig = PromptConfig(),
                      examples: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """n completions per problem plus EDU trees for the first `cfg.tree_problems` problems,
-    computed shard by shard (sequentially, one model load per process) and merged in input order.
+    computed shard by shard and merged in input order. The shards run on `cfg.task_runner`
+    (tasks.runners): one after another in this process (one model load), or concurrently on a
+    Ray cluster (one model load per worker process), with their files under
+    `cfg.shard_storage`/generate if set, else `work_root`.
 
-    Returns `samples`, `tree` (rows as in the artifacts) and `info` (`shards_run`, `shards_skipped`).
+    Returns `samples`, `tree` (rows as in the artifacts), `info` (`shards_run`, `shards_skipped`)
+    and `shards` (per shard: `skipped`, `problems` and the Ray `node` that ran it, or "local").
     """
     ids = [p["id"] for p in problems]
     if len(set(ids)) != len(ids):
         raise ValueError("generate: problem ids are not unique")
-    wd = job_dir(cfg, problems, work_root, prompt_cfg, examples)
+    wd = job_dir(cfg, problems, runners.shard_root(cfg, work_root, "generate"), prompt_cfg, examples)
     paths = [shard.shard_path(wd, s) for s in range(cfg.num_shards)]
     tree_ids = {p["id"] for p in problems[: cfg.tree_problems]}
     batches = plan_batches(cfg, problems, wd, prompt_cfg, examples)
@@ -214,8 +221,10 @@ def sample_solutions(cfg: GenerateConfig, problems: list[dict[str, Any]],
     print(f"generate: {len(batches)} batches, {cfg.num_shards} shards in {wd} "
           f"(problems per shard {[len(x) for x in shard_ids]})")
     run = generate_shard.with_options(retries=cfg.task_retries)
-    infos = [run(cfg, s, bs, sorted(tree_ids & set(shard_ids[s])), str(paths[s]), prompt_cfg, examples)
-             for s, bs in enumerate(by_shard)]
+    task_cfg = runners.for_workers(cfg, model=cfg.model)
+    infos = runners.run_shards(run, cfg, "generate", [
+        {"cfg": task_cfg, "shard_idx": s, "batches": bs, "tree_ids": sorted(tree_ids & set(shard_ids[s])),
+         "path": str(paths[s]), "prompt_cfg": prompt_cfg, "examples": examples} for s, bs in enumerate(by_shard)])
     by_id: dict[str, dict[str, Any]] = {}
     for s in range(cfg.num_shards):
         recs = read_shard(paths[s], shard_ids[s])
@@ -225,4 +234,4 @@ def sample_solutions(cfg: GenerateConfig, problems: list[dict[str, Any]],
     rows = [r for p in problems for r in by_id[p["id"]]["samples"]]
     tree_rows = [r for p in problems[: cfg.tree_problems] for r in by_id[p["id"]]["tree"]]
     info = {"shards_run": sum(not i["skipped"] for i in infos), "shards_skipped": sum(i["skipped"] for i in infos)}
-    return {"samples": rows, "tree": tree_rows, "info": info}
+    return {"samples": rows, "tree": tree_rows, "info": info, "shards": infos}

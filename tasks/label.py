@@ -19,12 +19,13 @@ from prefect.cache_policies import NO_CACHE
 from tqdm.auto import tqdm
 
 from prmflow import io, shard
-from prmflow.config import LabelConfig
+from prmflow.config import RUNNER_FIELDS, LabelConfig
 from prmflow.io import DataError
 from prmflow.label import LabelCost, answer_verifier, hard_label, omega_labels, stepwise_row
 from prmflow.label import checkpoint
 from prmflow.label.runner import Solution, assemble, chunk_keys, plan_prefixes, roll_out_chunk
 from prmflow.policy.base import Backend, SamplingConfig
+from tasks import runners
 from tasks.backends import cached_backend
 
 
@@ -65,7 +66,8 @@ def to_solutions(backend: Backend, rows: list[dict[str, Any]], answers: dict[str
 def job_dir(cfg: LabelConfig, rows: list[dict[str, Any]], answers: dict[str, str],
             root: str = "checkpoints/label") -> Path:
     """Where the shard files of this exact job (config, policy weights, inputs) live."""
-    knobs = {k: v for k, v in asdict(cfg).items() if k != "task_retries"}  # retries change no output
+    # retries and where shards run change no output
+    knobs = {k: v for k, v in asdict(cfg).items() if k != "task_retries" and k not in RUNNER_FIELDS}
     return shard.work_dir(root, "label", knobs, shard.path_fingerprint(cfg.model), rows, answers)
 
 
@@ -166,7 +168,9 @@ def _read_omega(path: Path, ids: list[str]) -> list[dict[str, Any]] | None:
 def label_sharded(cfg: LabelConfig, rows: list[dict[str, Any]], answers: dict[str, str],
                   checkpoint_root: str = "checkpoints/label") -> tuple[list[dict[str, Any]], dict[str, int]]:
     """TRL stepwise rows with MC (or OmegaPRM) labels, their cost, and the exact gold labels,
-    computed in `cfg.num_shards` shard tasks (run one after another) and merged.
+    computed in `cfg.num_shards` shard tasks and merged. The shards run on `cfg.task_runner`
+    (tasks.runners: one after another here, or concurrently on a Ray cluster), their files under
+    `cfg.shard_storage`/label if set, else `checkpoint_root`.
 
     mc: the prefixes to roll out are listed once for the whole job, in a fixed order, each
     once (shared EDU-tree prefixes too), and cut into chunks of `cfg.chunk_size`; each chunk
@@ -181,10 +185,11 @@ def label_sharded(cfg: LabelConfig, rows: list[dict[str, Any]], answers: dict[st
     ids = [r["id"] for r in rows]
     if len(set(ids)) != len(ids):
         raise ValueError("label: segment row ids are not unique")
-    wd = job_dir(cfg, rows, answers, checkpoint_root)
+    wd = job_dir(cfg, rows, answers, runners.shard_root(cfg, checkpoint_root, "label"))
     paths = [shard.shard_path(wd, s) for s in range(cfg.num_shards)]
     sols = to_solutions(_backend(cfg), rows, answers)
     real, stop = job_verdict(rows)
+    task_cfg = runners.for_workers(cfg, model=cfg.model)
     if cfg.method == "mc":
         todo, owner = plan_prefixes(sols, exact_last=cfg.exact_last)
         chunks = chunk_keys(list(todo), cfg.chunk_size)
@@ -192,8 +197,9 @@ def label_sharded(cfg: LabelConfig, rows: list[dict[str, Any]], answers: dict[st
         print(f"label: {len(todo)} prefixes in {len(chunks)} chunks, {cfg.num_shards} shards in {wd} "
               f"(chunks per shard {[len(x) for x in by_shard]})")
         run = label_mc_shard.with_options(retries=cfg.task_retries)
-        infos = [run(cfg, s, [[(k, *todo[k]) for k in chunks[c]] for c in cs], str(paths[s]), real, stop)
-                 for s, cs in enumerate(by_shard)]
+        infos = runners.run_shards(run, cfg, "label", [
+            {"cfg": task_cfg, "shard_idx": s, "chunks": [[(k, *todo[k]) for k in chunks[c]] for c in cs],
+             "path": str(paths[s]), "real": real, "stop": stop} for s, cs in enumerate(by_shard)])
         estimates: dict[str, checkpoint.Entry] = {}
         for s, cs in enumerate(by_shard):
             got = _load_complete(paths[s], [k for c in cs for k in chunks[c]])
@@ -205,7 +211,9 @@ def label_sharded(cfg: LabelConfig, rows: list[dict[str, Any]], answers: dict[st
     elif cfg.method == "omega":
         by_shard = shard.split_by_shard(range(len(sols)), cfg.num_shards, key=lambda i: rows[i]["problem_id"])
         run = label_omega_shard.with_options(retries=cfg.task_retries)
-        infos = [run(cfg, s, [sols[i] for i in idx], str(paths[s]), real, stop) for s, idx in enumerate(by_shard)]
+        infos = runners.run_shards(run, cfg, "label", [
+            {"cfg": task_cfg, "shard_idx": s, "sols": [sols[i] for i in idx], "path": str(paths[s]),
+             "real": real, "stop": stop} for s, idx in enumerate(by_shard)])
         by_id: dict[str, dict[str, Any]] = {}
         for s, idx in enumerate(by_shard):
             lines = _read_omega(paths[s], [sols[i].id for i in idx])

@@ -1,0 +1,213 @@
+"""`task_runner: ray` on a real multi-node Ray cluster on this machine: a head (no CPUs) and 2 worker
+nodes, each its own raylet with 1 CPU (tasks.runners.local_cluster), for the whole session.
+
+- generate and label on the tiny config: shards on the cluster give the thread runner's bytes,
+  and two shards ran at the same time (on the two worker nodes);
+- a worker node's raylet killed mid-stage: its shard is retried on the surviving node, shards
+  finished before the kill are not recomputed (their files untouched), the output is the same;
+- an unreachable `ray_address` fails within seconds, naming the address and the param.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+import torch
+
+ray = pytest.importorskip("ray", reason="ray is not installed: pip install -e '.[ray]' (make test installs it)")
+pytest.importorskip("prefect_ray", reason="prefect-ray is not installed: pip install -e '.[ray]'")
+
+from prmflow import io  # noqa: E402
+from prmflow.config import GenerateConfig, LabelConfig, SegmentConfig  # noqa: E402
+from prmflow.synth.world import generate_problems  # noqa: E402
+from tasks import runners  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+PROBLEMS = [p.to_row() for p in generate_problems(12, seed=5)]
+ANSWERS = {p["id"]: p["answer"] for p in PROBLEMS}
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """Head + 2 worker nodes on this machine; this process is the driver (on the head). Stopped
+    after the session, also when a test fails."""
+    with runners.local_cluster(workers=2) as cluster:
+        ray.init(address=cluster.address, **runners.ray_init_kwargs())
+        try:
+            assert len([n for n in ray.nodes() if n["Alive"]]) == 3
+            yield cluster
+        finally:
+            ray.shutdown()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a Ray worker with num_cpus=1 (OMP_NUM_THREADS=1)
+    with prefect_test_harness():
+        yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True)
+def fresh_backends():
+    from tasks import backends
+
+    backends.clear()
+    yield
+    backends.clear()
+
+
+def _worker_node_ids(cluster) -> set[str]:
+    return {n.node_id for n in cluster.worker_nodes}
+
+
+def _gen_cfg(model, **kw) -> GenerateConfig:
+    base = dict(model=str(model), n=2, max_new_tokens=24, batch_size=8, top_logprobs=2, tree_problems=3,
+                tree_max_branches=2, tree_threshold=0.5, num_shards=1, task_retries=0)
+    return GenerateConfig(**{**base, **kw})
+
+
+def _on_ray(cluster, **kw):
+    return dict(task_runner="ray", ray_address=cluster.address, **kw)
+
+
+def _generate(cfg, root, tmp_path, name):
+    from tasks.generate import sample_solutions
+
+    out = sample_solutions(cfg, PROBLEMS, str(root))
+    io.write_jsonl(tmp_path / f"{name}.jsonl", out["samples"])
+    io.write_jsonl(tmp_path / f"{name}.tree.jsonl", out["tree"])
+    return (tmp_path / f"{name}.jsonl").read_bytes() + b"--\n" + (tmp_path / f"{name}.tree.jsonl").read_bytes(), out
+
+
+@pytest.fixture(scope="module")
+def thread_generation(tiny_model_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("thread_gen")
+    return _generate(_gen_cfg(tiny_model_dir), tmp / "ckpt", tmp, "thread")
+
+
+def test_generate_and_label_on_ray_give_the_thread_runners_bytes(ray_cluster, tiny_model_dir, tmp_path,
+                                                                 thread_generation):
+    from tasks.label import label_sharded
+    from tasks.segment import segment
+
+    data, out = _generate(_gen_cfg(tiny_model_dir, num_shards=4, **_on_ray(ray_cluster)), tmp_path / "ckpt",
+                          tmp_path, "ray")
+    assert data == thread_generation[0]
+    assert out["info"] == {"shards_run": 4, "shards_skipped": 0}
+    # 2 worker nodes of 1 CPU, 4 shards of 1 CPU submitted at once: both nodes ran shards (the head none)
+    assert {s["node"] for s in out["shards"]} == _worker_node_ids(ray_cluster)
+
+    _, gen = thread_generation
+    rows = segment.fn(SegmentConfig(strategy="fixed", entropy_threshold=0.5, max_len=6), gen["samples"] + gen["tree"])["rows"]
+    base = dict(model=str(tiny_model_dir), num_rollouts=2, max_new_tokens=12, batch_size=16, chunk_size=4, task_retries=0)
+    labeled = {}
+    for name, kw in {"thread": {"num_shards": 1}, "ray": {"num_shards": 3, **_on_ray(ray_cluster)}}.items():
+        got, info = label_sharded(LabelConfig(**base, **kw), rows, ANSWERS, str(tmp_path / f"label-{name}"))
+        io.write_jsonl(tmp_path / f"{name}.labels.jsonl", got)
+        labeled[name] = ((tmp_path / f"{name}.labels.jsonl").read_bytes(), info)
+    assert labeled["ray"][0] == labeled["thread"][0]
+    assert labeled["ray"][1]["rollouts_run"] == labeled["thread"][1]["rollouts_run"] > 0
+    assert labeled["ray"][1]["shards_run"] == 3
+
+
+def test_shard_storage_holds_the_shard_files(ray_cluster, tiny_model_dir, tmp_path, thread_generation):
+    storage = tmp_path / "shared"
+    cfg = _gen_cfg(tiny_model_dir, num_shards=2, shard_storage=str(storage), **_on_ray(ray_cluster))
+    data, _ = _generate(cfg, tmp_path / "unused", tmp_path, "stored")
+    assert data == thread_generation[0]
+    assert len(list(storage.glob("generate/*/shard-*.jsonl"))) == 2 and not (tmp_path / "unused").exists()
+
+
+def test_unreachable_ray_address_fails_fast_naming_address_and_param(tiny_model_dir, tmp_path):
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"127.0.0.1:{port}"
+    t0 = time.monotonic()
+    with pytest.raises(ConnectionError, match=rf"generate\.ray_address: no Ray cluster answers at '{address}'"):
+        _generate(_gen_cfg(tiny_model_dir, num_shards=2, task_runner="ray", ray_address=address),
+                  tmp_path / "ckpt", tmp_path, "x")
+    assert time.monotonic() - t0 < 15
+    with pytest.raises(ConnectionError, match=r"label\.ray_address: .*'ray://127\.0\.0\.1:1'"):
+        runners.check_reachable("ray://127.0.0.1:1", "label.ray_address", timeout=2)
+
+
+def _shard_states(since: float, n: int) -> dict[str, list[str]]:
+    """State types of the last-started `generate-shard-*` task runs since `since`, by name, once
+    `n` of them are Completed (the Prefect API records states a moment after they happen)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    deadline = time.monotonic() + 30
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="generate-shard-")))
+            runs = [r for r in runs if r.start_time and r.start_time.timestamp() >= since]
+            states = {r.name: [x.type.value for x in client.read_task_run_states(r.id)] for r in runs}
+            if sum(v[-1:] == ["COMPLETED"] for v in states.values()) >= n or time.monotonic() > deadline:
+                return states
+            time.sleep(0.5)
+
+
+def test_worker_node_killed_mid_stage_retries_its_shard_on_the_survivor(ray_cluster, tiny_model_dir, tmp_path):
+    # 24 problems in 6 shards of a few seconds each, so the kill lands while both worker nodes are busy
+    problems = [p.to_row() for p in generate_problems(24, seed=6)]
+    sizes = dict(n=4, max_new_tokens=64, tree_problems=0, batch_size=8)
+
+    def generate(cfg, root):
+        from tasks.generate import sample_solutions
+
+        out = sample_solutions(cfg, problems, str(root))
+        io.write_jsonl(root / "out.jsonl", out["samples"])
+        return (root / "out.jsonl").read_bytes(), out
+
+    expected, _ = generate(_gen_cfg(tiny_model_dir, **sizes), tmp_path / "thread")
+    root = tmp_path / "ckpt"
+    victim = next(iter(ray_cluster.worker_nodes))
+    finished_before_kill: dict = {}
+
+    def kill_once_a_shard_has_landed():
+        deadline = time.monotonic() + 120
+        while not list(root.glob("*/shard-*.jsonl")) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.5)  # the node that wrote it has taken its next shard
+        finished_before_kill.update({p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in root.glob("*/shard-*.jsonl")})
+        victim.kill_raylet()
+
+    killer = threading.Thread(target=kill_once_a_shard_has_landed, daemon=True)
+    killer.start()
+    since = time.time() - 1
+    try:
+        data, out = generate(_gen_cfg(tiny_model_dir, num_shards=6, **sizes, **_on_ray(ray_cluster)), root)
+        killer.join(timeout=5)
+        assert data == expected  # the lost shard reran on the survivor: same bytes
+        assert out["info"]["shards_run"] + out["info"]["shards_skipped"] == 6
+        survivor = _worker_node_ids(ray_cluster) - {victim.node_id}
+        # every shard's result came from a live worker node; those finished before the kill may
+        # come from the victim (their results reached the driver in time, or were re-read, skipped)
+        assert {s["node"] for s in out["shards"]} <= _worker_node_ids(ray_cluster)
+        assert 1 <= len(finished_before_kill) <= 4  # the kill came mid-stage
+        files = {p.name: p for p in root.glob("*/shard-*.jsonl")}
+        for name, stamp in finished_before_kill.items():  # finished shards are not recomputed (or rewritten)
+            assert (files[name].stat().st_ino, files[name].stat().st_mtime_ns) == stamp
+        # a shard in flight on the killed node ran again (Ray resubmits it: Running twice, then Completed)
+        states = _shard_states(since, 6)
+        rerun = {int(name.rsplit("-", 1)[1]) for name, st in states.items()
+                 if st.count("RUNNING") >= 2 and st[-1] == "COMPLETED"}
+        lost = {i for i in rerun if f"shard-{i:04d}.jsonl" not in finished_before_kill}
+        assert lost, states
+        assert {out["shards"][i]["node"] for i in lost} <= survivor  # and ran again on the surviving node
+        alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+        assert victim.node_id not in alive and len(alive) == 2
+    finally:  # give later users of the session's cluster their second worker node back
+        ray_cluster.remove_node(victim, allow_graceful=False)
+        runners.add_worker_node(ray_cluster)
+        ray_cluster.wait_for_nodes()
