@@ -147,12 +147,11 @@ def pedu_compare(cfg: EvaluateConfig, problems: list[dict[str, Any]], prompt_cfg
     """
     import statistics
 
-    from prmflow.evaluate.verdict import problem_kind
-
     from prmflow.edu_sampling import edu_guided_sample
     from prmflow.edu_tree import TreeConfig
     from prmflow.evaluate.bon import majority_vote, normalize_answer, select_prm
     from prmflow.evaluate.scoring import prm_steps
+    from prmflow.evaluate.verdict import problem_kind
     from prmflow.synth import split_steps
 
     backend = load_backend("transformers", cfg.policy, batch_size=cfg.batch_size)
