@@ -315,6 +315,9 @@ class LabelConfig(RunnerOptions, EngineOptions):
     """prefixes per backend call and per progress checkpoint"""
     max_solutions: int = 0
     """label at most this many segmented solutions (0 = all)"""
+    select: str = "first"
+    """which solutions max_solutions keeps: `first` (in order) or `balanced` (right and wrong
+    final answers alike, up to half each, in order; a weak policy's few right ones all stay)"""
     exact_last: bool = True
     """the last step of a finished solution is labeled by its exact final answer, with no rollouts"""
     num_shards: int = 4
@@ -327,6 +330,8 @@ class LabelConfig(RunnerOptions, EngineOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.select not in ("first", "balanced"):
+            raise ValueError(f"select must be 'first' or 'balanced', got {self.select!r}")
         _check_shards("label", self.num_shards, self.task_retries)
         self.check_runner("label")
 

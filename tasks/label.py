@@ -22,6 +22,7 @@ from prmflow import io, shard
 from prmflow.config import RUNNER_FIELDS, LabelConfig
 from prmflow.io import DataError
 from prmflow.label import LabelCost, answer_verifier, hard_label, omega_labels, stepwise_row
+from prmflow.label.stepwise import select_solutions
 from prmflow.label import checkpoint
 from prmflow.label.runner import Solution, assemble, chunk_keys, plan_prefixes, roll_out_chunk
 from prmflow.policy.base import Backend, SamplingConfig
@@ -180,8 +181,7 @@ def label_sharded(cfg: LabelConfig, rows: list[dict[str, Any]], answers: dict[st
     Returns (rows, run info: `resumed_prefixes` loaded from checkpoints, `rollouts_run` now,
     `shards_run`, `shards_skipped`).
     """
-    if cfg.max_solutions:
-        rows = rows[: cfg.max_solutions]
+    rows = select_solutions(rows, cfg.max_solutions, cfg.select)
     ids = [r["id"] for r in rows]
     if len(set(ids)) != len(ids):
         raise ValueError("label: segment row ids are not unique")

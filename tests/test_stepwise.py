@@ -145,3 +145,14 @@ def test_datasets_load_dataset_json(tmp_path):
     assert ds.num_rows == 3
     assert ds[0]["labels"] == [False, False] and ds[1]["soft_labels"] is None
     assert ds[2]["completions"] == STEPS and ds[2]["cost"]["rollouts"] == 8
+
+
+def test_select_solutions_balanced_fills_from_the_other_class():
+    from prmflow.label.stepwise import select_solutions
+
+    rows = [{"id": i, "final_correct": i != 2} for i in range(6)]  # 5 right, 1 wrong
+    picked = select_solutions(rows, 4, "balanced")
+    assert [r["id"] for r in picked] == [0, 1, 2, 3]  # the one wrong row, 3 right ones, in order
+    assert select_solutions(rows, 0, "balanced") == rows and len(select_solutions(rows, 10, "first")) == 6
+    with pytest.raises(ValueError, match="select"):
+        select_solutions(rows, 2, "best")

@@ -19,9 +19,32 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prmflow.io import Line, check_unique_ids, iter_jsonl
+
+def select_solutions(rows: Sequence[Mapping[str, Any]], max_solutions: int, how: str = "first") -> list[Any]:
+    """At most `max_solutions` rows (0 = all), in their order. `first` keeps the first ones;
+    `balanced` keeps up to half right (`final_correct`) and fills the rest with wrong ones (or the
+    other way round when one kind runs short), so both classes reach the labeler.
+
+    >>> rows = [{"id": i, "final_correct": i in (3, 5)} for i in range(8)]
+    >>> [r["id"] for r in select_solutions(rows, 4)], [r["id"] for r in select_solutions(rows, 4, "balanced")]
+    ([0, 1, 2, 3], [0, 1, 3, 5])
+    """
+    if not max_solutions or max_solutions >= len(rows):
+        return list(rows)
+    if how == "first":
+        return list(rows[:max_solutions])
+    if how != "balanced":
+        raise ValueError(f"select must be 'first' or 'balanced', got {how!r}")
+    right = [i for i, r in enumerate(rows) if r["final_correct"]]
+    wrong = [i for i, r in enumerate(rows) if not r["final_correct"]]
+    n_right = min(len(right), max(max_solutions - len(wrong), max_solutions // 2))
+    keep = set(right[:n_right]) | set(wrong[: max_solutions - n_right])
+    return [r for i, r in enumerate(rows) if i in keep]
+
 
 def stepwise_row(id: str, prompt: str, completions: list[str], labels: list[bool],  # noqa: A002 (TRL's name)
                  soft_labels: list[float] | None, cost: dict[str, Any], source: str, **extra: Any) -> dict[str, Any]:
