@@ -13,6 +13,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -157,6 +158,37 @@ def _shard_states(since: float, n: int) -> dict[str, list[str]]:
             time.sleep(0.5)
 
 
+def _shard_workers(node) -> set[int]:
+    """Pids of `node`'s Ray worker processes executing a shard task right now: a node's workers are
+    children of its raylet, and a worker titles itself `ray::<task name>` while it runs a task
+    (`ray::IDLE` between tasks; prefect-ray names the Ray task after the Prefect task)."""
+    from ray._private import ray_constants
+
+    raylet = node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid
+    pids = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            title = (proc / "cmdline").read_bytes().split(b"\0", 1)[0]
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == raylet and title.startswith(b"ray::generate_shard"):
+            pids.add(int(proc.name))
+    return pids
+
+
+def _recorded_running(since: float) -> set[int]:
+    """Indices of the `generate-shard-*` task runs started since `since` whose Running state the
+    Prefect API has recorded (and no later one yet)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="generate-shard-")))
+    return {int(r.name.rsplit("-", 1)[1]) for r in runs
+            if r.start_time and r.start_time.timestamp() >= since and r.state_type and r.state_type.value == "RUNNING"}
+
+
 def test_worker_node_killed_mid_stage_retries_its_shard_on_the_survivor(ray_cluster, tiny_model_dir, tmp_path):
     # 24 problems in 6 shards of a few seconds each, so the kill lands while both worker nodes are busy
     problems = [p.to_row() for p in generate_problems(24, seed=6)]
@@ -171,23 +203,49 @@ def test_worker_node_killed_mid_stage_retries_its_shard_on_the_survivor(ray_clus
 
     expected, _ = generate(_gen_cfg(tiny_model_dir, **sizes), tmp_path / "thread")
     root = tmp_path / "ckpt"
-    victim = next(iter(ray_cluster.worker_nodes))
+    killed: dict = {}  # the victim: the worker node killed while it ran a shard, chosen at that moment
     finished_before_kill: dict = {}
+    stop = threading.Event()
 
-    def kill_once_a_shard_has_landed():
+    def kill_a_node_running_a_shard():
+        """Once 1 to 4 shard files have landed, kill the raylet of a worker node running a shard
+        whose Running state the Prefect API has recorded, so that its rerun shows Running twice.
+        Which shard a worker runs is not visible, so all of them must be recorded: as many recorded
+        Running shards without a file as executing workers, while no shard file landed and no
+        worker started or stopped a shard in between (a shard writes its file before its worker
+        takes another)."""
         deadline = time.monotonic() + 120
-        while not list(root.glob("*/shard-*.jsonl")) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(0.5)  # the node that wrote it has taken its next shard
-        finished_before_kill.update({p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in root.glob("*/shard-*.jsonl")})
-        victim.kill_raylet()
+        while not stop.is_set() and time.monotonic() < deadline:
+            time.sleep(0.05)
+            files = sorted(p.name for p in root.glob("*/shard-*.jsonl"))
+            if not 1 <= len(files) <= 4:
+                continue
+            workers = {n.node_id: _shard_workers(n) for n in ray_cluster.worker_nodes}
+            busy = [n for n in ray_cluster.worker_nodes if workers[n.node_id]]
+            if not busy:
+                continue
+            running = {i for i in _recorded_running(started) if f"shard-{i:04d}.jsonl" not in files}
+            if len(running) < sum(map(len, workers.values())):
+                continue
+            if workers != {n.node_id: _shard_workers(n) for n in ray_cluster.worker_nodes}:
+                continue
+            finished_before_kill.update({p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in root.glob("*/shard-*.jsonl")})
+            if sorted(finished_before_kill) != files:
+                finished_before_kill.clear()
+                continue
+            busy[0].kill_raylet()
+            killed["node"] = busy[0]
+            return
 
-    killer = threading.Thread(target=kill_once_a_shard_has_landed, daemon=True)
+    started = time.time()  # after the thread run's shard started, before this run's
+    since = started - 1
+    killer = threading.Thread(target=kill_a_node_running_a_shard, daemon=True)
     killer.start()
-    since = time.time() - 1
     try:
         data, out = generate(_gen_cfg(tiny_model_dir, num_shards=6, **sizes, **_on_ray(ray_cluster)), root)
         killer.join(timeout=5)
+        assert "node" in killed, "no worker node was seen running a shard with 1 to 4 shards finished"
+        victim = killed["node"]
         assert data == expected  # the lost shard reran on the survivor: same bytes
         assert out["info"]["shards_run"] + out["info"]["shards_skipped"] == 6
         survivor = _worker_node_ids(ray_cluster) - {victim.node_id}
@@ -208,6 +266,9 @@ def test_worker_node_killed_mid_stage_retries_its_shard_on_the_survivor(ray_clus
         alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
         assert victim.node_id not in alive and len(alive) == 2
     finally:  # give later users of the session's cluster their second worker node back
-        ray_cluster.remove_node(victim, allow_graceful=False)
-        runners.add_worker_node(ray_cluster)
-        ray_cluster.wait_for_nodes()
+        stop.set()
+        killer.join()
+        if "node" in killed:
+            ray_cluster.remove_node(killed["node"], allow_graceful=False)
+            runners.add_worker_node(ray_cluster)
+            ray_cluster.wait_for_nodes()
