@@ -9,6 +9,8 @@ offline (dead proxies), with a throwaway MLflow sqlite store and PREFECT_HOME.
   (`--run-once`); the run completes and wrote data/problems/*.jsonl.
 - accelerate: `python -m prmflow.launch train --launcher accelerate --num-processes 1 --cpu`
   trains the PRM single-process on CPU (skipped when accelerate is not importable).
+- Profiles: params-gpu.yaml validates on params.yaml + params-real.yaml and holds only keys that
+  differ (so does params-real.yaml on params.yaml); every deployment passes the right files.
 
 One Prefect server serves the whole module (the DVC stages talk to it too, which saves the
 ephemeral API's start-up per stage).
@@ -46,8 +48,8 @@ POOL = "prmflow-cpu"
 
 
 def _copy_repo(dst: Path) -> None:
-    for name in ("prmflow", "tasks", "flows", "dvc.yaml", "params.yaml", "params-gpu.yaml", "prefect.yaml",
-                 "pyproject.toml"):
+    for name in ("prmflow", "tasks", "flows", "dvc.yaml", "params.yaml", "params-real.yaml", "params-gpu.yaml",
+                 "prefect.yaml", "pyproject.toml"):
         src = REPO / name
         if src.is_dir():
             shutil.copytree(src, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -207,25 +209,74 @@ def test_prefect_local_deployment(prefect_server, tmp_path: Path):
     assert counts["eval"] == 16 and counts["pool"] == 6
 
 
-def test_gpu_profile_and_deployments_load():
-    """params-gpu.yaml validates; prefect.yaml has a cpu and a gpu deployment for every stage flow."""
-    from prmflow.config import load_params
+GPU_PARAMS = ["params.yaml", "params-real.yaml", "params-gpu.yaml"]
+"""the real GPU run: the base file, then the real-model overlay, then the GPU overlay"""
+REAL_ONLY_FLOWS = {"convert", "summary"}
+"""stages of the real-model DVC pipeline (real/dvc.yaml) only, with no deployment"""
+NO_GPU_FLOWS = {"policy", "pipeline"}
+"""the GPU run samples from a pretrained policy: no toy policy (pipeline = problems -> policy -> generate)"""
 
-    p = load_params(REPO / "params-gpu.yaml")
+
+def _repeated_keys(base_files: list[str], overlay: str) -> list[str]:
+    """`section.key`s of `overlay` whose value equals what `base_files` already give (an overlay
+    should hold only the keys that differ)."""
+    from prmflow.config import read_layered
+
+    merged, _ = read_layered([REPO / f for f in base_files])
+    values = yaml.safe_load((REPO / overlay).read_text())
+    return [f"{s}.{k}" for s, kv in values.items() for k, v in kv.items() if merged[s][k] == v]
+
+
+def test_overlays_hold_only_keys_that_differ(tmp_path: Path):
+    assert _repeated_keys(["params.yaml"], "params-real.yaml") == []
+    assert _repeated_keys(["params.yaml", "params-real.yaml"], "params-gpu.yaml") == []
+    # the check itself: a value copied from the layers below is caught
+    gpu = yaml.safe_load((REPO / "params-gpu.yaml").read_text())
+    gpu["generate"]["n"] = yaml.safe_load((REPO / "params-real.yaml").read_text())["generate"]["n"]
+    (tmp_path / "gpu.yaml").write_text(yaml.safe_dump(gpu, sort_keys=False))
+    assert _repeated_keys(["params.yaml", "params-real.yaml"], str(tmp_path / "gpu.yaml")) == ["generate.n"]
+
+
+def test_gpu_profile_and_deployments_load():
+    """params-gpu.yaml validates as an overlay on params.yaml + params-real.yaml and describes the
+    real GPU run; prefect.yaml has a cpu deployment for every stage flow with params.yaml, and a
+    gpu one for every stage of the GPU run with the three files."""
+    from prmflow.config import load_params
+    from prmflow.prm.model import require_policy_backbone
+
+    p = load_params([REPO / f for f in GPU_PARAMS])
+    assert p.problems.source in ("gsm8k", "math") and p.problems.source_path
+    assert p.prompt.template in ("chat", "auto")
     assert p.generate.backend == p.label.backend == "vllm"
-    assert p.generate.model == p.label.model == "Qwen/Qwen2.5-Math-7B-Instruct"
+    assert p.generate.model == p.label.model == p.evaluate.policy == "Qwen/Qwen2.5-Math-7B-Instruct"
+    assert p.generate.task_runner == p.label.task_runner == "ray"
+    assert p.generate.ray_address == p.label.ray_address == "auto"
+    assert p.generate.num_gpus == p.generate.tensor_parallel_size > 1
+    # the PRM on a pretrained backbone, separate from the policy that wrote the steps
     assert p.train.backbone == "Qwen/Qwen2.5-Math-7B" and not p.train.freeze_backbone
+    assert p.train.policy == p.generate.model != p.train.backbone
+    with pytest.raises(ValueError, match="lm_features"):
+        require_policy_backbone(p.train.backbone, p.train.policy)
+    assert not p.train.lm_features and not p.active.lm_features
+    assert p.train.launcher == "accelerate" and p.train.mixed_precision == "bf16"
+    # bigger than the real CPU profile it overlays
+    real = load_params([REPO / "params.yaml", REPO / "params-real.yaml"])
+    assert p.problems.n_pool > real.problems.n_pool and p.problems.n_eval > real.problems.n_eval
+    assert p.label.num_rollouts > real.label.num_rollouts and p.evaluate.bon_problems > real.evaluate.bon_problems
+    assert "policy" not in yaml.safe_load((REPO / "params-gpu.yaml").read_text())
 
     spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
     entries = {(d["name"], d["entrypoint"]) for d in spec["deployments"]}
-    flows = {f.stem for f in (REPO / "flows").glob("*.py") if not f.stem.startswith("_")}
+    flows = {f.stem for f in (REPO / "flows").glob("*.py") if not f.stem.startswith("_")} - REAL_ONLY_FLOWS
+    assert NO_GPU_FLOWS < flows
+    expected = {"cpu": flows, "gpu": flows - NO_GPU_FLOWS}
     for name in ("cpu", "gpu"):
-        assert {e.split(":")[0] for n, e in entries if n == name} == {f"flows/{f}.py" for f in flows}
+        assert {e.split(":")[0] for n, e in entries if n == name} == {f"flows/{f}.py" for f in expected[name]}
     for d in spec["deployments"]:
         path, fn = d["entrypoint"].split(":")
-        assert re.search(rf"^def {fn}\(", (REPO / path).read_text(), re.M), d["entrypoint"]
-        params_file = d["parameters"]["params"]
-        assert params_file == ("params.yaml" if d["name"] == "cpu" else "params-gpu.yaml")
+        assert re.search(rf"^def {fn}\(params: str \| list\[str\]", (REPO / path).read_text(), re.M), d["entrypoint"]
+        params_files = d["parameters"]["params"]
+        assert params_files == ("params.yaml" if d["name"] == "cpu" else GPU_PARAMS), d["entrypoint"]
         assert d["work_pool"]["name"] == f"prmflow-{d['name']}"
 
 
@@ -250,7 +301,7 @@ def test_train_through_accelerate_launch_on_cpu(prefect_server, tiny_model_dir: 
     repo.mkdir()
     _copy_repo(repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["train"]["backbone"] = str(tiny_model_dir)
+    params["train"]["backbone"] = params["train"]["policy"] = str(tiny_model_dir)  # lm_features: backbone = policy
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (repo / "data/labels").mkdir(parents=True)
     (repo / "data/labels/labels.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _labels(8)))
