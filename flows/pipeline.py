@@ -13,6 +13,7 @@ import os
 import resource
 import subprocess
 import sys
+from pathlib import Path
 
 from prefect import flow
 
@@ -20,15 +21,24 @@ from flows.generate import generate
 from flows.policy import policy
 from flows.problems import problems
 from prmflow import tracking
-from prmflow.config import load_params
+from prmflow.config import GenerateConfig, load_params, load_section
 from prmflow.io import DataError
+
+
+TOY_POLICY = "models/policy"
+"""where stage `policy` writes the tiny from-scratch policy"""
 
 
 @flow(name="pipeline", log_prints=True)
 def pipeline(params: str | list[str] = "params.yaml") -> dict:
+    model = load_section(params, "generate", GenerateConfig).model
     with tracking.pipeline_run("pipeline"):
         counts = problems(params=params)
-        policy_stats = policy(params=params)
+        if Path(model) == Path(TOY_POLICY):
+            policy_stats = policy(params=params, model_dir=TOY_POLICY)
+        else:  # a pretrained policy: there is nothing to train
+            policy_stats = {"skipped": f"generate.model is {model!r}, not the toy policy {TOY_POLICY!r}"}
+            print(f"pipeline: policy stage skipped ({policy_stats['skipped']})")
         gen_stats = generate(params=params)
     return {"problems": counts, "policy": policy_stats, "generate": gen_stats}
 
