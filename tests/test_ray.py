@@ -177,22 +177,21 @@ def _shard_workers(node) -> set[int]:
     return pids
 
 
-def _recorded_running(since: float) -> set[int]:
+def _recorded_running(client, since: float) -> set[int]:
     """Indices of the `generate-shard-*` task runs started since `since` whose Running state the
     Prefect API has recorded (and no later one yet)."""
-    from prefect import get_client
     from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
 
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="generate-shard-")))
+    runs = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="generate-shard-")))
     return {int(r.name.rsplit("-", 1)[1]) for r in runs
             if r.start_time and r.start_time.timestamp() >= since and r.state_type and r.state_type.value == "RUNNING"}
 
 
 def test_worker_node_killed_mid_stage_retries_its_shard_on_the_survivor(ray_cluster, tiny_model_dir, tmp_path):
-    # 24 problems in 6 shards of a few seconds each, so the kill lands while both worker nodes are busy
+    # 24 problems in 6 shards (0 to 4 batches) of up to a few seconds each: long enough for the Running
+    # states of both nodes' shards to be recorded while they run, so the kill can land mid-shard
     problems = [p.to_row() for p in generate_problems(24, seed=6)]
-    sizes = dict(n=4, max_new_tokens=64, tree_problems=0, batch_size=8)
+    sizes = dict(n=4, max_new_tokens=160, tree_problems=0, batch_size=8)
 
     def generate(cfg, root):
         from tasks.generate import sample_solutions
@@ -214,28 +213,33 @@ def test_worker_node_killed_mid_stage_retries_its_shard_on_the_survivor(ray_clus
         Running shards without a file as executing workers, while no shard file landed and no
         worker started or stopped a shard in between (a shard writes its file before its worker
         takes another)."""
+        from prefect import get_client
+
         deadline = time.monotonic() + 120
-        while not stop.is_set() and time.monotonic() < deadline:
-            time.sleep(0.05)
-            files = sorted(p.name for p in root.glob("*/shard-*.jsonl"))
-            if not 1 <= len(files) <= 4:
-                continue
-            workers = {n.node_id: _shard_workers(n) for n in ray_cluster.worker_nodes}
-            busy = [n for n in ray_cluster.worker_nodes if workers[n.node_id]]
-            if not busy:
-                continue
-            running = {i for i in _recorded_running(started) if f"shard-{i:04d}.jsonl" not in files}
-            if len(running) < sum(map(len, workers.values())):
-                continue
-            if workers != {n.node_id: _shard_workers(n) for n in ray_cluster.worker_nodes}:
-                continue
-            finished_before_kill.update({p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in root.glob("*/shard-*.jsonl")})
-            if sorted(finished_before_kill) != files:
-                finished_before_kill.clear()
-                continue
-            busy[0].kill_raylet()
-            killed["node"] = busy[0]
+        with get_client(sync_client=True) as client:
+            while not stop.is_set() and time.monotonic() < deadline and "node" not in killed:
+                time.sleep(0.02)
+                kill_if_every_running_shard_is_recorded(client)
+
+    def kill_if_every_running_shard_is_recorded(client):
+        files = sorted(p.name for p in root.glob("*/shard-*.jsonl"))
+        if not 1 <= len(files) <= 4:
             return
+        workers = {n.node_id: _shard_workers(n) for n in ray_cluster.worker_nodes}
+        busy = [n for n in ray_cluster.worker_nodes if workers[n.node_id]]
+        if not busy:
+            return
+        running = {i for i in _recorded_running(client, started) if f"shard-{i:04d}.jsonl" not in files}
+        if len(running) < sum(map(len, workers.values())):
+            return
+        if workers != {n.node_id: _shard_workers(n) for n in ray_cluster.worker_nodes}:
+            return
+        finished_before_kill.update({p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in root.glob("*/shard-*.jsonl")})
+        if sorted(finished_before_kill) != files:
+            finished_before_kill.clear()
+            return
+        busy[0].kill_raylet()
+        killed["node"] = busy[0]
 
     started = time.time()  # after the thread run's shard started, before this run's
     since = started - 1
