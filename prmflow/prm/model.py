@@ -159,28 +159,31 @@ CHUNK_ELEMENTS = 1 << 24
 (a 262k vocabulary is then 64 positions at a time, not all 512 at once)"""
 
 
-def lm_step_features(lm_logits: torch.Tensor, input_ids: torch.Tensor, steps: torch.Tensor,
+def lm_step_features(lm_logits: torch.Tensor | LogitsAt, input_ids: torch.Tensor, steps: torch.Tensor,
                      exclude_id: int | None = None) -> torch.Tensor:
     """f_k (module docstring) of every step of every row of a batch WITHOUT separators. -> (B, S, 3).
 
     lm_logits (B, T, V) from the LM on input_ids (B, T); steps (B, T) is k at the tokens of
     step k and -1 elsewhere (prompt, padding); S = 1 + the largest k. Token t is scored by the
     distribution at t - 1; `exclude_id` (the separator) is taken out of that softmax. A step
-    with no scorable token gets (0, 0, 0), the features of a certain step.
+    with no scorable token gets (0, 0, 0), the features of a certain step. `lm_logits` may also
+    be a `LogitsAt` that computes the logits of a few positions at a time.
     """
-    B, T, V = lm_logits.shape
+    B, T = input_ids.shape
+    V = lm_logits.vocab_size if isinstance(lm_logits, LogitsAt) else lm_logits.shape[-1]
+    logits_at = lm_logits if isinstance(lm_logits, LogitsAt) else lambda a, b: lm_logits[:, a:b]
     chunk = max(1, CHUNK_ELEMENTS // max(1, B * V))  # positions per pass: full-vocab temporaries stay ~64 MB
     lp_chunks, ent_chunks = [], []
     for a in range(0, T - 1, chunk):  # the distributions that produced tokens t = a + 1 .. b
         b = min(T - 1, a + chunk)
-        logits = lm_logits[:, a:b].float()
+        logits = logits_at(a, b).float()
         if exclude_id is not None:
             logits = logits.clone()
             logits[..., exclude_id] = float("-inf")
         logp = logits.log_softmax(-1)  # (B, b - a, V)
         ent_chunks.append(-(logp.exp() * logp.clamp(min=LOGP_FLOOR)).sum(-1))
         lp_chunks.append(logp.gather(2, input_ids[:, a + 1 : b + 1].unsqueeze(-1)).squeeze(-1).clamp(min=LOGP_FLOOR))
-    device = lm_logits.device
+    device = input_ids.device
     tok_logp = torch.cat(lp_chunks, 1) if lp_chunks else torch.zeros(B, 0, device=device)  # (B, T-1)
     entropy = torch.cat(ent_chunks, 1) if ent_chunks else torch.zeros(B, 0, device=device)  # (B, T-1)
     step = steps[:, 1:]
@@ -196,6 +199,35 @@ def lm_step_features(lm_logits: torch.Tensor, input_ids: torch.Tensor, steps: to
     ent_max = torch.where(empty, torch.zeros_like(ent_max), ent_max)
     lp_mean = lp_sum / count.clamp(min=1)
     return torch.stack([lp_min, lp_mean, ent_max], -1)[:, :S]  # (B, S, 3)
+
+
+class LogitsAt:
+    """The causal LM's logits at positions [a, b) from its last hidden states, a few positions
+    at a time, so that (B, T, V) never exists at once (V = 262k for Gemma-3). Applies the LM
+    head and, where the model has it, final-logit soft-capping (Gemma-2/3); `check` compares
+    the last position with the model's own forward once, so another post-processing is caught."""
+
+    def __init__(self, lm: PreTrainedModel, hidden: torch.Tensor):
+        self.lm, self.hidden = lm, hidden  # hidden (B, T, H)
+        self.head = lm.get_output_embeddings()
+        self.vocab_size = self.head.weight.shape[0]
+        self.cap = getattr(lm.config.get_text_config(), "final_logit_softcapping", None)
+
+    def __call__(self, a: int, b: int) -> torch.Tensor:
+        logits = self.head(self.hidden[:, a:b])  # (B, b - a, V)
+        return logits if not self.cap else torch.tanh(logits / self.cap) * self.cap
+
+    def check(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
+        T = input_ids.shape[1]
+        ref = self.lm(input_ids=input_ids[:1], attention_mask=attention_mask[:1], logits_to_keep=1).logits[0, -1]
+        if not torch.allclose(self(T - 1, T)[0, 0].float(), ref.float(), rtol=1e-3, atol=1e-3):
+            raise RuntimeError(f"{type(self.lm).__name__} post-processes its logits in a way LogitsAt does not "
+                               f"reproduce; lm_features on it needs its full logits (raise CHUNK_ELEMENTS)")
+
+
+ONE_PASS_LOGITS = 1 << 26
+"""up to this many B * T * V floats (256 MB) the LM's logits come from one forward (as always for
+the tiny policy); above it from `LogitsAt`, a few positions at a time"""
 
 
 # --------------------------------------------------------------------------- model
@@ -259,6 +291,7 @@ class PRM(torch.nn.Module):
         self.backbone_ref: BackboneRef | None = None
         """where `from_backbone` loaded the backbone from (None: built by hand)"""
         self._pristine: str | None = None  # weights_digest of the backbone as from_backbone left it
+        self._logits_checked = False  # LogitsAt agreed with the LM's own logits once
         self.step_token_id = tokenizer.convert_tokens_to_ids(cfg.step_token)
         if cfg.lm_features and backbone.get_output_embeddings() is None:
             raise ValueError(f"lm_features needs a causal LM with an output head; {type(backbone).__name__} has none")
@@ -303,7 +336,14 @@ class PRM(torch.nn.Module):
         ids = input_ids.gather(1, order)
         attn = (attention_mask * keep).gather(1, order)
         plain_steps = torch.where(keep, steps, torch.full_like(steps, -1)).gather(1, order)
-        lm_logits = self.backbone(input_ids=ids, attention_mask=attn).logits  # (B, T, V)
+        if ids.numel() * self.backbone.get_output_embeddings().weight.shape[0] <= ONE_PASS_LOGITS:
+            lm_logits: torch.Tensor | LogitsAt = self.backbone(input_ids=ids, attention_mask=attn).logits  # (B, T, V)
+        else:  # a large vocabulary: never all (B, T, V) logits at once
+            hidden = self.backbone.get_decoder()(input_ids=ids, attention_mask=attn).last_hidden_state  # (B, T, H)
+            lm_logits = LogitsAt(self.backbone, hidden)
+            if not self._logits_checked:
+                lm_logits.check(ids, attn)
+                self._logits_checked = True
         per_step = lm_step_features(lm_logits, ids, plain_steps, exclude_id=self.step_token_id)  # (B, S, 3)
         if per_step.shape[1] == 0:
             return torch.zeros(*steps.shape, N_LM_FEATURES, device=steps.device, dtype=per_step.dtype)
