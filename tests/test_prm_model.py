@@ -7,6 +7,7 @@ import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedTokenizerFast
 
+import prmflow.prm.backbone
 import prmflow.prm.model
 import prmflow.prm.tokenization
 from prmflow.policy.tiny import build_model
@@ -89,7 +90,7 @@ def prm(tiny_model_dir):
     return PRM.from_backbone(tiny_model_dir, PRMConfig(num_heads=3, max_len=128))
 
 
-@pytest.mark.parametrize("module", [prmflow.prm.tokenization, prmflow.prm.model])
+@pytest.mark.parametrize("module", [prmflow.prm.tokenization, prmflow.prm.model, prmflow.prm.backbone])
 def test_doctests(module):
     failed, attempted = doctest.testmod(module)
     assert attempted >= 1 and failed == 0
@@ -324,7 +325,7 @@ def test_prm_saved_before_the_pointer_format_still_loads(prm, tmp_path):
 def test_lm_features_need_the_policy_as_backbone(tiny_model_dir, tmp_path):
     import shutil
 
-    from prmflow.prm.model import require_policy_backbone
+    from prmflow.prm.backbone import require_policy_backbone
 
     require_policy_backbone(tiny_model_dir, tiny_model_dir)
     shutil.copytree(tiny_model_dir, tmp_path / "copy")
