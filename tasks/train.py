@@ -16,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from prmflow.config import TrainConfig, load_section
 from prmflow.io import read_jsonl
 from prmflow.prm import PRM, PRMConfig
-from prmflow.prm.model import require_policy_backbone
+from prmflow.prm.backbone import require_policy_backbone
 from prmflow.prm.parallel import Processes
 from prmflow.prm.train import TrainConfig as LoopConfig
 from prmflow.prm.train import train_prm

@@ -7,6 +7,7 @@ import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedTokenizerFast
 
+import prmflow.prm.backbone
 import prmflow.prm.model
 import prmflow.prm.tokenization
 from prmflow.policy.tiny import build_model
@@ -89,7 +90,7 @@ def prm(tiny_model_dir):
     return PRM.from_backbone(tiny_model_dir, PRMConfig(num_heads=3, max_len=128))
 
 
-@pytest.mark.parametrize("module", [prmflow.prm.tokenization, prmflow.prm.model])
+@pytest.mark.parametrize("module", [prmflow.prm.tokenization, prmflow.prm.model, prmflow.prm.backbone])
 def test_doctests(module):
     failed, attempted = doctest.testmod(module)
     assert attempted >= 1 and failed == 0
@@ -324,7 +325,7 @@ def test_prm_saved_before_the_pointer_format_still_loads(prm, tmp_path):
 def test_lm_features_need_the_policy_as_backbone(tiny_model_dir, tmp_path):
     import shutil
 
-    from prmflow.prm.model import require_policy_backbone
+    from prmflow.prm.backbone import require_policy_backbone
 
     require_policy_backbone(tiny_model_dir, tiny_model_dir)
     shutil.copytree(tiny_model_dir, tmp_path / "copy")
@@ -506,3 +507,21 @@ def test_lm_step_features_in_chunks_equal_one_pass(monkeypatch):
     one = prmflow.prm.model.lm_step_features(logits, ids, steps, exclude_id=7)
     monkeypatch.setattr(prmflow.prm.model, "CHUNK_ELEMENTS", 3 * 1000 * 5)  # 5 positions per pass: 8 passes
     assert torch.equal(prmflow.prm.model.lm_step_features(logits, ids, steps, exclude_id=7), one)
+
+
+def test_lm_features_of_a_large_vocabulary_never_hold_all_logits(tiny_model_dir, monkeypatch):
+    """Above ONE_PASS_LOGITS the LM head runs a few positions at a time (LogitsAt): the same
+    features up to float rounding, and a model whose logits it cannot reproduce is refused."""
+    prm = PRM.from_backbone(tiny_model_dir, PRMConfig(lm_features=True, max_len=128))
+    batch = [prm.tokenize(PROMPT, ["23 + 14 = 37\n", "The answer is 37"]), prm.tokenize("Q\n", ADVERSARIAL)]
+    ids, attn, steps, _ = prm.inputs(batch)
+    with torch.no_grad():
+        one = prm.step_features(ids, attn, steps)
+        monkeypatch.setattr(prmflow.prm.model, "ONE_PASS_LOGITS", 0)
+        monkeypatch.setattr(prmflow.prm.model, "CHUNK_ELEMENTS", 2 * 301 * 7)  # 7 positions per pass
+        chunked = prm.step_features(ids, attn, steps)
+        assert prm._logits_checked and torch.allclose(chunked, one, atol=1e-5)
+        prm._logits_checked = False
+        prm.backbone.config.final_logit_softcapping = 0.5  # a post-processing the model itself does not do
+        with pytest.raises(RuntimeError, match="post-processes its logits"):
+            prm.step_features(ids, attn, steps)

@@ -1,6 +1,6 @@
 """Process reward models (EDU-PRM arXiv 2503.22233, ActPRM arXiv 2504.10559): where each step's
-label sits (tokenization.py), a backbone with ensemble step heads (model.py), and its training
-loop (train.py)."""
+label sits (tokenization.py), a backbone with ensemble step heads (model.py), where that backbone
+comes from when it is saved as a pointer (backbone.py), and its training loop (train.py)."""
 
 from prmflow.prm.model import PRM, PRMConfig, StepScores, head_data_mask, step_bce, step_loss
 from prmflow.prm.tokenization import TokenizedSteps, add_step_token, collate, tokenize_steps

@@ -58,7 +58,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from prmflow.io import atomic_path
-from prmflow.shard import path_fingerprint
+from prmflow.prm.backbone import BackboneRef, dtype_name, resolve_backbone, tokenizer_digest, weights_digest
 from prmflow.prm.tokenization import MODES, TokenizedSteps, add_step_token, collate, step_index, tokenize_steps
 
 CONFIG_NAME = "prmflow_prm.json"
@@ -159,28 +159,31 @@ CHUNK_ELEMENTS = 1 << 24
 (a 262k vocabulary is then 64 positions at a time, not all 512 at once)"""
 
 
-def lm_step_features(lm_logits: torch.Tensor, input_ids: torch.Tensor, steps: torch.Tensor,
+def lm_step_features(lm_logits: torch.Tensor | LogitsAt, input_ids: torch.Tensor, steps: torch.Tensor,
                      exclude_id: int | None = None) -> torch.Tensor:
     """f_k (module docstring) of every step of every row of a batch WITHOUT separators. -> (B, S, 3).
 
     lm_logits (B, T, V) from the LM on input_ids (B, T); steps (B, T) is k at the tokens of
     step k and -1 elsewhere (prompt, padding); S = 1 + the largest k. Token t is scored by the
     distribution at t - 1; `exclude_id` (the separator) is taken out of that softmax. A step
-    with no scorable token gets (0, 0, 0), the features of a certain step.
+    with no scorable token gets (0, 0, 0), the features of a certain step. `lm_logits` may also
+    be a `LogitsAt` that computes the logits of a few positions at a time.
     """
-    B, T, V = lm_logits.shape
+    B, T = input_ids.shape
+    V = lm_logits.vocab_size if isinstance(lm_logits, LogitsAt) else lm_logits.shape[-1]
+    logits_at = lm_logits if isinstance(lm_logits, LogitsAt) else lambda a, b: lm_logits[:, a:b]
     chunk = max(1, CHUNK_ELEMENTS // max(1, B * V))  # positions per pass: full-vocab temporaries stay ~64 MB
     lp_chunks, ent_chunks = [], []
     for a in range(0, T - 1, chunk):  # the distributions that produced tokens t = a + 1 .. b
         b = min(T - 1, a + chunk)
-        logits = lm_logits[:, a:b].float()
+        logits = logits_at(a, b).float()
         if exclude_id is not None:
             logits = logits.clone()
             logits[..., exclude_id] = float("-inf")
         logp = logits.log_softmax(-1)  # (B, b - a, V)
         ent_chunks.append(-(logp.exp() * logp.clamp(min=LOGP_FLOOR)).sum(-1))
         lp_chunks.append(logp.gather(2, input_ids[:, a + 1 : b + 1].unsqueeze(-1)).squeeze(-1).clamp(min=LOGP_FLOOR))
-    device = lm_logits.device
+    device = input_ids.device
     tok_logp = torch.cat(lp_chunks, 1) if lp_chunks else torch.zeros(B, 0, device=device)  # (B, T-1)
     entropy = torch.cat(ent_chunks, 1) if ent_chunks else torch.zeros(B, 0, device=device)  # (B, T-1)
     step = steps[:, 1:]
@@ -196,6 +199,35 @@ def lm_step_features(lm_logits: torch.Tensor, input_ids: torch.Tensor, steps: to
     ent_max = torch.where(empty, torch.zeros_like(ent_max), ent_max)
     lp_mean = lp_sum / count.clamp(min=1)
     return torch.stack([lp_min, lp_mean, ent_max], -1)[:, :S]  # (B, S, 3)
+
+
+class LogitsAt:
+    """The causal LM's logits at positions [a, b) from its last hidden states, a few positions
+    at a time, so that (B, T, V) never exists at once (V = 262k for Gemma-3). Applies the LM
+    head and, where the model has it, final-logit soft-capping (Gemma-2/3); `check` compares
+    the last position with the model's own forward once, so another post-processing is caught."""
+
+    def __init__(self, lm: PreTrainedModel, hidden: torch.Tensor):
+        self.lm, self.hidden = lm, hidden  # hidden (B, T, H)
+        self.head = lm.get_output_embeddings()
+        self.vocab_size = self.head.weight.shape[0]
+        self.cap = getattr(lm.config.get_text_config(), "final_logit_softcapping", None)
+
+    def __call__(self, a: int, b: int) -> torch.Tensor:
+        logits = self.head(self.hidden[:, a:b])  # (B, b - a, V)
+        return logits if not self.cap else torch.tanh(logits / self.cap) * self.cap
+
+    def check(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
+        T = input_ids.shape[1]
+        ref = self.lm(input_ids=input_ids[:1], attention_mask=attention_mask[:1], logits_to_keep=1).logits[0, -1]
+        if not torch.allclose(self(T - 1, T)[0, 0].float(), ref.float(), rtol=1e-3, atol=1e-3):
+            raise RuntimeError(f"{type(self.lm).__name__} post-processes its logits in a way LogitsAt does not "
+                               f"reproduce; lm_features on it needs its full logits (raise CHUNK_ELEMENTS)")
+
+
+ONE_PASS_LOGITS = 1 << 26
+"""up to this many B * T * V floats (256 MB) the LM's logits come from one forward (as always for
+the tiny policy); above it from `LogitsAt`, a few positions at a time"""
 
 
 # --------------------------------------------------------------------------- model
@@ -259,6 +291,7 @@ class PRM(torch.nn.Module):
         self.backbone_ref: BackboneRef | None = None
         """where `from_backbone` loaded the backbone from (None: built by hand)"""
         self._pristine: str | None = None  # weights_digest of the backbone as from_backbone left it
+        self._logits_checked = False  # LogitsAt agreed with the LM's own logits once
         self.step_token_id = tokenizer.convert_tokens_to_ids(cfg.step_token)
         if cfg.lm_features and backbone.get_output_embeddings() is None:
             raise ValueError(f"lm_features needs a causal LM with an output head; {type(backbone).__name__} has none")
@@ -303,7 +336,14 @@ class PRM(torch.nn.Module):
         ids = input_ids.gather(1, order)
         attn = (attention_mask * keep).gather(1, order)
         plain_steps = torch.where(keep, steps, torch.full_like(steps, -1)).gather(1, order)
-        lm_logits = self.backbone(input_ids=ids, attention_mask=attn).logits  # (B, T, V)
+        if ids.numel() * self.backbone.get_output_embeddings().weight.shape[0] <= ONE_PASS_LOGITS:
+            lm_logits: torch.Tensor | LogitsAt = self.backbone(input_ids=ids, attention_mask=attn).logits  # (B, T, V)
+        else:  # a large vocabulary: never all (B, T, V) logits at once
+            hidden = self.backbone.get_decoder()(input_ids=ids, attention_mask=attn).last_hidden_state  # (B, T, H)
+            lm_logits = LogitsAt(self.backbone, hidden)
+            if not self._logits_checked:
+                lm_logits.check(ids, attn)
+                self._logits_checked = True
         per_step = lm_step_features(lm_logits, ids, plain_steps, exclude_id=self.step_token_id)  # (B, S, 3)
         if per_step.shape[1] == 0:
             return torch.zeros(*steps.shape, N_LM_FEATURES, device=steps.device, dtype=per_step.dtype)
@@ -377,7 +417,7 @@ class PRM(torch.nn.Module):
         tokenizer = AutoTokenizer.from_pretrained(path_or_name)
         backbone = _auto(cfg).from_pretrained(path_or_name, **backbone_kwargs)
         ref = BackboneRef(path=str(path_or_name), weights_sha256=weights_digest(backbone),
-                          tokenizer_sha256=tokenizer_digest(tokenizer), dtype=_dtype_name(backbone))
+                          tokenizer_sha256=tokenizer_digest(tokenizer), dtype=dtype_name(backbone))
         add_step_token(tokenizer, backbone, cfg.step_token)
         prm = cls(backbone, tokenizer, copy.deepcopy(cfg))
         prm.backbone_ref = dataclasses.replace(ref, step_token_id=prm.step_token_id, vocab_size=len(tokenizer))
@@ -461,77 +501,6 @@ class PRM(torch.nn.Module):
                              f"but id {ref.step_token_id} of {ref.vocab_size} when the PRM was trained")
         prm.backbone_ref, prm._pristine = ref, weights_digest(prm.backbone) if want_dtype is None else None
         return prm
-
-
-@dataclass(frozen=True)
-class BackboneRef:
-    """What a frozen-backbone PRM saves instead of its backbone: prm_backbone.json."""
-
-    path: str
-    """the backbone as `from_backbone` was given it: a local dir (relative: see `resolve_backbone`) or a hub id"""
-    weights_sha256: str
-    """`weights_digest` of the backbone as loaded, before the step token was added"""
-    tokenizer_sha256: str
-    """`tokenizer_digest` of its tokenizer, before the step token was added"""
-    dtype: str
-    """the dtype its weights were loaded in (float32 | bfloat16 | float16)"""
-    step_token_id: int = -1
-    """the id the step token got"""
-    vocab_size: int = -1
-    """len(tokenizer) with the step token"""
-
-
-def resolve_backbone(src: str, prm_dir: str | Path) -> Path:
-    """Where a backbone pointer `src` points: itself if absolute; a relative path under the
-    nearest ancestor of `prm_dir` that has it (the repo root for <repo>/models/prm and
-    "models/policy", also in a copy of the repo such as `dvc exp run --temp`), else under the
-    working directory (where DVC runs stages). The returned path may not exist (a hub id)."""
-    if Path(src).is_absolute():
-        return Path(src)
-    for root in Path(prm_dir).resolve().parents:
-        if (root / src).exists():
-            return root / src
-    return Path.cwd() / src
-
-
-def weights_digest(model: torch.nn.Module) -> str:
-    """sha256 over a module's state dict: every tensor's name, shape, dtype and bytes."""
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
-    return h.hexdigest()
-
-
-def tokenizer_digest(tokenizer: Any) -> str:
-    """sha256 of a tokenizer's vocabulary (token -> id, added tokens included) and special tokens."""
-    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
-    return hashlib.sha256(json.dumps([vocab, tokenizer.special_tokens_map], sort_keys=True).encode()).hexdigest()
-
-
-def require_policy_backbone(backbone: str | Path, policy: str | Path) -> None:
-    """Raise unless `backbone` is the policy that wrote the steps, as `lm_features` needs.
-
-    The same model means: the same string, the same directory, or directories of equal content
-    (`prmflow.shard.path_fingerprint`).
-
-    >>> require_policy_backbone("models/policy", "models/policy")
-    >>> require_policy_backbone("org/lm-270m", "models/policy")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ValueError: lm_features reads ... backbone 'org/lm-270m' is not the policy 'models/policy' ...
-    """
-    a, b = Path(backbone), Path(policy)
-    if str(backbone) == str(policy) or (a.exists() and b.exists() and (
-            a.resolve() == b.resolve() or path_fingerprint(a) == path_fingerprint(b))):
-        return
-    raise ValueError(f"lm_features reads the backbone's own log-probabilities and entropies of each step's tokens, "
-                     f"which mean 'how surprised was the policy by what it wrote' only when the backbone IS that "
-                     f"policy; backbone {str(backbone)!r} is not the policy {str(policy)!r} that generated the labeled "
-                     f"steps. Set lm_features: false, or backbone to the policy")
-
-
-def _dtype_name(model: torch.nn.Module) -> str:
-    return str(next(model.parameters()).dtype).removeprefix("torch.")
 
 
 def _auto(cfg: PRMConfig) -> type:
