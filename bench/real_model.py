@@ -129,7 +129,9 @@ def worker(spec_path: str, out_path: str) -> None:
     first = spec["jobs"][0]
     be.generate_ids(first["prompts"][:1], 1, SamplingConfig(max_new_tokens=8, seed=1))  # burn-in
     for job in spec["jobs"]:
-        sampling = SamplingConfig(**{**job["sampling"], "stop": tuple(job["sampling"]["stop"])})
+        kw = dict(job["sampling"])
+        stop = tuple(kw.pop("stop"))
+        sampling = SamplingConfig(**kw, **({"stop": stop} if stop else {}))  # a baseline may predate `stop`
         _reset_peak()
         t = time.perf_counter()
         comps = be.generate_ids(job["prompts"], job["n"], sampling)
