@@ -8,7 +8,8 @@ Per batch of prompts:
      (prmflow.entropy.token_entropy) and sampling with a per-row generator, so each
      sample's random stream depends on (seed, prompt, sample) and not on its neighbours.
 
-Memory is bounded by design: everything runs under `torch.inference_mode` (no autograd graph),
+Memory is bounded by design: everything runs under `torch.no_grad` (no autograd graph; not
+inference_mode, whose tensors a later training step on the same model could trip over),
 the prefill keeps only the logits of the last positions (`logits_to_keep`, see `prefill_keep`),
 each decode step keeps only its (rows, V) logits and records per row just the sampled id, H_t
 and the top-k, and `token_logprobs` (teacher forcing) runs the LM head over chunks of at most
@@ -204,7 +205,7 @@ class TransformersBackend(TokenizerFrontEnd):
 
     # ------------------------------------------------------------------ public API
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def generate_ids(self, prompt_ids: Sequence[Sequence[int]], n: int, sampling: SamplingConfig,
                      seeds: Sequence[int] | None = None) -> list[list[Completion]]:
         """n samples per prompt. `seeds[i]` (default sampling.seed + i) seeds prompt i's samples."""
@@ -228,7 +229,7 @@ class TransformersBackend(TokenizerFrontEnd):
 
     # ------------------------------------------------------------------ internals
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def token_logprobs(self, prompt_ids: Sequence[Sequence[int]], token_ids: Sequence[Sequence[int]]) -> list[list[float]]:
         """log p(token_t | prompt, tokens_<t) at temperature 1 for every given continuation token
         (teacher forcing, right-padded batches): how surprising the policy finds each token.
