@@ -263,8 +263,8 @@ def evaluate_flow(params: str | list[str] = "params.yaml", problems_path: str = 
             io.write_json(out / "bon.json", bon)
             plots.bon_curves(bon, out / "bon.png")
             if meaningless and not cfg.allow_zero_oracle:  # after writing, so the candidates can be looked at
-                raise DataError(problems_path, None, None, f"{meaningless}; see {out / 'bon.json'} and "
-                                f"{Path(data_dir) / 'bon_candidates.jsonl'}")
+                run.flag_degenerate("evaluate", [f"{meaningless}; see {out / 'bon.json'} and "
+                                                 f"{Path(data_dir) / 'bon_candidates.jsonl'}"])
         if bon:
             width = max(len(m) for m in bon["accuracy"])
             print(f"evaluate: Best-of-N accuracy on {bon['n_problems']} problems, N = {bon['ns']}")

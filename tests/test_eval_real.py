@@ -9,6 +9,7 @@ from conftest import REPO
 from prmflow.evaluate.bon import bon_accuracy
 from prmflow.evaluate.verdict import answer_correct, final_answer, problem_kind, verified_candidates
 from prmflow.io import DataError
+from prmflow.summaries import DegenerateRun
 
 GSM = {"id": "gsm8k-1", "source": "gsm8k", "problem": "Tom has 3 bags of 6 apples. How many apples?", "answer": "18",
        "solution": "3 * 6 = 18"}
@@ -132,7 +133,7 @@ def test_stage_on_real_problems(stage, mlflow_tmp, monkeypatch):
     kw = {"problems_path": str(root / "eval.jsonl")}
     with prefect_test_harness(server_startup_timeout=120):  # the shared machine can be slow to start it
         # a random tiny policy solves nothing: the Best-of-N oracle is 0 -> the stage fails loudly
-        with pytest.raises(DataError, match=r"eval.jsonl: Best-of-N oracle \(pass@2\) is 0 on 2 problems"):
+        with pytest.raises(DegenerateRun, match=r"evaluate: degenerate real-data run: Best-of-N oracle \(pass@2\) is 0 on 2 problems"):
             evaluate_flow(params=params("strict"), data_dir=str(root / "d0"), reports_dir=str(root / "r0"), **kw)
         # 0 evaluation rows overall (no files, no Best-of-N problems): fails instead of reporting None
         with pytest.raises(DataError, match="the evaluate stage has 0 evaluation rows"):
