@@ -41,7 +41,7 @@ from prefect import flow
 
 from prmflow import io, plots, tracking
 from prmflow.config import EvaluateConfig, load_section
-from prmflow.prompts import PromptConfig
+from prmflow.prompts import PromptConfig, read_examples
 from prmflow.evaluate.baselines import all_ones
 from prmflow.evaluate.bon import bon_accuracy
 from prmflow.evaluate.processbench import calibrate_threshold, evaluate_subsets, f1_curve
@@ -206,7 +206,7 @@ def evaluate_flow(params: str | list[str] = "params.yaml", problems_path: str = 
     out = Path(reports_dir) / "eval"
     with tracking.stage_run("evaluate", cfg) as run:
         problems = io.read_jsonl(problems_path)
-        examples = io.read_jsonl(fewshot_path)[: prompt_cfg.few_shot] if prompt_cfg.few_shot else []
+        examples = read_examples(fewshot_path, prompt_cfg)
         run.params(prompt_cfg, "prompt.")
         real = problem_kind(problems, problems_path) == "real"
         skipped: dict[str, str] = {}

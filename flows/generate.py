@@ -22,7 +22,7 @@ from prefect import flow
 
 from prmflow import io, plots, tracking
 from prmflow.config import GenerateConfig, load_section
-from prmflow.prompts import PromptConfig
+from prmflow.prompts import PromptConfig, read_examples
 from prmflow.summaries import generate_stats, is_real, solve_rate_problem
 from tasks.generate import sample_solutions
 
@@ -39,7 +39,7 @@ def generate(params: str | list[str] = "params.yaml", problems_path: str = "data
         # ~60 bytes per generated token (id, offsets, entropy, top-k logprobs), trees included
         n_seqs = len(problems) * cfg.n + min(cfg.tree_problems, len(problems)) * cfg.tree_max_branches
         io.ensure_free_space(out_path, n_seqs * cfg.max_new_tokens * (60 + 20 * cfg.top_logprobs), "generations")
-        examples = io.read_jsonl(fewshot_path)[: prompt_cfg.few_shot] if prompt_cfg.few_shot else []
+        examples = read_examples(fewshot_path, prompt_cfg)
         run.params(prompt_cfg, "prompt.")
         out = sample_solutions(cfg, problems, work_root, prompt_cfg, examples)
         rows, tree_rows = out["samples"], out["tree"]

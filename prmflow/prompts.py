@@ -50,11 +50,13 @@ the BOS text when the tokenizer has a BOS token (distinct from EOS) that it does
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from prmflow import io
 from prmflow.synth import format_prompt
 
 TEMPLATES = ("synthetic", "plain", "chat", "auto")
@@ -123,6 +125,11 @@ def build_prompt(problem: str, cfg: PromptConfig, tokenizer: Any = None,
     else:
         text, stop = _chat(problem, cfg, shots, tokenizer), ()
     return Prompt(bos_once(tokenizer, text) if tokenizer is not None else text, stop, template)
+
+
+def read_examples(path: str | os.PathLike[str], cfg: PromptConfig) -> list[dict[str, Any]]:
+    """The first `cfg.few_shot` solved rows of a problems file (none read when few_shot is 0)."""
+    return io.read_jsonl(path)[: cfg.few_shot] if cfg.few_shot else []
 
 
 def plain_stops(cfg: PromptConfig) -> tuple[str, ...]:

@@ -19,7 +19,7 @@ from prmflow.policy.base import Completion, SamplingConfig
 from prmflow.prm import PRM
 from prmflow.prompts import Prompt, PromptConfig, build_prompt
 from prmflow.synth import extract_answer, format_prompt, split_steps, step_spans
-from tasks.generate import problem_seed
+from tasks.generate import common_stop, problem_seed
 
 
 def policy_prompt(problem: dict[str, Any], prompt_cfg: PromptConfig = PromptConfig(), tokenizer: Any = None,
@@ -37,7 +37,7 @@ def sample(cfg: EvaluateConfig, problems: list[dict[str, Any]], n: int, salt: st
     backend = load_backend("transformers", cfg.policy, batch_size=cfg.batch_size, show_progress=True)
     prompts = [policy_prompt(p, prompt_cfg, backend.tokenizer, examples) for p in problems]
     sampling = SamplingConfig(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
-                              stop=prompts[0].stop if prompts else ())
+                              stop=common_stop(prompts))
     seeds = [problem_seed(cfg.seed, f"{salt}:{p['id']}") for p in problems]
     return backend.generate([pr.text for pr in prompts], n, sampling, seeds=seeds)
 

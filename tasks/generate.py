@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -70,9 +71,9 @@ def prompts_for(backend: Backend, problems: list[dict[str, Any]], prompt_cfg: Pr
     return {p["id"]: build_prompt(p["problem"], prompt_cfg, tokenizer, examples) for p in problems}
 
 
-def common_stop(prompts: dict[str, Prompt]) -> tuple[str, ...]:
+def common_stop(prompts: Iterable[Prompt]) -> tuple[str, ...]:
     """The stop strings every prompt shares (one sampling config serves a whole job)."""
-    stops = {pr.stop for pr in prompts.values()}
+    stops = {pr.stop for pr in prompts}
     if len(stops) > 1:
         raise ValueError(f"prompts of one job have different stop strings: {sorted(stops)}")
     return stops.pop() if stops else ()
@@ -107,7 +108,7 @@ def sample_problems(backend: Backend, cfg: GenerateConfig, batches: list[list[di
     problems = [p for b in batches for p in b]
     prompts = prompts_for(backend, problems, prompt_cfg, examples or [])
     sampling = SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                              seed=cfg.seed, top_logprobs=top, stop=common_stop(prompts))
+                              seed=cfg.seed, top_logprobs=top, stop=common_stop(prompts.values()))
     seeds = [problem_seed(cfg.seed, p["id"]) for p in problems]
     backend.show_progress = False  # type: ignore[attr-defined]
     completions = []
