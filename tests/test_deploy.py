@@ -242,7 +242,7 @@ def test_gpu_profile_and_deployments_load():
     real GPU run; prefect.yaml has a cpu deployment for every stage flow with params.yaml, and a
     gpu one for every stage of the GPU run with the three files."""
     from prmflow.config import load_params
-    from prmflow.prm.model import require_policy_backbone
+    from prmflow.prm.backbone import require_policy_backbone
 
     p = load_params([REPO / f for f in GPU_PARAMS])
     assert p.problems.source in ("gsm8k", "math") and p.problems.source_path
