@@ -26,6 +26,21 @@ from prmflow.prompts import PromptConfig
 
 C = TypeVar("C")
 
+_WHERE_SHARDS_RUN = ("num_shards", "task_retries", "task_runner", "ray_address", "num_cpus", "num_gpus", "shard_storage")
+
+SPEED_ONLY: dict[str, frozenset[str]] = {
+    "generate": frozenset(_WHERE_SHARDS_RUN + ("concurrency",)),
+    "label": frozenset(_WHERE_SHARDS_RUN + ("concurrency", "chunk_size")),
+    "active": frozenset(_WHERE_SHARDS_RUN[1:] + ("checkpoint_every",)),
+    "train": frozenset(("checkpoint_every", "register_name")),
+}
+"""Knobs that change how fast a stage runs, never a byte of what it writes, so they are not DVC
+params deps (tests/test_dvc_stages.py holds dvc.yaml to this). Shard count and placement, task
+retries, request concurrency: tests/test_sharding.py and tests/test_ray.py; MC chunking:
+tests/test_label_runner.py; checkpoint frequency only matters to a resumed run; the MLflow
+registry name names the model, not its weights. `batch_size` knobs are deps on purpose: padding
+changes the float order of a batched forward, so their bytes are not guaranteed equal."""
+
 
 # --------------------------------------------------------------------------- stage configs
 
