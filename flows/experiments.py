@@ -40,24 +40,17 @@ SMOKE = {"seeds": [0, 1], "label_problems": 2, "data_fractions": [0.25, 1.0], "t
          "ablation_problems": 4, "static_rollouts": 2}
 
 
-def _by_problem(rows: list[dict[str, Any]], problems: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    keep = {p["id"] for p in problems}
-    return [r for r in rows if r["problem_id"] in keep]
-
-
 def run_label_efficiency(cfg: ExperimentsConfig, lq: LabelQualityConfig, pool: list[dict[str, Any]],
                          samples: list[dict[str, Any]], tree: list[dict[str, Any]], out: Path) -> dict[str, Any]:
     answers = {p["id"]: p["answer"] for p in pool}
     per_seed = {}
     for seed in cfg.seeds:
         problems = problem_subset(pool, cfg.label_problems, seed)
-        per_seed[seed] = label_efficiency(lq, _by_problem(samples, problems), _by_problem(tree, problems), answers, seed)
+        per_seed[seed] = label_efficiency(lq, rep.by_problem(samples, problems), rep.by_problem(tree, problems), answers, seed)
         for scheme, r in per_seed[seed].items():
             tracking.arm_run("label_efficiency", scheme, seed, {"problems": len(problems)}, r)
     section = rep.label_efficiency(per_seed, cfg.level)
-    plots.ci_scatter({s: (n["tokens_per_solution"], n["first_error_acc"]) for s, n in section["numbers"].items()},
-                     out / "experiments" / "label_efficiency.png", "rollout tokens per solution",
-                     "first-error accuracy vs gold", "label quality vs cost (mean, 95% CI over seeds)", logx=True)
+    plots.label_efficiency(section["numbers"], out / "experiments" / "label_efficiency.png")
     return section
 
 
@@ -78,11 +71,7 @@ def run_data_efficiency(cfg: ExperimentsConfig, seg_cfg: SegmentConfig, label_cf
         tracking.arm_run("data_efficiency", "static@1", seed, {"fraction": 1.0, "labels": "newline_mc"}, static[seed])
     section = rep.data_efficiency(edu, static, cfg.level)
     section["numbers"]["static_labels"] = static_stats
-    full_tokens = section["numbers"][f"edu@{max(cfg.data_fractions):g}"]["label_tokens"]["mean"]
-    plots.ci_lines({"EDU labels": [(f, section["numbers"][f"edu@{f:g}"]["f1"]) for f in sorted(edu)]},
-                   out / "experiments" / "data_efficiency.png", "fraction of the EDU rollout budget",
-                   "synthetic ProcessBench F1", f"PRM F1 vs label budget (100% = {full_tokens:.0f} tokens)", logx=True,
-                   points={"static newline MC, 100%": (1.0, section["numbers"]["static@1"]["f1"])})
+    plots.data_efficiency(section["numbers"], cfg.data_fractions, out / "experiments" / "data_efficiency.png")
     return section
 
 
@@ -94,45 +83,28 @@ def run_threshold_ablation(cfg: ExperimentsConfig, seg_cfg: SegmentConfig, label
     arms["calibrated"] = replace(seg_cfg, strategy="calibrated")
     per_arm: dict[str, dict[int, dict[str, Any]]] = {a: {} for a in arms}
     for seed in cfg.seeds:
-        gens = _by_problem(samples, problem_subset(pool, cfg.ablation_problems, 1000 + seed))
+        gens = rep.by_problem(samples, problem_subset(pool, cfg.ablation_problems, 1000 + seed))
         for arm, scfg in arms.items():
             rows, stats = label_with(scfg, replace(label_cfg, seed=seed), gens, answers, "checkpoints/experiments/label")
             per_arm[arm][seed] = {**stats, **train_and_score(train_cfg, rows, pb_rows, seed)}
             tracking.arm_run("threshold_ablation", arm, seed, {"strategy": scfg.strategy,
                              "entropy_threshold": scfg.entropy_threshold}, per_arm[arm][seed])
     section = rep.threshold_ablation(per_arm, cfg.level)
-    fixed = [(t, section["numbers"][f"fixed@{t:g}"]) for t in cfg.thresholds]
-    cal = section["numbers"]["calibrated"]
-    plots.ci_lines({"fixed threshold": [(t, n["f1"]) for t, n in fixed]}, out / "experiments" / "threshold_f1.png",
-                   "entropy threshold (nats)", "synthetic ProcessBench F1", "PRM F1 vs entropy threshold", logx=True,
-                   points={"calibrated": (cal["threshold"]["mean"], cal["f1"])})
-    plots.ci_lines({"steps / solution": [(t, n["steps_per_solution"]) for t, n in fixed],
-                    "label tokens / solution / 100": [(t, _scaled(n["tokens_per_solution"], 0.01)) for t, n in fixed]},
-                   out / "experiments" / "threshold_cost.png", "entropy threshold (nats)", "per solution",
-                   "segmentation and label cost vs threshold", logx=True,
-                   points={"calibrated: steps": (cal["threshold"]["mean"], cal["steps_per_solution"])})
+    plots.threshold_ablation(section["numbers"], cfg.thresholds, out / "experiments")
     return section
-
-
-def _scaled(ci: dict[str, Any], k: float) -> dict[str, Any]:
-    return {key: (v * k if isinstance(v, float) and key in ("mean", "lo", "hi") else v) for key, v in ci.items()}
 
 
 def collect_active_learning(cfg: ExperimentsConfig, reports: Path) -> dict[str, Any]:
     summary = io.read_json(reports / "active" / "summary.json")
-    for strat in ("active", "random", "full"):
-        for seed, f1 in summary.get(strat, {}).get("final_f1_last_eval", {}).items():
-            labels = summary[strat].get("labeler_cost", {}).get(seed, {}).get("calls")
-            tracking.arm_run("active_learning", strat, int(seed), {}, {"final_f1": f1, **({"labels": labels} if labels else {})})
+    for strat, seed, metrics in rep.active_arms(summary):
+        tracking.arm_run("active_learning", strat, seed, {}, metrics)
     return rep.active_learning(summary, cfg.level)
 
 
 def collect_edu_sampling(cfg: ExperimentsConfig, reports: Path) -> dict[str, Any]:
     pedu = io.read_json(reports / "eval" / "edu_sampling.json")
-    for arm in ("standard", "p_edu"):
-        for i, _ in enumerate(pedu[arm]["acc_prm"]["per_seed"]):
-            tracking.arm_run("edu_sampling", arm, i, {"n": pedu["n"]},
-                             {k: pedu[arm][k]["per_seed"][i] for k in ("acc_prm", "acc_majority", "tokens")})
+    for arm, i, metrics in rep.edu_sampling_arms(pedu):
+        tracking.arm_run("edu_sampling", arm, i, {"n": pedu["n"]}, metrics)
     return rep.edu_sampling(pedu, cfg.level)
 
 
@@ -176,9 +148,8 @@ def experiments_flow(params: str | list[str] = "params.yaml", smoke: bool = Fals
                                                  "seconds": seconds})
         io.write_text(out / "REPORT.md", rep.render(sections, {"command": command, "seeds": cfg.seeds, "level": cfg.level,
                                                                "seconds": seconds}))
-        run.metrics({f"experiments/seconds/{name}": v for name, v in seconds.items()})
-        run.metrics({f"experiments/supported/{s['title']}": float(s["supported"]) for s in sections
-                     if s["supported"] is not None})
+        for metrics in rep.suite_metrics(sections, seconds):
+            run.metrics(metrics)
         run.artifact(out / "REPORT.md")
         run.artifact(out / "experiments.json")
         if (out / "experiments").is_dir():

@@ -23,7 +23,7 @@ from prefect import flow
 from prmflow import io, plots, tracking
 from prmflow.config import GenerateConfig, load_section
 from prmflow.prompts import PromptConfig, read_examples
-from prmflow.summaries import generate_stats, is_real, solve_rate_problem
+from prmflow.summaries import generate_stats, is_real, solve_rate_problem, token_entropies
 from tasks.generate import sample_solutions
 
 
@@ -48,7 +48,7 @@ def generate(params: str | list[str] = "params.yaml", problems_path: str = "data
         stats = generate_stats(rows, tree_rows, len(problems))
         problem = solve_rate_problem(stats["solve_rate"], len(rows)) if is_real(problems) else None
         io.write_json(reports / "generate.json", stats)
-        ents = [h for r in rows for h in r["entropy"]]
+        ents = token_entropies(rows)
         plots.entropy_hist(ents, reports / "generate" / "entropy.png", f"token entropy over {len(ents)} generated tokens",
                            threshold=1.0)
         run.metrics({f"generate/{k}": v for k, v in stats.items()})

@@ -21,7 +21,7 @@ from prefect import flow
 
 from prmflow import io, tracking
 from prmflow.config import LabelConfig, load_section
-from prmflow.summaries import is_real, label_balance_problem, label_stats
+from prmflow.summaries import is_real, label_balance_problem, label_stats, numeric
 from tasks.label import label_sharded, total_cost
 
 
@@ -40,7 +40,7 @@ def label_flow(params: str | list[str] = "params.yaml", segments_path: str = "da
 
         stats = label_stats(labeled, total_cost(labeled).to_dict())
         io.write_json(Path(reports_dir) / "labeling" / "label.json", stats)
-        run.metrics({f"label/{k}": v for k, v in stats.items() if isinstance(v, (int, float))})
+        run.metrics(numeric(stats, "label/"))
         run.metrics({f"label/run_{k}": v for k, v in info.items()})  # this process only, not the artifact
         print(f"label: {stats}")
         print(f"label: {info['rollouts_run']} rollouts run now, {info['resumed_prefixes']} prefixes resumed from checkpoint")

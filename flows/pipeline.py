@@ -1,9 +1,15 @@
-"""The full pipeline: problems -> policy -> generate, under one parent MLflow run.
+"""The full default pipeline: every stage of dvc.yaml, in DAG order, under one parent MLflow run.
 
-    python -m flows.pipeline [--params params.yaml]   # stage flows as Prefect subflows, in-process
-    python -m flows.pipeline --dvc                    # `dvc repro` (what `make run` does): DVC
-                                                      # skips up-to-date stages; every stage's
-                                                      # MLflow run nests under this parent run
+    python -m flows.pipeline [--params params.yaml]   # the stage flows as Prefect subflows, in-process:
+                                                      # problems -> policy -> generate -> segment -> label
+                                                      # -> label_quality -> train -> evaluate -> active
+    python -m flows.pipeline --dvc [real/dvc.yaml]    # `dvc repro` (what `make run` / `make run-real` do):
+                                                      # DVC skips up-to-date stages; every stage's MLflow
+                                                      # run nests under this parent run
+
+In-process, every stage reads and writes its default paths (those of dvc.yaml) and reruns from
+scratch apart from its own checkpoints. The toy policy is trained only when `generate.model` is
+models/policy: a pretrained policy has nothing to train.
 """
 
 from __future__ import annotations
@@ -14,33 +20,47 @@ import resource
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from prefect import flow
 
+from flows.active import active_flow
+from flows.evaluate import evaluate_flow
 from flows.generate import generate
+from flows.label import label_flow
+from flows.label_quality import label_quality_flow
 from flows.policy import policy
 from flows.problems import problems
+from flows.segment import segment_flow
+from flows.train import train_flow
 from prmflow import tracking
 from prmflow.config import GenerateConfig, load_params, load_section
 from prmflow.io import DataError
-
 
 TOY_POLICY = "models/policy"
 """where stage `policy` writes the tiny from-scratch policy"""
 
 
 @flow(name="pipeline", log_prints=True)
-def pipeline(params: str | list[str] = "params.yaml") -> dict:
+def pipeline(params: str | list[str] = "params.yaml") -> dict[str, Any]:
+    """Every default stage as a subflow, in DAG order; returns each stage's result by name."""
     model = load_section(params, "generate", GenerateConfig).model
+    out: dict[str, Any] = {}
     with tracking.pipeline_run("pipeline"):
-        counts = problems(params=params)
+        out["problems"] = problems(params=params)
         if Path(model) == Path(TOY_POLICY):
-            policy_stats = policy(params=params, model_dir=TOY_POLICY)
+            out["policy"] = policy(params=params, model_dir=TOY_POLICY)
         else:  # a pretrained policy: there is nothing to train
-            policy_stats = {"skipped": f"generate.model is {model!r}, not the toy policy {TOY_POLICY!r}"}
-            print(f"pipeline: policy stage skipped ({policy_stats['skipped']})")
-        gen_stats = generate(params=params)
-    return {"problems": counts, "policy": policy_stats, "generate": gen_stats}
+            out["policy"] = {"skipped": f"generate.model is {model!r}, not the toy policy {TOY_POLICY!r}"}
+            print(f"pipeline: policy stage skipped ({out['policy']['skipped']})")
+        out["generate"] = generate(params=params)
+        out["segment"] = segment_flow(params=params)
+        out["label"] = label_flow(params=params)
+        out["label_quality"] = label_quality_flow(params=params)
+        out["train"] = train_flow(params=params)
+        out["evaluate"] = evaluate_flow(params=params)
+        out["active"] = active_flow(params=params)
+    return out
 
 
 def peak_child_rss_mib() -> float:

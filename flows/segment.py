@@ -17,7 +17,7 @@ from prefect import flow
 
 from prmflow import io, plots, tracking
 from prmflow.config import SegmentConfig, load_section
-from prmflow.summaries import segment_stats
+from prmflow.summaries import calibration_warning, numeric, segment_stats, step_lengths, token_entropies
 from tasks.segment import segment
 
 
@@ -37,19 +37,15 @@ def segment_flow(params: str | list[str] = "params.yaml", generations_dir: str =
         io.write_jsonl(out_path, seg)
 
         stats = segment_stats(seg, out["skipped_empty"],
-                              out["threshold"] if out["threshold"] is not None else cfg.entropy_threshold)
-        n_steps = [len(r["steps"]) for r in seg]
-        lengths = [e - s for r in seg for s, e in zip(r["starts"], r["ends"], strict=True)]
-        if out["calibration"] is not None:
-            cal = stats["calibration"] = out["calibration"]
-            if not cal["met"] or cal["forced_fraction"] > 0.5:
-                warning = (f"calibrated threshold {cal['tau']:.4g} gives {cal['mean_steps']:.2f} steps per solution "
-                           f"({cal['forced_fraction']:.0%} forced by max_len) for a target of {cal['target_mean_steps']}: "
-                           f"{cal['note'] or 'mostly forced cuts'}")
-                run.tags({"segment/calibration_warning": warning})
-                print(f"segment: WARNING: {warning}")
+                              out["threshold"] if out["threshold"] is not None else cfg.entropy_threshold,
+                              out["calibration"])
+        if warning := calibration_warning(out["calibration"]):
+            run.tags({"segment/calibration_warning": warning})
+            print(f"segment: WARNING: {warning}")
         io.write_json(reports / "segment.json", stats)
-        ents = [h for r in rows for h in r["entropy"]]
+
+        n_steps, lengths = step_lengths(seg)
+        ents = token_entropies(rows)
         threshold = stats["threshold"] if cfg.strategy in ("fixed", "calibrated") else None
         plots.entropy_hist(ents, reports / "segment" / "entropy.png",
                            f"token entropy ({len(ents)} tokens), strategy {cfg.strategy}", threshold=threshold)
@@ -57,7 +53,7 @@ def segment_flow(params: str | list[str] = "params.yaml", generations_dir: str =
                         f"{cfg.strategy}: {stats['mean_steps']:.2f} steps per solution on average")
         plots.histogram(lengths, reports / "segment" / "step_tokens.png", "tokens per step",
                         f"{cfg.strategy}: step lengths (min_len {cfg.min_len}, max_len {cfg.max_len})")
-        run.metrics({f"segment/{k}": v for k, v in stats.items() if isinstance(v, (int, float))})
+        run.metrics(numeric(stats, "segment/"))
         run.artifact(reports / "segment", "plots")
         print(f"segment: {stats}")
     return stats

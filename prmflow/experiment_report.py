@@ -259,3 +259,54 @@ def render(sections: Sequence[Mapping[str, Any]], header: Mapping[str, Any]) -> 
         out += [""] + [f"![{p}]({p})" for p in s["plots"]]
         out += ["", f"**Verdict.** {s['verdict']}"]
     return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------- inputs and MLflow arms
+
+
+def by_problem(rows: Sequence[Mapping[str, Any]], problems: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The rows (generations, labels) of these problems, in their order.
+
+    >>> by_problem([{"problem_id": "a", "x": 1}, {"problem_id": "b"}, {"problem_id": "a", "x": 2}], [{"id": "a"}])
+    [{'problem_id': 'a', 'x': 1}, {'problem_id': 'a', 'x': 2}]
+    """
+    keep = {p["id"] for p in problems}
+    return [r for r in rows if r["problem_id"] in keep]
+
+
+def active_arms(summary: Mapping[str, Any]) -> list[tuple[str, int, dict[str, Any]]]:
+    """Experiment 4's MLflow arms from reports/active/summary.json: (strategy, seed, metrics)
+    with the last evaluation's `final_f1` and, when the labeler counted calls, `labels`.
+
+    >>> active_arms({"active": {"final_f1_last_eval": {"0": 0.5}, "labeler_cost": {"0": {"calls": 3}}},
+    ...              "full": {"final_f1_last_eval": {"0": 0.6}}})
+    [('active', 0, {'final_f1': 0.5, 'labels': 3}), ('full', 0, {'final_f1': 0.6})]
+    """
+    arms = []
+    for strat in ("active", "random", "full"):
+        for seed, f1 in summary.get(strat, {}).get("final_f1_last_eval", {}).items():
+            labels = summary[strat].get("labeler_cost", {}).get(seed, {}).get("calls")
+            arms.append((strat, int(seed), {"final_f1": f1, **({"labels": labels} if labels else {})}))
+    return arms
+
+
+def edu_sampling_arms(pedu: Mapping[str, Any]) -> list[tuple[str, int, dict[str, Any]]]:
+    """Experiment 5's MLflow arms from reports/eval/edu_sampling.json: (arm, seed index, metrics).
+
+    >>> pedu = {k: {m: {"per_seed": [i, i + 1]} for m in ("acc_prm", "acc_majority", "tokens")}
+    ...         for i, k in enumerate(("standard", "p_edu"))}
+    >>> edu_sampling_arms(pedu)[3]
+    ('p_edu', 1, {'acc_prm': 2, 'acc_majority': 2, 'tokens': 2})
+    """
+    return [(arm, i, {k: pedu[arm][k]["per_seed"][i] for k in ("acc_prm", "acc_majority", "tokens")})
+            for arm in ("standard", "p_edu") for i, _ in enumerate(pedu[arm]["acc_prm"]["per_seed"])]
+
+
+def suite_metrics(sections: Sequence[Mapping[str, Any]], seconds: Mapping[str, float]) -> list[dict[str, float]]:
+    """The `experiments` run's MLflow metrics: seconds per experiment, then 1.0 / 0.0 per decided verdict.
+
+    >>> suite_metrics([{"title": "A", "supported": True}, {"title": "B", "supported": None}], {"a": 2.0})
+    [{'experiments/seconds/a': 2.0}, {'experiments/supported/A': 1.0}]
+    """
+    return [{f"experiments/seconds/{name}": v for name, v in seconds.items()},
+            {f"experiments/supported/{s['title']}": float(s["supported"]) for s in sections if s["supported"] is not None}]

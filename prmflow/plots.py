@@ -237,3 +237,49 @@ def stage_costs(wall_s: Mapping[str, float], peak_rss_mib: Mapping[str, float], 
     ax2.invert_yaxis()
     fig.suptitle(title)
     _save(fig, path)
+
+
+# --------------------------------------------------------------------------- experiment suite sections
+# `numbers` is a section's `numbers` (prmflow.experiment_report): arm -> {metric: CI dict}
+
+
+def scale_ci(ci: Mapping[str, object], k: float) -> dict[str, object]:
+    """A CI dict with its float `mean`, `lo` and `hi` times k (to share an axis); the rest as is.
+
+    >>> scale_ci({"mean": 200.0, "lo": 100.0, "hi": None, "n": 3}, 0.01)
+    {'mean': 2.0, 'lo': 1.0, 'hi': None, 'n': 3}
+    """
+    return {key: (v * k if isinstance(v, float) and key in ("mean", "lo", "hi") else v) for key, v in ci.items()}
+
+
+def label_efficiency(numbers: Mapping[str, Mapping[str, Mapping[str, object]]], path: str | os.PathLike[str]) -> None:
+    """Experiment 1: first-error accuracy against rollout tokens per solution, one marker per scheme."""
+    ci_scatter({s: (n["tokens_per_solution"], n["first_error_acc"]) for s, n in numbers.items()}, path,
+               "rollout tokens per solution", "first-error accuracy vs gold",
+               "label quality vs cost (mean, 95% CI over seeds)", logx=True)
+
+
+def data_efficiency(numbers: Mapping[str, Mapping[str, Mapping[str, object]]], fractions: Sequence[float],
+                    path: str | os.PathLike[str]) -> None:
+    """Experiment 2: PRM F1 against the fraction of the EDU rollout budget, static newline MC at 100%."""
+    full_tokens = numbers[f"edu@{max(fractions):g}"]["label_tokens"]["mean"]
+    ci_lines({"EDU labels": [(f, numbers[f"edu@{f:g}"]["f1"]) for f in sorted(dict.fromkeys(fractions))]}, path,
+             "fraction of the EDU rollout budget", "synthetic ProcessBench F1",
+             f"PRM F1 vs label budget (100% = {full_tokens:.0f} tokens)", logx=True,
+             points={"static newline MC, 100%": (1.0, numbers["static@1"]["f1"])})
+
+
+def threshold_ablation(numbers: Mapping[str, Mapping[str, Mapping[str, object]]], thresholds: Sequence[float],
+                       out_dir: str | os.PathLike[str]) -> None:
+    """Experiment 3: threshold_f1.png (PRM F1) and threshold_cost.png (steps and label tokens per
+    solution) against the fixed entropy thresholds, the calibrated strategy as a marker."""
+    fixed = [(t, numbers[f"fixed@{t:g}"]) for t in thresholds]
+    cal = numbers["calibrated"]
+    ci_lines({"fixed threshold": [(t, n["f1"]) for t, n in fixed]}, os.path.join(out_dir, "threshold_f1.png"),
+             "entropy threshold (nats)", "synthetic ProcessBench F1", "PRM F1 vs entropy threshold", logx=True,
+             points={"calibrated": (cal["threshold"]["mean"], cal["f1"])})
+    ci_lines({"steps / solution": [(t, n["steps_per_solution"]) for t, n in fixed],
+              "label tokens / solution / 100": [(t, scale_ci(n["tokens_per_solution"], 0.01)) for t, n in fixed]},
+             os.path.join(out_dir, "threshold_cost.png"), "entropy threshold (nats)", "per solution",
+             "segmentation and label cost vs threshold", logx=True,
+             points={"calibrated: steps": (cal["threshold"]["mean"], cal["steps_per_solution"])})

@@ -39,13 +39,25 @@ def has_gold(rows: Sequence[Mapping[str, Any]], key: str) -> bool:
     return bool(known) and all(known)
 
 
-def segment_stats(seg: Sequence[Mapping[str, Any]], skipped_empty: int, threshold: float) -> dict[str, Any]:
-    """What stage `segment` reports: step counts and lengths, and gold step correctness
-    (`frac_gold_correct_steps` is None for real problems)."""
+def step_lengths(seg: Sequence[Mapping[str, Any]]) -> tuple[list[int], list[int]]:
+    """Steps per solution and tokens per step (stage `segment`'s two histograms).
+
+    >>> step_lengths([{"starts": [0, 3], "ends": [3, 5], "steps": ["a", "b"]}])
+    ([2], [3, 2])
+    """
     n_steps = [len(r["steps"]) for r in seg]
     lengths = [e - s for r in seg for s, e in zip(r["starts"], r["ends"], strict=True)]
+    return n_steps, lengths
+
+
+def segment_stats(seg: Sequence[Mapping[str, Any]], skipped_empty: int, threshold: float,
+                  calibration: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What stage `segment` reports: step counts and lengths, and gold step correctness
+    (`frac_gold_correct_steps` is None for real problems); the threshold calibration last,
+    when there was one."""
+    n_steps, lengths = step_lengths(seg)
     gold = [g for r in seg for g in r["gold_labels"]] if has_gold(seg, "gold_labels") else None
-    return {
+    stats = {
         "n_solutions": len(seg),
         "skipped_empty": skipped_empty,
         "threshold": threshold,
@@ -55,6 +67,45 @@ def segment_stats(seg: Sequence[Mapping[str, Any]], skipped_empty: int, threshol
         "frac_gold_correct_steps": (sum(gold) / max(1, len(gold))) if gold is not None else None,
         "frac_one_step": sum(n == 1 for n in n_steps) / max(1, len(seg)),
     }
+    if calibration is not None:
+        stats["calibration"] = calibration
+    return stats
+
+
+def calibration_warning(cal: Mapping[str, Any] | None) -> str | None:
+    """Why a calibrated entropy threshold misses its target (not met, or most cuts forced by
+    max_len), else None.
+
+    >>> calibration_warning({"met": True, "forced_fraction": 0.1}) is None
+    True
+    >>> calibration_warning({"met": False, "forced_fraction": 0.6, "tau": 0.5, "mean_steps": 9.0,
+    ...                      "target_mean_steps": 4, "note": ""})
+    'calibrated threshold 0.5 gives 9.00 steps per solution (60% forced by max_len) for a target of 4: mostly forced cuts'
+    """
+    if cal is None or not (not cal["met"] or cal["forced_fraction"] > 0.5):
+        return None
+    return (f"calibrated threshold {cal['tau']:.4g} gives {cal['mean_steps']:.2f} steps per solution "
+            f"({cal['forced_fraction']:.0%} forced by max_len) for a target of {cal['target_mean_steps']}: "
+            f"{cal['note'] or 'mostly forced cuts'}")
+
+
+def token_entropies(rows: Sequence[Mapping[str, Any]]) -> list[float]:
+    """Every token's entropy over all rows, in order (the entropy histograms).
+
+    >>> token_entropies([{"entropy": [0.5, 1.0]}, {"entropy": [2.0]}])
+    [0.5, 1.0, 2.0]
+    """
+    return [h for r in rows for h in r["entropy"]]
+
+
+def numeric(stats: Mapping[str, Any], prefix: str) -> dict[str, float]:
+    """The int and float values of a stats dict as `<prefix><key>` MLflow metrics (None, str,
+    dict and list values are left out; bools count as ints, as before).
+
+    >>> numeric({"a": 1, "b": None, "c": "x", "d": 0.5, "e": {"f": 1}}, "segment/")
+    {'segment/a': 1, 'segment/d': 0.5}
+    """
+    return {f"{prefix}{k}": v for k, v in stats.items() if isinstance(v, (int, float))}
 
 
 def label_stats(labeled: Sequence[Mapping[str, Any]], cost: Mapping[str, int]) -> dict[str, Any]:

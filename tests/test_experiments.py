@@ -141,3 +141,37 @@ def test_render_has_every_section_table_and_verdict():
     timed = rep.render([sec], {"command": "c", "seeds": [0], "level": 0.95,
                                "seconds": {"data_efficiency": 90.0, "edu_sampling": 30.0}})
     assert "Wall time: 2.0 min on this machine (data_efficiency: 1.5 min, edu_sampling: 0.5 min)." in timed
+
+
+def test_arms_and_suite_metrics_by_hand():
+    summary = {"random": {"final_f1_last_eval": {"1": 0.4, "0": 0.3}, "labeler_cost": {"1": {"calls": 0}}},
+               "active": {"final_f1_last_eval": {"0": None}}, "paired": {"x": 1}}
+    # active before random; seeds as ints; 0 calls is no label count; a None F1 is kept for the run
+    assert rep.active_arms(summary) == [("active", 0, {"final_f1": None}), ("random", 1, {"final_f1": 0.4}),
+                                        ("random", 0, {"final_f1": 0.3})]
+    assert rep.active_arms({}) == []
+    pedu = {arm: {"acc_prm": {"per_seed": [0.5]}, "acc_majority": {"per_seed": [0.25]}, "tokens": {"per_seed": [9]}}
+            for arm in ("standard", "p_edu")}
+    assert rep.edu_sampling_arms(pedu) == [("standard", 0, {"acc_prm": 0.5, "acc_majority": 0.25, "tokens": 9}),
+                                           ("p_edu", 0, {"acc_prm": 0.5, "acc_majority": 0.25, "tokens": 9})]
+    assert rep.suite_metrics([{"title": "T", "supported": False}], {}) == [{}, {"experiments/supported/T": 0.0}]
+    rows = [{"problem_id": "b", "i": 0}, {"problem_id": "a", "i": 1}]
+    assert rep.by_problem(rows, [{"id": "a"}, {"id": "c"}]) == [{"problem_id": "a", "i": 1}]
+
+
+def test_section_plots_write_pngs(tmp_path):
+    from prmflow import plots
+
+    ci = {"mean": 0.5, "lo": 0.4, "hi": 0.6}
+    plots.label_efficiency({"edu": {"tokens_per_solution": {"mean": 10.0, "lo": 8.0, "hi": 12.0},
+                                    "first_error_acc": ci}}, tmp_path / "le.png")
+    numbers = {"edu@0.5": {"f1": ci, "label_tokens": {"mean": 5.0}}, "edu@1": {"f1": ci, "label_tokens": {"mean": 10.0}},
+               "static@1": {"f1": ci}}
+    plots.data_efficiency(numbers, [1.0, 0.5], tmp_path / "de.png")
+    arm = {"f1": ci, "steps_per_solution": ci, "tokens_per_solution": {"mean": 300.0, "lo": 200.0, "hi": 400.0},
+           "threshold": {"mean": 1.0}}
+    plots.threshold_ablation({"fixed@0.5": arm, "fixed@2": arm, "calibrated": arm}, [0.5, 2.0], tmp_path)
+    for name in ("le.png", "de.png", "threshold_f1.png", "threshold_cost.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+    assert plots.scale_ci({"mean": 300.0, "lo": 200.0, "hi": 400.0, "n": 2}, 0.01) == {
+        "mean": 3.0, "lo": 2.0, "hi": 4.0, "n": 2}

@@ -6,13 +6,17 @@ import pytest
 
 from prmflow.summaries import (
     DegenerateRun,
+    calibration_warning,
     degenerate_message,
     generate_stats,
     has_gold,
     is_real,
     label_balance_problem,
     label_stats,
+    numeric,
     segment_stats,
+    step_lengths,
+    token_entropies,
     real_summary,
     solve_rate_problem,
 )
@@ -34,6 +38,32 @@ def test_segment_stats_gold_and_real():
     assert synth["mean_step_tokens"] == 2.5  # lengths 3, 2, 3, 2
     real = segment_stats([_seg(None), _seg(None)], 1, 0.5)
     assert real["frac_gold_correct_steps"] is None and real["skipped_empty"] == 1 and real["mean_steps"] == 2
+
+
+def test_segment_stats_keep_the_calibration_last():
+    cal = {"tau": 0.7, "met": True, "forced_fraction": 0.0}
+    stats = segment_stats([_seg([True, False])], 0, 0.7, cal)
+    assert list(stats)[-1] == "calibration" and stats["calibration"] is cal
+    assert "calibration" not in segment_stats([_seg([True, False])], 0, 0.7)
+    assert step_lengths([_seg(None), _seg(None)]) == ([2, 2], [3, 2, 3, 2])
+
+
+@pytest.mark.parametrize("met, forced, warns", [(True, 0.5, False), (True, 0.51, True), (False, 0.0, True)])
+def test_calibration_warning(met, forced, warns):
+    cal = {"tau": 1.23456, "met": met, "forced_fraction": forced, "mean_steps": 3.0, "target_mean_steps": 4,
+           "note": "target out of reach"}
+    warning = calibration_warning(cal)
+    assert (warning is not None) == warns
+    if warns:  # tau to 4 significant digits, the note instead of the default reason
+        assert warning.startswith("calibrated threshold 1.235 gives 3.00 steps") and warning.endswith("target out of reach")
+    assert calibration_warning(None) is None
+
+
+def test_numeric_and_entropies():
+    # None, strings and nested dicts are no metrics; bools are ints, as MLflow has always logged them
+    assert numeric({"n": 2, "f": 0.5, "none": None, "s": "x", "d": {"a": 1}, "b": True}, "x/") == {
+        "x/n": 2, "x/f": 0.5, "x/b": True}
+    assert token_entropies([{"entropy": [0.1]}, {"entropy": []}, {"entropy": [0.2, 0.3]}]) == [0.1, 0.2, 0.3]
 
 
 def test_mixed_gold_is_an_error():
