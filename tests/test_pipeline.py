@@ -16,73 +16,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO
+from tools.smoke import build, copy_repo, env_for, run
 
 pytestmark = pytest.mark.slow
 
-TINY = {
-    "problems": {"n_train": 400, "n_eval": 16, "n_pool": 6, "max_steps": 3},
-    "policy": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "vocab_size": 300, "steps": 20,
-               "batch_size": 8, "warmup_steps": 5, "eval_max_new_tokens": 24, "eval_batch_size": 16},
-    "generate": {"n": 2, "max_new_tokens": 24, "batch_size": 8, "tree_problems": 2, "tree_max_branches": 2,
-                 "tree_threshold": 0.5},
-    "segment": {"max_len": 8},
-    "label": {"num_rollouts": 2, "max_new_tokens": 24, "batch_size": 16, "chunk_size": 8},
-    "label_quality": {"n_problems": 2, "newline_rollouts": [1, 2], "num_rollouts": 2, "max_new_tokens": 24,
-                      "batch_size": 16},
-    "train": {"steps": 4, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 2},
-    "evaluate": {"n_problems": 8, "samples_per_problem": 2, "bon_problems": 2, "bon_max_n": 4, "max_new_tokens": 24,
-                 "batch_size": 16, "pedu_problems": 2, "pedu_n": 2, "pedu_seeds": 2},
-    "active": {"seeds": [0], "strategies": ["full", "active"], "pool_size": 8, "batch_size": 4, "grad_steps": 1,
-               "eval_every": 1, "micro_batch_size": 4, "num_heads": 2, "match_fractions": [1.0]},
-}
 STAGES = ("problems", "policy", "generate", "segment", "label", "label_quality", "train", "evaluate", "active")
-
-
-def _copy_repo(dst: Path) -> None:
-    for name in ("prmflow", "tasks", "flows", "experiments", "dvc.yaml", "params.yaml", "pyproject.toml"):
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, dst / name)
-
-
-def _env(tmp: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
-    env["PYTHONPATH"] = str(tmp)
-    env["DVC_NO_ANALYTICS"] = "1"
-    env["HF_HUB_OFFLINE"] = env["TRANSFORMERS_OFFLINE"] = "1"
-    # offline by construction: any outbound HTTP(S) goes to a dead proxy; only the local
-    # Prefect API (127.0.0.1) is reachable
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        env[var] = "http://127.0.0.1:9"
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    env.pop("PRMFLOW_PARENT_RUN_ID", None)
-    return env
-
-
-def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
-    p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert p.returncode == 0, f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout[-4000:]}\n{p.stderr[-4000:]}"
-    return p.stdout + p.stderr
+# The tiny profile is params-smoke.yaml (`make smoke` runs the same DAG); these helpers build it.
+_copy_repo, _env, _run = copy_repo, env_for, run
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], str]:
     tmp = tmp_path_factory.mktemp("repo")
-    _copy_repo(tmp)
-    params = yaml.safe_load((tmp / "params.yaml").read_text())
-    for section, values in TINY.items():
-        params[section].update(values)
-    (tmp / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = _env(tmp)
-    _run(["dvc", "init", "--no-scm", "-q"], tmp, env)
-    _run(["dvc", "config", "core.analytics", "false"], tmp, env)
-    out = _run([sys.executable, "-m", "flows.pipeline", "--dvc"], tmp, env)
-    return tmp, env, out
+    out = build(tmp)
+    return tmp, _env(tmp), out
 
 
 def test_stages_produce_their_artifacts(repo):
