@@ -33,6 +33,7 @@ from prmflow.active import FeatureCache, mean_curve
 from prmflow.active import report as rep
 from prmflow.active.report import load_eval, load_pool
 from prmflow.config import ActiveConfig, load_section
+from prmflow.summaries import metrics_file
 from tasks.active import loop_config, run_dir, run_strategy
 
 
@@ -79,8 +80,10 @@ def active_flow(params: str | list[str] = "params.yaml", segments_path: str = "d
         io.write_json(out / "curves.json", rep.curves(runs))
         plots.active_curves({s: mean_curve([r["curve"] for r in runs[s].values()]) for s in strategies},
                             out / "curve.png", rep.gain_targets(summary, runs, cfg.match_fractions))
-        for metrics in rep.stage_metrics(summary, strategies):
+        batches = rep.stage_metrics(summary, strategies)
+        for metrics in batches:
             stage.metrics(metrics)
+        io.write_json(Path(reports_dir) / "active.json", metrics_file([(m, None) for m in batches], "active/"))
         stage.artifact(out, "active")
         for line in rep.summary_lines(summary, strategies):
             print(line)

@@ -49,6 +49,7 @@ from prmflow.evaluate.synthetic import balance, processbench_rows, split_subsets
 from prmflow.evaluate.verdict import problem_kind
 from prmflow.io import DataError
 from prmflow.prompts import PromptConfig, read_examples
+from prmflow.summaries import metrics_file
 from tasks.evaluate import (bon_candidates, bon_candidates_verified, entropy_scores, likelihood_scores,
                             load_named_processbench, pedu_compare, prm_scores, prm_scores_by_length, sample)
 
@@ -153,6 +154,7 @@ def evaluate_flow(params: str | list[str] = "params.yaml", problems_path: str = 
             print(line)
 
         # ---- EDU-guided sampling (P-EDU) vs standard sampling at equal N
+        pedu = None
         if pedu_problems and cfg.pedu_problems:
             pedu = pedu_compare(cfg, pedu_problems, prompt_cfg, examples)
             io.write_json(out / "edu_sampling.json", pedu)
@@ -164,8 +166,12 @@ def evaluate_flow(params: str | list[str] = "params.yaml", problems_path: str = 
         if skipped:
             io.write_json(out / "skipped.json", {"skipped": skipped})
             run.tags({f"eval/skipped/{part}": "skipped" for part in skipped})
-        for metrics, step in report.eval_metrics(summary, named, bon):
+        batches = report.eval_metrics(summary, named, bon)
+        for metrics, step in batches:
             run.metrics(metrics, step=step)
+        if pedu is not None:
+            batches.append((report.pedu_metrics(pedu), None))
+        io.write_json(Path(reports_dir) / "eval.json", metrics_file(batches, "eval/"))  # DVC metrics
         run.artifact(out, "eval")
         for line in report.summary_lines(summary):
             print(line)

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from prefect import flow
 
-from prmflow import io, tracking
+from prmflow import io, plots, tracking
 from prmflow.config import LabelConfig, load_section
-from prmflow.summaries import is_real, label_balance_problem, label_stats, numeric
+from prmflow.summaries import is_real, label_balance, label_balance_problem, label_stats, numeric
 from tasks.label import label_sharded, total_cost
 
 
@@ -40,6 +40,8 @@ def label_flow(params: str | list[str] = "params.yaml", segments_path: str = "da
 
         stats = label_stats(labeled, total_cost(labeled).to_dict())
         io.write_json(Path(reports_dir) / "labeling" / "label.json", stats)
+        plots.label_balance(label_balance(labeled), Path(reports_dir) / "labeling" / "labels.png",
+                            f"label: {len(labeled)} solutions, {stats['frac_labels_true']:.1%} of steps right")
         run.metrics(numeric(stats, "label/"))
         run.metrics({f"label/run_{k}": v for k, v in info.items()})  # this process only, not the artifact
         print(f"label: {stats}")

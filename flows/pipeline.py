@@ -3,6 +3,7 @@
     python -m flows.pipeline [--params params.yaml]   # the stage flows as Prefect subflows, in-process:
                                                       # problems -> policy -> generate -> segment -> label
                                                       # -> label_quality -> train -> evaluate -> active
+                                                      # -> results (reports/RESULTS.md)
     python -m flows.pipeline --dvc [real/dvc.yaml]    # `dvc repro` (what `make run` / `make run-real` do):
                                                       # DVC skips up-to-date stages; every stage's MLflow
                                                       # run nests under this parent run
@@ -31,6 +32,7 @@ from flows.label import label_flow
 from flows.label_quality import label_quality_flow
 from flows.policy import policy
 from flows.problems import problems
+from flows.results import results_flow
 from flows.segment import segment_flow
 from flows.train import train_flow
 from prmflow import tracking
@@ -60,6 +62,7 @@ def pipeline(params: str | list[str] = "params.yaml") -> dict[str, Any]:
         out["train"] = train_flow(params=params)
         out["evaluate"] = evaluate_flow(params=params)
         out["active"] = active_flow(params=params)
+        out["results"] = results_flow(params=params)
     return out
 
 

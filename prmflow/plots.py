@@ -69,6 +69,19 @@ def histogram(values: Sequence[float], path: str | os.PathLike[str], xlabel: str
     _save(fig, path)
 
 
+def label_balance(balance: Mapping[str, Sequence[float]], path: str | os.PathLike[str], title: str) -> None:
+    """Fraction of steps labeled right at each step position (bars), and how many steps there are."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    xs = range(len(balance["steps"]))
+    ax.bar(xs, balance["frac_true"], color="tab:green", alpha=0.8)
+    for x, n in zip(xs, balance["steps"]):
+        ax.annotate(f"{n:g}", (x, 0), xytext=(0, 2), textcoords="offset points", ha="center", fontsize=7)
+    ax.set(xlabel="step position (0-based; the number = steps there)", ylabel="fraction labeled right",
+           ylim=(0, 1.05), title=title)
+    ax.grid(alpha=0.3, axis="y")
+    _save(fig, path)
+
+
 def pareto(results: Mapping[str, Mapping[str, object]], path: str | os.PathLike[str]) -> None:
     """Label accuracy vs generated rollout tokens per solution, one curve per scheme family."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))

@@ -12,7 +12,7 @@ stages print these loudly, tag them in MLflow, and fail (`DegenerateRun`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from prmflow import answers
@@ -106,6 +106,39 @@ def numeric(stats: Mapping[str, Any], prefix: str) -> dict[str, float]:
     {'segment/a': 1, 'segment/d': 0.5}
     """
     return {f"{prefix}{k}": v for k, v in stats.items() if isinstance(v, (int, float))}
+
+
+def metrics_file(batches: Iterable[tuple[Mapping[str, float], int | None]], prefix: str) -> dict[str, float]:
+    """A stage's DVC metrics file from the batches it logs to MLflow: each metric `<prefix><key>`
+    as `<key>`, with the value at its last step (what the MLflow UI shows as the metric's value),
+    so `dvc metrics show` and MLflow name the same number alike (`reports/eval.json: prm/f1` is
+    MLflow's `eval/prm/f1`).
+
+    >>> metrics_file([({"eval/prm/f1": 0.5}, None), ({"eval/bon/oracle": 0.25}, 1),
+    ...               ({"eval/bon/oracle": 0.75}, 4)], "eval/")
+    {'bon/oracle': 0.75, 'prm/f1': 0.5}
+    """
+    last: dict[str, tuple[int, float]] = {}
+    for metrics, step in batches:
+        for name, value in metrics.items():
+            if not name.startswith(prefix):
+                raise ValueError(f"metric {name!r} is not under {prefix!r}")
+            if name not in last or (step or 0) >= last[name][0]:
+                last[name] = (step or 0, value)
+    return {name[len(prefix):]: last[name][1] for name in sorted(last)}
+
+
+def label_balance(labeled: Sequence[Mapping[str, Any]]) -> dict[str, list[float]]:
+    """Per step position: how many steps were labeled there, and the fraction labeled right (hard
+    labels), the picture of a label set's class balance.
+
+    >>> label_balance([{"labels": [True, False]}, {"labels": [True, True, False]}])
+    {'steps': [2, 2, 1], 'frac_true': [1.0, 0.5, 0.0]}
+    """
+    width = max((len(r["labels"]) for r in labeled), default=0)
+    steps = [sum(1 for r in labeled if len(r["labels"]) > i) for i in range(width)]
+    true = [sum(1 for r in labeled if len(r["labels"]) > i and r["labels"][i]) for i in range(width)]
+    return {"steps": steps, "frac_true": [t / n for t, n in zip(true, steps)]}
 
 
 def label_stats(labeled: Sequence[Mapping[str, Any]], cost: Mapping[str, int]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from tools.smoke import build, copy_repo, env_for, run
 
 pytestmark = pytest.mark.slow
 
-STAGES = ("problems", "policy", "generate", "segment", "label", "label_quality", "train", "evaluate", "active")
+STAGES = ("problems", "policy", "generate", "segment", "label", "label_quality", "train", "evaluate", "active", "results")
 # The tiny profile is params-smoke.yaml (`make smoke` runs the same DAG); these helpers build it.
 _copy_repo, _env, _run = copy_repo, env_for, run
 
@@ -114,6 +114,15 @@ def test_stages_produce_their_artifacts(repo):
     assert {"full", "active"} <= set(summary)
     assert (tmp / "reports/active/curve.png").is_file()
 
+    # the metrics files DVC shows are the stages' MLflow metrics; RESULTS.md is rendered from them
+    ev = json.loads((tmp / "reports/eval.json").read_text())
+    assert ev["bon/oracle"] == bon["accuracy"]["oracle"][-1]  # the value at the largest N
+    active = json.loads((tmp / "reports/active.json").read_text())
+    assert active["full/labels_spent_mean"] == summary["full"]["labels_spent"]["mean"]
+    results = (tmp / "reports/RESULTS.md").read_text()
+    assert "## active" in results and "`eval.json`: `prm/f1`" in results
+    assert (tmp / "reports/labeling/labels.png").stat().st_size > 1000
+
 
 def test_second_repro_runs_nothing(repo):
     tmp, env, _ = repo
@@ -143,6 +152,10 @@ def test_mlflow_runs_nest_under_one_parent(repo):
     assert versions and versions[0].run_id == by_stage["train"].info.run_id
     assert by_stage["policy"].data.params["steps"] == "20"
     assert "generate/mean_entropy" in by_stage["generate"].data.metrics
+    # MLflow's metric names are the metrics files' keys under the stage's prefix
+    ev = json.loads((tmp / "reports/eval.json").read_text())
+    logged = client.get_run(by_stage["evaluate"].info.run_id).data.metrics
+    assert {f"eval/{k}" for k in ev} == set(logged) and all(logged[f"eval/{k}"] == v for k, v in ev.items())
 
 
 def test_changing_one_param_reruns_only_dependent_stages(repo):

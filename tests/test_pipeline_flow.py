@@ -12,7 +12,8 @@ from conftest import REPO
 
 STAGE_FLOWS = {"problems": "problems", "policy": "policy", "generate": "generate", "segment": "segment_flow",
                "label": "label_flow", "label_quality": "label_quality_flow", "train": "train_flow",
-               "evaluate": "evaluate_flow", "active": "active_flow"}
+               "evaluate": "evaluate_flow", "active": "active_flow",
+               "results": "results_flow"}
 
 
 @pytest.fixture()
