@@ -28,12 +28,12 @@ from prmflow.config import read_layered
 from prmflow.io import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
-CODE = ("prmflow", "tasks", "flows", "experiments", "dvc.yaml", "pyproject.toml")
+CODE = ("prmflow", "tasks", "flows", "experiments", "dvc.yaml", "params.yaml", "pyproject.toml")
 OUTPUTS = ("data", "models", "reports")
 
 
 def copy_repo(dst: Path, src: Path = ROOT) -> None:
-    """The code and DVC files of `src` (no data, models, checkpoints or MLflow store) into `dst`."""
+    """The code, DVC files and params.yaml of `src` (no data, models, checkpoints or MLflow store) into `dst`."""
     dst.mkdir(parents=True, exist_ok=True)
     for name in CODE:
         if (src / name).is_dir():
