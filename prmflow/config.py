@@ -879,9 +879,9 @@ def build_config(cls: type[C], values: dict[str, Any], *, path: str | os.PathLik
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
         # a check that names a key it was given ("tensor_parallel_size is ...") points at that key
-        key = next((k for k in values if str(e).startswith(f"{k} ")), None)
-        if key is not None:
-            raise DataError(*at(key), f"{section}.{key}" if section else str(key), str(e)) from None
+        bad = next((k for k in values if str(e).startswith(f"{k} ")), None)
+        if bad is not None:
+            raise DataError(*at(bad), f"{section}.{bad}" if section else str(bad), str(e)) from None
         raise DataError(*at(None), section or None, str(e)) from None
 
 
