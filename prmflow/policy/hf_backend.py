@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -153,7 +154,7 @@ def load_model_and_tokenizer(name_or_path: str, *, dtype: torch.dtype = torch.fl
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
         hint = " (HF_HUB_OFFLINE is set, so hub ids must already be cached)" if offline else ""
         raise OSError(f"'{name_or_path}' is not a local model directory and could not be loaded from the hub{hint}: {e}") from e
-    model.to(device).eval()
+    model.to(device).eval()  # type: ignore[arg-type]  # transformers' wraps-decorated .to loses self
     return model, tokenizer
 
 
@@ -170,7 +171,7 @@ def token_offsets(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> tup
     prev = ""
     stable = 0  # length of the decoded prefix known to be final
     for i in range(len(ids)):
-        cur = tokenizer.decode(list(ids[: i + 1]), skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        cur = cast(str, tokenizer.decode(list(ids[: i + 1]), skip_special_tokens=True, clean_up_tokenization_spaces=False))
         end = len(cur.rstrip("\ufffd")) if cur.endswith("\ufffd") else len(cur)
         end = max(end, stable)
         spans.append((stable, end))
@@ -411,7 +412,7 @@ class TransformersBackend(TokenizerFrontEnd):
                     continue
                 tokens[r].append(tok_l[a])
                 ents[r].append(H_l[a])
-                if top_i is not None:
+                if top_i is not None and top_v is not None:
                     tops[r].append(list(zip(top_i[a], top_v[a], strict=True)))
         self.generated_tokens += sum(len(x) for x in tokens)
 
