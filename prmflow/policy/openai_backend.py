@@ -266,8 +266,8 @@ class OpenAIBackend(TokenizerFrontEnd):
             while pending:
                 done, pending = wait(pending, return_when=FIRST_EXCEPTION)
                 for f in done:
-                    if f.exception() is not None:
-                        raise f.exception()  # type: ignore[misc]
+                    if (exc := f.exception()) is not None:
+                        raise exc
                     out[futures[f]] = f.result()
                     if bar is not None:
                         bar.update(1)
@@ -275,7 +275,7 @@ class OpenAIBackend(TokenizerFrontEnd):
             pool.shutdown(wait=True, cancel_futures=True)
             if bar is not None:
                 bar.close()
-        return out  # type: ignore[return-value]
+        return cast(list[dict[str, Any]], out)  # every slot filled, or raised
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         url = self._url(path)
