@@ -16,7 +16,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
@@ -24,7 +24,10 @@ from prmflow.io import DataError
 from prmflow.policy import BACKENDS
 from prmflow.prompts import PromptConfig
 
-C = TypeVar("C")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+C = TypeVar("C", bound="DataclassInstance")
 
 _WHERE_SHARDS_RUN = ("num_shards", "task_retries", "task_runner", "ray_address", "num_cpus", "num_gpus", "shard_storage")
 
@@ -864,7 +867,7 @@ def build_config(cls: type[C], values: dict[str, Any], *, path: str | os.PathLik
         return files.get((section,), path), lines.get((section,))
 
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    known = {f.name for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
         name = f"{section}.{key}" if section else str(key)
@@ -879,9 +882,9 @@ def build_config(cls: type[C], values: dict[str, Any], *, path: str | os.PathLik
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
         # a check that names a key it was given ("tensor_parallel_size is ...") points at that key
-        key = next((k for k in values if str(e).startswith(f"{k} ")), None)
-        if key is not None:
-            raise DataError(*at(key), f"{section}.{key}" if section else str(key), str(e)) from None
+        bad = next((k for k in values if str(e).startswith(f"{k} ")), None)
+        if bad is not None:
+            raise DataError(*at(bad), f"{section}.{bad}" if section else str(bad), str(e)) from None
         raise DataError(*at(None), section or None, str(e)) from None
 
 

@@ -214,7 +214,7 @@ def active_learning(summary: Mapping[str, Any], level: float) -> dict[str, Any]:
 
 def edu_sampling(pedu: Mapping[str, Any], level: float) -> dict[str, Any]:
     """The `evaluate` stage's edu_sampling.json: per-seed accuracies and tokens of both arms."""
-    numbers = {arm: {k: mean_ci(pedu[arm][k]["per_seed"], level) for k in ("acc_prm", "acc_majority", "tokens")}
+    numbers: dict[str, Any] = {arm: {k: mean_ci(pedu[arm][k]["per_seed"], level) for k in ("acc_prm", "acc_majority", "tokens")}
                for arm in ("standard", "p_edu")}
     for k in ("acc_prm_delta", "acc_majority_delta", "token_change"):
         numbers[k] = mean_ci(pedu[k]["per_seed"], level)

@@ -97,7 +97,7 @@ def from_params(params: str | Sequence[str], section: str = "train", **overrides
     data, _ = read_layered(params)
     values = {k: v for k, v in (data.get(section) or {}).items() if k in ("launcher", "num_processes", "mixed_precision")}
     values.update({k: v for k, v in overrides.items() if v is not None})
-    return LaunchConfig(**values)  # type: ignore[arg-type]
+    return LaunchConfig(**values)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -307,7 +307,8 @@ def mean_steps(entropies: Sequence[Sequence[float]], threshold: float, min_len: 
 
 
 def _sample_stats(entropies: Sequence[Sequence[float]], threshold: float, min_len: int, max_len: int | None,
-                  offsets: Sequence[Offsets] | None, blocked: Blocked) -> tuple[float, int, int]:
+                  offsets: Sequence[Offsets | None] | None,
+                  blocked: Sequence[Iterable[int] | None] | None) -> tuple[float, int, int]:
     """(mean steps per non-empty solution, boundaries after token 0, of which forced by max_len)."""
     offsets = offsets if offsets is not None else [None] * len(entropies)
     blocked = blocked if blocked is not None else [None] * len(entropies)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib
 
@@ -82,7 +83,7 @@ def label_balance(balance: Mapping[str, Sequence[float]], path: str | os.PathLik
     _save(fig, path)
 
 
-def pareto(results: Mapping[str, Mapping[str, object]], path: str | os.PathLike[str]) -> None:
+def pareto(results: Mapping[str, Mapping[str, Any]], path: str | os.PathLike[str]) -> None:
     """Label accuracy vs generated rollout tokens per solution, one curve per scheme family."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     families: dict[str, list[tuple[float, float, float, str]]] = {}
@@ -118,7 +119,7 @@ def step_lengths(step_tokens: Mapping[str, Sequence[int]], path: str | os.PathLi
     _save(fig, path)
 
 
-def f1_vs_threshold(curves: Mapping[str, Sequence[Mapping[str, object]]], chosen: Mapping[str, float],
+def f1_vs_threshold(curves: Mapping[str, Sequence[Mapping[str, Any]]], chosen: Mapping[str, float],
                     path: str | os.PathLike[str]) -> None:
     """ProcessBench F1 (and its two accuracies) against the threshold, one panel per scorer."""
     fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 3.8), squeeze=False)
@@ -134,11 +135,11 @@ def f1_vs_threshold(curves: Mapping[str, Sequence[Mapping[str, object]]], chosen
     _save(fig, path)
 
 
-def bon_curves(bon: Mapping[str, object], path: str | os.PathLike[str]) -> None:
+def bon_curves(bon: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
     """Best-of-N accuracy against N (log2 axis), one line per selection method."""
-    ns = list(bon["ns"])  # type: ignore[arg-type]
+    ns = list(bon["ns"])
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    for method, accs in bon["accuracy"].items():  # type: ignore[union-attr]
+    for method, accs in bon["accuracy"].items():
         style = ":" if method in ("oracle", "first") else "-"
         ax.plot(ns, accs, style, marker="o", ms=3, label=method)
     ax.set_xscale("log", base=2)
@@ -149,13 +150,13 @@ def bon_curves(bon: Mapping[str, object], path: str | os.PathLike[str]) -> None:
     _save(fig, path)
 
 
-def accuracy_vs_tokens(pedu: Mapping[str, object], path: str | os.PathLike[str]) -> None:
+def accuracy_vs_tokens(pedu: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
     """Accuracy against total generated tokens for standard vs EDU-guided sampling (per seed)."""
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for arm, color in (("standard", "tab:blue"), ("p_edu", "tab:orange")):
-        vals = pedu[arm]  # type: ignore[index]
+        vals = pedu[arm]
         for key, marker in (("acc_prm", "o"), ("acc_majority", "s")):
-            ax.scatter(vals["tokens"]["per_seed"], vals[key]["per_seed"], color=color, marker=marker,  # type: ignore[index]
+            ax.scatter(vals["tokens"]["per_seed"], vals[key]["per_seed"], color=color, marker=marker,
                        label=f"{arm} ({key.removeprefix('acc_')} pick)", alpha=0.8)
     ax.set(xlabel="generated tokens (all problems)", ylabel="accuracy",
            title=f"EDU-guided vs standard sampling, N={pedu['n']}, one point per seed")
@@ -189,11 +190,11 @@ def active_curves(curves: Mapping[str, Sequence[Mapping[str, float]]], path: str
     _save(fig, path)
 
 
-def _ci_err(ci: Mapping[str, object]) -> list[list[float]] | None:
+def _ci_err(ci: Mapping[str, Any]) -> list[list[float]] | None:
     """matplotlib's asymmetric error bar [[below], [above]] of a prmflow.stats CI (None: one seed)."""
     if ci.get("lo") is None:
         return None
-    return [[ci["mean"] - ci["lo"]], [ci["hi"] - ci["mean"]]]  # type: ignore[operator]
+    return [[ci["mean"] - ci["lo"]], [ci["hi"] - ci["mean"]]]
 
 
 def _finish_ci(fig: plt.Figure, ax: plt.Axes, path: str | os.PathLike[str], xlabel: str, ylabel: str, title: str,
@@ -206,9 +207,9 @@ def _finish_ci(fig: plt.Figure, ax: plt.Axes, path: str | os.PathLike[str], xlab
     _save(fig, path)
 
 
-def ci_lines(series: Mapping[str, Sequence[tuple[float, Mapping[str, object]]]], path: str | os.PathLike[str],
+def ci_lines(series: Mapping[str, Sequence[tuple[float, Mapping[str, Any]]]], path: str | os.PathLike[str],
              xlabel: str, ylabel: str, title: str, logx: bool = False,
-             points: Mapping[str, tuple[float, Mapping[str, object]]] | None = None,
+             points: Mapping[str, tuple[float, Mapping[str, Any]]] | None = None,
              hline: float | None = None) -> None:
     """One line per series through (x, mean) with a shaded CI band; `points` are single arms
     drawn as a marker with an error bar (e.g. a baseline at one budget); `hline` a dashed
@@ -227,7 +228,7 @@ def ci_lines(series: Mapping[str, Sequence[tuple[float, Mapping[str, object]]]],
     _finish_ci(fig, ax, path, xlabel, ylabel, title, logx)
 
 
-def ci_scatter(points: Mapping[str, tuple[Mapping[str, object], Mapping[str, object]]], path: str | os.PathLike[str],
+def ci_scatter(points: Mapping[str, tuple[Mapping[str, Any], Mapping[str, Any]]], path: str | os.PathLike[str],
                xlabel: str, ylabel: str, title: str, logx: bool = False) -> None:
     """One labelled marker per arm at (x mean, y mean) with CI error bars on both axes."""
     fig, ax = plt.subplots(figsize=(6.5, 4))
@@ -256,7 +257,7 @@ def stage_costs(wall_s: Mapping[str, float], peak_rss_mib: Mapping[str, float], 
 # `numbers` is a section's `numbers` (prmflow.experiment_report): arm -> {metric: CI dict}
 
 
-def scale_ci(ci: Mapping[str, object], k: float) -> dict[str, object]:
+def scale_ci(ci: Mapping[str, Any], k: float) -> dict[str, Any]:
     """A CI dict with its float `mean`, `lo` and `hi` times k (to share an axis); the rest as is.
 
     >>> scale_ci({"mean": 200.0, "lo": 100.0, "hi": None, "n": 3}, 0.01)
@@ -265,14 +266,14 @@ def scale_ci(ci: Mapping[str, object], k: float) -> dict[str, object]:
     return {key: (v * k if isinstance(v, float) and key in ("mean", "lo", "hi") else v) for key, v in ci.items()}
 
 
-def label_efficiency(numbers: Mapping[str, Mapping[str, Mapping[str, object]]], path: str | os.PathLike[str]) -> None:
+def label_efficiency(numbers: Mapping[str, Mapping[str, Mapping[str, Any]]], path: str | os.PathLike[str]) -> None:
     """Experiment 1: first-error accuracy against rollout tokens per solution, one marker per scheme."""
     ci_scatter({s: (n["tokens_per_solution"], n["first_error_acc"]) for s, n in numbers.items()}, path,
                "rollout tokens per solution", "first-error accuracy vs gold",
                "label quality vs cost (mean, 95% CI over seeds)", logx=True)
 
 
-def data_efficiency(numbers: Mapping[str, Mapping[str, Mapping[str, object]]], fractions: Sequence[float],
+def data_efficiency(numbers: Mapping[str, Mapping[str, Mapping[str, Any]]], fractions: Sequence[float],
                     path: str | os.PathLike[str]) -> None:
     """Experiment 2: PRM F1 against the fraction of the EDU rollout budget, static newline MC at 100%."""
     full_tokens = numbers[f"edu@{max(fractions):g}"]["label_tokens"]["mean"]
@@ -282,7 +283,7 @@ def data_efficiency(numbers: Mapping[str, Mapping[str, Mapping[str, object]]], f
              points={"static newline MC, 100%": (1.0, numbers["static@1"]["f1"])})
 
 
-def threshold_ablation(numbers: Mapping[str, Mapping[str, Mapping[str, object]]], thresholds: Sequence[float],
+def threshold_ablation(numbers: Mapping[str, Mapping[str, Mapping[str, Any]]], thresholds: Sequence[float],
                        out_dir: str | os.PathLike[str]) -> None:
     """Experiment 3: threshold_f1.png (PRM F1) and threshold_cost.png (steps and label tokens per
     solution) against the fixed entropy thresholds, the calibrated strategy as a marker."""

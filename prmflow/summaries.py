@@ -136,7 +136,7 @@ def label_balance(labeled: Sequence[Mapping[str, Any]]) -> dict[str, list[float]
     {'steps': [2, 2, 1], 'frac_true': [1.0, 0.5, 0.0]}
     """
     width = max((len(r["labels"]) for r in labeled), default=0)
-    steps = [sum(1 for r in labeled if len(r["labels"]) > i) for i in range(width)]
+    steps: list[float] = [sum(1 for r in labeled if len(r["labels"]) > i) for i in range(width)]
     true = [sum(1 for r in labeled if len(r["labels"]) > i and r["labels"][i]) for i in range(width)]
     return {"steps": steps, "frac_true": [t / n for t, n in zip(true, steps)]}
 
@@ -149,7 +149,7 @@ def label_stats(labeled: Sequence[Mapping[str, Any]], cost: Mapping[str, int]) -
         quality = label_quality([r["labels"] for r in labeled], [r["gold_labels"] for r in labeled])
         soft_right = [s for r in labeled for s, g in zip(r["soft_labels"], r["gold_labels"]) if g]
         soft_wrong = [s for r in labeled for s, g in zip(r["soft_labels"], r["gold_labels"]) if not g]
-        soft_gold = {"mean_soft_gold_correct": _mean(soft_right), "mean_soft_gold_wrong": _mean(soft_wrong)}
+        soft_gold: dict[str, float | None] = {"mean_soft_gold_correct": _mean(soft_right), "mean_soft_gold_wrong": _mean(soft_wrong)}
     else:
         quality = {"step_acc": None, "first_error_acc": None, "wrong_precision": None, "wrong_recall": None,
                    "n_solutions": len(labeled), "n_steps": steps}

@@ -17,7 +17,7 @@ import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -25,6 +25,9 @@ import mlflow  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from prmflow.summaries import DegenerateRun, degenerate_message  # noqa: E402
+
+if TYPE_CHECKING:
+    from mlflow.entities import Experiment
 
 EXPERIMENT = os.environ.get("PRMFLOW_EXPERIMENT", "prmflow")
 PARENT_ENV = "PRMFLOW_PARENT_RUN_ID"
@@ -50,7 +53,7 @@ def setup(experiment: str = EXPERIMENT) -> str:
     try:
         return client.create_experiment(experiment, artifact_location=artifacts)
     except mlflow.exceptions.MlflowException:  # created concurrently by another stage
-        return client.get_experiment_by_name(experiment).experiment_id  # type: ignore[union-attr]
+        return cast("Experiment", client.get_experiment_by_name(experiment)).experiment_id  # it exists now
 
 
 def _git_commit() -> str | None:

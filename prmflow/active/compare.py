@@ -184,7 +184,7 @@ def paired_at_budget(runs: Mapping[str, Mapping[Any, Mapping[str, Any]]], window
     def diff(a: str, b: str) -> dict[str, Any] | None:
         if a not in finals or b not in finals:
             return None
-        return _per_seed_ci({seed: None if f is None or finals[b].get(seed) is None else f - finals[b][seed]
+        return _per_seed_ci({seed: None if f is None or (g := finals[b].get(seed)) is None else f - g
                              for seed, f in finals[a].items()}, level)
 
     fraction = None

@@ -174,7 +174,7 @@ class MCLabeler:
                  encode_text: Callable[[str], list[int]] | None = None, chunk_size: int = 64,
                  exact_last: bool = True):
         self.backend, self.num_rollouts, self.sampling = backend, num_rollouts, sampling
-        self.encode_text = encode_text or (lambda s: list(backend.tokenizer(s, add_special_tokens=False)["input_ids"]))  # type: ignore[attr-defined]
+        self.encode_text = encode_text or (lambda s: list(backend.tokenizer(s, add_special_tokens=False)["input_ids"]))
         self.chunk_size, self.exact_last = chunk_size, exact_last
         self.cost = LabelerCost()
 
@@ -189,7 +189,7 @@ class MCLabeler:
             token_ids += self.encode_text(s)
             ends.append(len(token_ids))
         real = is_real(row)
-        sol = Solution(id=str(row["id"]), prompt_ids=list(self.backend.encode(format_prompt(row["problem"]))),  # type: ignore[attr-defined]
+        sol = Solution(id=str(row["id"]), prompt_ids=list(self.backend.encode(format_prompt(row["problem"]))),
                        token_ids=token_ids, ends=ends, prefix_texts=[text[:e] for _, e in step_char_spans(steps)],
                        answer=str(row["answer"]), final_correct=answer_verifier(str(row["answer"]), [text], real=real)(0, ""),
                        finished=(extract_final_answer(text) if real else final_answer_text(text)) is not None)

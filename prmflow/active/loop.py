@@ -260,7 +260,7 @@ def run_active_learning(prm: PRM, pool: Sequence[Mapping[str, Any]], problems: M
                 opt.step()
             prm.eval()
         # 5. record, evaluate, checkpoint
-        prev = state["history"][-1] if state["history"] else {"labels_spent": 0, "labeled": 0, "unlabeled": 0,
+        prev: dict[str, Any] = state["history"][-1] if state["history"] else {"labels_spent": 0, "labeled": 0, "unlabeled": 0,
                                                                "cost": LabelerCost().to_dict()}
         n_lab = sum(res["labels"] is not None for res in saved["results"].values())
         record = {

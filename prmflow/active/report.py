@@ -30,7 +30,7 @@ def strategy_order(strategies: Sequence[str]) -> list[str]:
 
 def load_pool(path: str, problems: Mapping[str, Any], cap: int) -> list[dict[str, Any]]:
     """Segmented solutions with at least one step whose problem is known; the first `cap` by id (0 = all)."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for line in io.iter_jsonl(path):
         rid, pid, steps = line.get("id", str), line.get("problem_id", str), line.get("steps", list)
         line.get("prompt", str)

@@ -133,17 +133,17 @@ def answer_classes(answers: Sequence[str | None], equal: Callable[[str, str], bo
     [0, None, 0, 0, 4]
     """
     norm = [normalize_answer(a) for a in answers]
-    reps: list[int] = []  # first member of each class, in order
+    reps: dict[int, str] = {}  # first member of each class -> its normalized answer, in order
     out: list[int | None] = []
     for j, a in enumerate(norm):
         if a is None:
             out.append(None)
             continue
-        cls = next((r for r in reps if norm[r] == a), None)
+        cls = next((r for r, rep in reps.items() if rep == a), None)
         if cls is None:
-            cls = next((r for r in reps if equal(norm[r], a)), None)  # type: ignore[arg-type]
+            cls = next((r for r, rep in reps.items() if equal(rep, a)), None)
         if cls is None:
-            reps.append(j)
+            reps[j] = a
             cls = j
         out.append(cls)
     return out
@@ -236,8 +236,10 @@ def _correct(
     if method == "oracle":
         return any(right[:n])
     if method == "majority_vote":
-        return key_right.get(majority_vote(answers[:n]), False)  # type: ignore[arg-type]
+        vote = majority_vote(answers[:n])
+        return vote is not None and key_right.get(vote, False)
     if method == "weighted_vote":
-        return key_right.get(weighted_vote(answers[:n], agg[how][:n]), False)  # type: ignore[arg-type]
+        vote = weighted_vote(answers[:n], agg[how][:n])
+        return vote is not None and key_right.get(vote, False)
     scores = agg[method.removeprefix("prm_")][:n]
     return right[scores.index(max(scores))]  # index() -> the lowest index among ties, as select_prm

@@ -81,7 +81,8 @@ def assess_or_fixed(rows: Rows, scores: Scores, how: Mapping[str, Any], fixed: f
 def calibrate_on_split(rows: Rows, scores: Scores, calib_fraction: float, seed: int, fixed: float) -> dict[str, Any]:
     """Fit the threshold on a stratified `calib_fraction` split of every subset (pooled), report
     each subset on its other rows; the fixed threshold on every row if calibration is impossible."""
-    calib, test = [], []
+    calib: list[dict[str, Any]] = []
+    test: list[dict[str, Any]] = []
     for name in dict.fromkeys(r["subset"] for r in rows):
         for r in split_subsets([r for r in rows if r["subset"] == name], calib_fraction, seed):
             (calib if r["subset"] == "calib" else test).append({**r, "subset": name})

@@ -140,6 +140,7 @@ def assess(rows: Sequence[Mapping[str, Any]], scores: Mapping[str, Sequence[floa
     if (threshold is None) == (calibrate_on is None):
         raise ValueError("give exactly one of threshold and calibrate_on")
     if calibrate_on is None:
+        assert threshold is not None  # exactly one of the two, checked above
         return {**evaluate_subsets(rows, scores, threshold), "threshold_mode": "fixed"}
     calib = [r for r in rows if r["subset"] == calibrate_on]
     rest = [r for r in rows if r["subset"] != calibrate_on]

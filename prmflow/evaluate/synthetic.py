@@ -49,15 +49,15 @@ def balance(rows: Iterable[Mapping[str, Any]], correct_fraction: float, seed: in
     """The largest subsample with the given share of correct rows (label -1), in input order."""
     if not 0 < correct_fraction < 1:
         raise ValueError(f"correct_fraction must be in (0, 1), got {correct_fraction}")
-    rows = [dict(r) for r in rows]
-    correct = [i for i, r in enumerate(rows) if r["label"] == -1]
-    wrong = [i for i, r in enumerate(rows) if r["label"] != -1]
+    table = [dict(r) for r in rows]
+    correct = [i for i, r in enumerate(table) if r["label"] == -1]
+    wrong = [i for i, r in enumerate(table) if r["label"] != -1]
     # n_c / (n_c + n_w) = f  ->  n_c = f/(1-f) n_w, limited by what exists
     n_c = min(len(correct), int(round(correct_fraction / (1 - correct_fraction) * len(wrong))))
     n_w = min(len(wrong), int(round((1 - correct_fraction) / correct_fraction * n_c)))
     rng = random.Random(seed)
     keep = set(rng.sample(correct, n_c)) | set(rng.sample(wrong, n_w))
-    return [r for i, r in enumerate(rows) if i in keep]
+    return [r for i, r in enumerate(table) if i in keep]
 
 
 def split_subsets(rows: Sequence[Mapping[str, Any]], calib_fraction: float, seed: int) -> list[dict[str, Any]]:

@@ -150,6 +150,13 @@ def apply_stop(c: Completion, stop: Sequence[str]) -> Completion:
 class Backend(Protocol):
     """A policy that samples continuations with per-token entropy."""
 
+    tokenizer: Any
+    """its HF tokenizer (step texts are encoded with it, without special tokens)"""
+
+    def encode(self, prompt: str) -> list[int]:
+        """A prompt's token ids, special tokens (BOS) included."""
+        ...
+
     def generate(self, prompts: Sequence[str], n: int, sampling: SamplingConfig) -> list[list[Completion]]:
         """n completions for each prompt, in prompt order."""
         ...
@@ -187,6 +194,10 @@ class TokenizerFrontEnd:
     def encode(self, prompt: str) -> list[int]:
         return list(self.tokenizer(prompt, add_special_tokens=True)["input_ids"])
 
+    def generate_ids(self, prompt_ids: Sequence[Sequence[int]], n: int, sampling: SamplingConfig,
+                     seeds: Sequence[int] | None = None) -> list[list[Completion]]:
+        raise NotImplementedError  # each backend has its own
+
     def generate(self, prompts: Sequence[str], n: int, sampling: SamplingConfig,
                  seeds: Sequence[int] | None = None) -> list[list[Completion]]:
-        return self.generate_ids([self.encode(p) for p in prompts], n, sampling, seeds=seeds)  # type: ignore[attr-defined]
+        return self.generate_ids([self.encode(p) for p in prompts], n, sampling, seeds=seeds)

@@ -72,7 +72,7 @@ def convert_gguf(gguf_path: str | os.PathLike[str], out_dir: str | os.PathLike[s
     if quantizer is not None:  # tensors are already de-quantized; only the config says otherwise
         quantizer.remove_quantization_config(model)
     if tokenizer.bos_token_id is not None and not getattr(tokenizer, "add_bos_token", False):
-        tokenizer.add_bos_token = True
+        tokenizer.add_bos_token = True  # type: ignore[misc]  # transformers: its setter is not next to the getter
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     with io.atomic_path(out_dir) as tmp:

@@ -91,9 +91,9 @@ def solve_stats(graded: Sequence[Graded]) -> dict[str, Any]:
     if not graded:
         raise ValueError("no graded completions")
     n = len(graded)
-    known = [g for g in graded if g.first_error is not None]
-    hist = Counter(g.first_error for g in known)
-    wrong_steps = [g.first_error for g in known if g.first_error >= 0]
+    known = [g.first_error for g in graded if g.first_error is not None]
+    hist = Counter(known)
+    wrong_steps = [e for e in known if e >= 0]
     stats = {
         "n_eval": n,
         "solve_rate": sum(g.final_correct for g in graded) / n,

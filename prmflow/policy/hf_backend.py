@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -111,29 +112,29 @@ class GrowingLayer(DynamicLayer):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         n, need = key_states.shape[-2], self._len + key_states.shape[-2]
-        if self._k is None or need > self._k.shape[-2]:
+        if self._k is None or self._v is None or need > self._k.shape[-2]:
             cap = max(64, 2 * need)
             k = key_states.new_empty((*key_states.shape[:2], cap, key_states.shape[-1]))
             v = value_states.new_empty((*value_states.shape[:2], cap, value_states.shape[-1]))
-            if self._k is not None and self._len:
+            if self._k is not None and self._v is not None and self._len:
                 k[:, :, : self._len] = self._k[:, :, : self._len]
-                v[:, :, : self._len] = self._v[:, :, : self._len]  # type: ignore[index]
+                v[:, :, : self._len] = self._v[:, :, : self._len]
             self._k, self._v = k, v
         self._k[:, :, self._len : need] = key_states
-        self._v[:, :, self._len : need] = value_states  # type: ignore[index]
+        self._v[:, :, self._len : need] = value_states
         self._len = need
-        self.keys, self.values = self._k[:, :, :need], self._v[:, :, :need]  # type: ignore[index]
+        self.keys, self.values = self._k[:, :, :need], self._v[:, :, :need]
         return self.keys, self.values
 
     def batch_repeat_interleave(self, repeats: int) -> None:
-        if self.is_initialized and self._k is not None:
+        if self.is_initialized and self._k is not None and self._v is not None:
             self._k = self._k.repeat_interleave(repeats, dim=0)
-            self._v = self._v.repeat_interleave(repeats, dim=0)  # type: ignore[union-attr]
+            self._v = self._v.repeat_interleave(repeats, dim=0)
             self.keys, self.values = self._k[:, :, : self._len], self._v[:, :, : self._len]
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        if self.is_initialized and self._k is not None:
-            self._k, self._v = self._k[indices], self._v[indices]  # type: ignore[index]
+        if self.is_initialized and self._k is not None and self._v is not None:
+            self._k, self._v = self._k[indices], self._v[indices]
             self.keys, self.values = self._k[:, :, : self._len], self._v[:, :, : self._len]
 
 
@@ -153,7 +154,7 @@ def load_model_and_tokenizer(name_or_path: str, *, dtype: torch.dtype = torch.fl
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
         hint = " (HF_HUB_OFFLINE is set, so hub ids must already be cached)" if offline else ""
         raise OSError(f"'{name_or_path}' is not a local model directory and could not be loaded from the hub{hint}: {e}") from e
-    model.to(device).eval()
+    model.to(device).eval()  # type: ignore[arg-type]  # transformers' wraps-decorated .to loses self
     return model, tokenizer
 
 
@@ -170,7 +171,7 @@ def token_offsets(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> tup
     prev = ""
     stable = 0  # length of the decoded prefix known to be final
     for i in range(len(ids)):
-        cur = tokenizer.decode(list(ids[: i + 1]), skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        cur = cast(str, tokenizer.decode(list(ids[: i + 1]), skip_special_tokens=True, clean_up_tokenization_spaces=False))
         end = len(cur.rstrip("\ufffd")) if cur.endswith("\ufffd") else len(cur)
         end = max(end, stable)
         spans.append((stable, end))
@@ -199,9 +200,9 @@ class TransformersBackend(TokenizerFrontEnd):
         self.prompt_tokens_encoded = 0
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, **kwargs: object) -> TransformersBackend:
+    def from_pretrained(cls, name_or_path: str, **kwargs: Any) -> TransformersBackend:
         model, tokenizer = load_model_and_tokenizer(name_or_path)
-        return cls(model, tokenizer, **kwargs)  # type: ignore[arg-type]
+        return cls(model, tokenizer, **kwargs)
 
     # ------------------------------------------------------------------ public API
 
@@ -225,7 +226,7 @@ class TransformersBackend(TokenizerFrontEnd):
             done = self._generate_batch([prompt_ids[i] for i in idx], n, sampling, [seeds[i] for i in idx])
             for i, comps in zip(idx, done, strict=True):
                 out[i] = comps
-        return out  # type: ignore[return-value]
+        return cast(list[list[Completion]], out)  # every slot filled: order is a permutation
 
     # ------------------------------------------------------------------ internals
 
@@ -411,7 +412,7 @@ class TransformersBackend(TokenizerFrontEnd):
                     continue
                 tokens[r].append(tok_l[a])
                 ents[r].append(H_l[a])
-                if top_i is not None:
+                if top_i is not None and top_v is not None:
                     tops[r].append(list(zip(top_i[a], top_v[a], strict=True)))
         self.generated_tokens += sum(len(x) for x in tokens)
 

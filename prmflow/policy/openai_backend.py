@@ -55,7 +55,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -266,8 +266,8 @@ class OpenAIBackend(TokenizerFrontEnd):
             while pending:
                 done, pending = wait(pending, return_when=FIRST_EXCEPTION)
                 for f in done:
-                    if f.exception() is not None:
-                        raise f.exception()  # type: ignore[misc]
+                    if (exc := f.exception()) is not None:
+                        raise exc
                     out[futures[f]] = f.result()
                     if bar is not None:
                         bar.update(1)
@@ -275,7 +275,7 @@ class OpenAIBackend(TokenizerFrontEnd):
             pool.shutdown(wait=True, cancel_futures=True)
             if bar is not None:
                 bar.close()
-        return out  # type: ignore[return-value]
+        return cast(list[dict[str, Any]], out)  # every slot filled, or raised
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         url = self._url(path)
@@ -364,14 +364,14 @@ class OpenAIBackend(TokenizerFrontEnd):
         positions: list[dict[str, float]] = lp["top_logprobs"]
         str_tokens: list[str] = lp.get("tokens") or []
         as_ids = [int(m.group(1)) if isinstance(t, str) and (m := _TOKEN_ID.match(t)) else None for t in str_tokens]
-        tokens = choice.get("token_ids")
-        if tokens is not None:
-            tokens = [int(t) for t in tokens]
+        tokens: list[int]
+        if (token_ids := choice.get("token_ids")) is not None:
+            tokens = [int(t) for t in token_ids]
             if str_tokens and all(a is not None for a in as_ids) and as_ids != tokens:
                 raise OpenAIBackendError(f"server's token_ids {tokens[:8]}... disagree with its logprobs tokens "
                                          f"{as_ids[:8]}...")
         elif str_tokens and all(a is not None for a in as_ids):
-            tokens = as_ids  # type: ignore[assignment]
+            tokens = cast(list[int], as_ids)  # no None: checked just above
         else:  # plain OpenAI: re-tokenise the text, only if that reproduces the server's token count
             tokens = list(self.tokenizer(choice.get("text", ""), add_special_tokens=False)["input_ids"])
             n_server = len(str_tokens) if str_tokens else len(positions)
@@ -381,7 +381,6 @@ class OpenAIBackend(TokenizerFrontEnd):
                 raise OpenAIBackendError(f"cannot recover token ids: the server returns neither token_ids nor "
                                          f"'token_id:N' tokens, and re-tokenising its text gives {len(tokens)} tokens, "
                                          f"not {n_server}; use a vLLM server (return_tokens_as_token_ids)")
-        assert tokens is not None
         if len(positions) != len(tokens):
             raise OpenAIBackendError(f"server returned {len(positions)} logprob entries for {len(tokens)} tokens")
         finish = choice.get("finish_reason")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -46,7 +47,7 @@ def build_tokenizer(corpus: Sequence[str], vocab_size: int) -> PreTrainedTokeniz
 def build_model(arch: str, vocab_size: int, hidden_size: int, num_layers: int, num_heads: int, max_len: int,
                 pad_id: int, eos_id: int, seed: int) -> PreTrainedModel:
     """A freshly initialised tiny Llama or Qwen2 causal LM (seeded)."""
-    common = dict(
+    common: dict[str, Any] = dict(
         vocab_size=vocab_size,
         hidden_size=hidden_size,
         intermediate_size=4 * hidden_size,

@@ -50,7 +50,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +60,9 @@ from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrai
 from prmflow.io import atomic_path
 from prmflow.prm.backbone import BackboneRef, dtype_name, resolve_backbone, tokenizer_digest, weights_digest
 from prmflow.prm.tokenization import MODES, TokenizedSteps, add_step_token, collate, step_index, tokenize_steps
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 CONFIG_NAME = "prmflow_prm.json"
 HEADS_NAME = "prm_heads.safetensors"
@@ -207,7 +210,7 @@ class LogitsAt:
     head and, where the model has it, final-logit soft-capping (Gemma-2/3); `check` compares
     the last position with the model's own forward once, so another post-processing is caught."""
 
-    def __init__(self, lm: PreTrainedModel, hidden: torch.Tensor):
+    def __init__(self, lm: PreTrainedModel | PeftModel, hidden: torch.Tensor):
         self.lm, self.hidden = lm, hidden  # hidden (B, T, H)
         self.head = lm.get_output_embeddings()
         self.vocab_size = self.head.weight.shape[0]
@@ -287,7 +290,9 @@ class PRM(torch.nn.Module):
         super().__init__()
         if cfg.step_token not in tokenizer.get_added_vocab():
             raise ValueError(f"tokenizer has no {cfg.step_token!r}; build the PRM with PRM.from_backbone")
-        self.backbone, self.tokenizer, self.cfg = backbone, tokenizer, cfg
+        self.backbone: PreTrainedModel | PeftModel = backbone
+        """the base model; while `train` trains LoRA adapters, a peft PeftModel around it"""
+        self.tokenizer, self.cfg = tokenizer, cfg
         self.backbone_ref: BackboneRef | None = None
         """where `from_backbone` loaded the backbone from (None: built by hand)"""
         self._pristine: str | None = None  # weights_digest of the backbone as from_backbone left it
@@ -359,7 +364,7 @@ class PRM(torch.nn.Module):
 
     def sq_dist_to_init(self) -> torch.Tensor:
         """sum_h ||theta_h - theta_h^0||^2, the L2-to-init term before its coefficient."""
-        return sum(head.sq_dist_to_init() for head in self.heads)
+        return cast(torch.Tensor, sum(cast(Head, head).sq_dist_to_init() for head in self.heads))  # num_heads >= 1: a Tensor
 
     @property
     def bos_id(self) -> int | None:
@@ -438,7 +443,7 @@ class PRM(torch.nn.Module):
         ref = self.backbone_ref if self.backbone_unchanged() else None
         with atomic_path(out_dir) as tmp:
             if ref is None:
-                self.backbone.save_pretrained(tmp)
+                cast(PreTrainedModel, self.backbone).save_pretrained(tmp)  # not a PeftModel: train merges LoRA
                 self.tokenizer.save_pretrained(tmp)
             else:
                 tmp.mkdir()
@@ -503,6 +508,6 @@ class PRM(torch.nn.Module):
         return prm
 
 
-def _auto(cfg: PRMConfig) -> type:
+def _auto(cfg: PRMConfig) -> type[AutoModelForCausalLM] | type[AutoModel]:
     """The Auto class of the backbone: the whole causal LM when the heads read its LM head."""
     return AutoModelForCausalLM if cfg.lm_features else AutoModel

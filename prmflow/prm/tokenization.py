@@ -38,7 +38,7 @@ Steps carry their own whitespace ("23 + 14 = 37\n"); in both modes the ids decod
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 from tokenizers import AddedToken
@@ -206,7 +206,7 @@ def add_step_token(tokenizer: Any, model: PreTrainedModel, step_token: str) -> i
         raise ValueError(f"{step_token!r} is already an ordinary token of this tokenizer; pick another step_token")
     tokenizer.add_tokens([AddedToken(step_token, special=True, normalized=False)], special_tokens=True)
     step_id = tokenizer.convert_tokens_to_ids(step_token)
-    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+    if len(tokenizer) > cast(torch.Tensor, model.get_input_embeddings().weight).shape[0]:
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     emb = model.get_input_embeddings().weight  # (V, H)
     newline = tokenizer("\n", add_special_tokens=False)["input_ids"]

@@ -36,7 +36,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from safetensors.torch import load_model, save_model
@@ -46,6 +46,9 @@ from prmflow.io import atomic_path
 from prmflow.policy.tiny import lr_at
 from prmflow.prm.model import PRM, TokenizedSteps, collate, head_data_mask, step_bce
 from prmflow.prm.parallel import Processes
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 
 @dataclass
@@ -212,7 +215,8 @@ def train_prm(prm: PRM, rows: Sequence[dict[str, Any]], cfg: TrainConfig, out_di
     if cfg.lora_r > 0:
         prm.backbone = _wrap_lora(prm.backbone, cfg.lora_r)
     prm.cfg.label_type = cfg.label_type or prm.cfg.label_type
-    max_len, skipped = cfg.max_len or prm.cfg.max_len, []
+    max_len = cfg.max_len or prm.cfg.max_len
+    skipped: list[str] = []
     examples = prepare_examples(prm, rows, prm.cfg.label_type, max_len, skipped)
     if not examples:
         raise ValueError(f"no training rows ({len(skipped)} of {len(rows)} skipped: first step over max_len={max_len})")
@@ -287,7 +291,7 @@ def train_prm(prm: PRM, rows: Sequence[dict[str, Any]], cfg: TrainConfig, out_di
     bar.close()
     prm.eval()
     if cfg.lora_r > 0:
-        prm.backbone = prm.backbone.merge_and_unload()  # a plain backbone again, for save_pretrained
+        prm.backbone = cast("PeftModel", prm.backbone).merge_and_unload()  # a plain backbone again, for save_pretrained
     return {
         "steps": total,
         "resumed_from": start,
@@ -317,7 +321,7 @@ def truncation_report(examples: Sequence[Example], skipped: Sequence[str] = ()) 
 # --------------------------------------------------------------------------- helpers
 
 
-def _wrap_lora(backbone: torch.nn.Module, r: int) -> torch.nn.Module:
+def _wrap_lora(backbone: torch.nn.Module, r: int) -> PeftModel:
     if importlib.util.find_spec("peft") is None:
         raise ImportError("TrainConfig.lora_r > 0 needs the `peft` package, which is not installed "
                           "(pip install peft), or set lora_r = 0 for full fine-tuning")
