@@ -13,13 +13,17 @@ tests/test_pipeline.py builds its tiny repo with the same functions.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -72,14 +76,54 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 900) ->
     return p.stdout + p.stderr
 
 
+@contextlib.contextmanager
+def prefect_server(home: Path, env: dict[str, str], timeout: float = 120) -> Iterator[str]:
+    """A Prefect API server for the stages of one run (its database under `home`); yields its URL.
+
+    Each stage process would otherwise start a temporary server of its own (10-17 s each)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/api"
+    server_env = {**env, "PREFECT_HOME": str(home)}
+    server_env.pop("PREFECT_API_URL", None)
+    log = open(home.parent / "prefect-server.log", "w")  # closed below
+    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                             "--port", str(port)], env=server_env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the Prefect server did not start (see {log.name})")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
 def build(dst: Path) -> str:
-    """Copy, write the smoke params, `dvc init --no-scm`, and run every default stage."""
+    """Copy, write the smoke params, `dvc init --no-scm`, and run every default stage (all of them
+    reporting to one Prefect server of this run)."""
     copy_repo(dst)
     write_params(dst)
     env = env_for(dst)
     run(["dvc", "init", "--no-scm", "-q"], dst, env)
     run(["dvc", "config", "core.analytics", "false"], dst, env)
-    return run([sys.executable, "-m", "flows.pipeline", "--dvc"], dst, env)
+    (dst / ".prefect").mkdir(exist_ok=True)
+    with prefect_server(dst / ".prefect", env) as url:
+        return run([sys.executable, "-m", "flows.pipeline", "--dvc"], dst, {**env, "PREFECT_API_URL": url})
 
 
 def digests(repo: Path) -> dict[str, str]:
