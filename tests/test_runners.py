@@ -67,6 +67,15 @@ def test_workers_get_absolute_paths_only_under_ray(tmp_path, monkeypatch):
     assert runners.shard_root(ray, "checkpoints/generate", "generate") == tmp_path / "checkpoints" / "generate"
     env = runners.ray_init_kwargs()["runtime_env"]["env_vars"]
     assert env["PYTHONPATH"].split(":")[0] == str(REPO)  # workers import this checkout
+    # and log to the driver's MLflow store, wherever their working directory is
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+    def uri() -> str:
+        return runners.ray_init_kwargs()["runtime_env"]["env_vars"]["MLFLOW_TRACKING_URI"]
+
+    assert uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///runs/mlflow.db")  # relative: made absolute
+    assert uri() == f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
 
 
 def test_bad_addresses_are_named():
