@@ -17,14 +17,18 @@ fraction of full's: whether the selection pays at the budget it spends. `plateau
 differences averaged over every evaluation in the second half of the stream (prmflow.active.paired_plateau),
 which reads many models per run instead of the last few. Each (strategy, seed) is an MLflow run
 nested under the stage's run.
+
+The coarse task is one seed (tasks.active.run_seed: its strategies in order). `task_runner: thread`
+runs the seeds one after another in this process, sharing one feature cache; `ray` submits every
+seed at once to the cluster (tasks.runners.run_shards), each task with a cache of its own, its loop
+state under `shard_storage`/active (else `state_root`) and its MLflow runs in this process's store.
+summary.json and curves.json are the same either way, except timings (`seconds_per_run`) and
+`data.backbone_passes` (per task under ray, so summed over tasks).
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 from prefect import flow
 
@@ -34,7 +38,8 @@ from prmflow.active import report as rep
 from prmflow.active.report import load_eval, load_pool
 from prmflow.config import ActiveConfig, load_section
 from prmflow.summaries import metrics_file
-from tasks.active import loop_config, run_dir, run_strategy
+from tasks import runners
+from tasks.active import run_dir, run_seed
 
 
 @flow(name="active", log_prints=True)
@@ -53,28 +58,24 @@ def active_flow(params: str | list[str] = "params.yaml", segments_path: str = "d
         inputs = [segments_path, problems_path, eval_path, cfg.backbone]
         print(f"active: pool {len(pool)} solutions, {len(eval_rows)} eval rows, labeler {cfg.labeler}")
 
-        # ---- one run per (strategy, seed), each an MLflow run nested under the stage's
-        features = FeatureCache() if cfg.cache_features else None  # one backbone pass per solution per stage
-        runs: dict[str, dict[int, dict[str, Any]]] = {s: {} for s in strategies}
-        seconds: dict[str, list[float]] = {s: [] for s in strategies}
-        for seed in cfg.seeds:
-            for strategy in strategies:
-                counts = runs["active"][seed]["counts"] if strategy == "random" and "active" in runs else None
-                with tracking.stage_run(f"active/{strategy}/seed{seed}", parent_run_id=stage.run_id) as run:
-                    run.tags({"strategy": strategy, "seed": str(seed), "labeler": cfg.labeler})
-                    run.params(asdict(loop_config(cfg, strategy, seed)), prefix="loop.")
-                    t0 = time.perf_counter()
-                    res = run_strategy.with_options(retries=cfg.task_retries)(
-                        cfg, strategy, seed, pool, problems, eval_rows,
-                        str(run_dir(cfg, strategy, seed, inputs, state_root)), run.run_id, counts, features)
-                    seconds[strategy].append(time.perf_counter() - t0)
-                    run.metrics(rep.run_metrics(res, seconds[strategy][-1]))
-                runs[strategy][seed] = res
-                print(f"active: {strategy} seed {seed}: F1 {res['final_f1']} with {res['labels_spent']} labels "
-                      f"({seconds[strategy][-1]:.0f} s)")
+        # ---- one task per seed (its strategies in order), each (strategy, seed) an MLflow run nested under the stage's
+        # thread: one feature cache for the stage; ray: each seed task makes its own
+        features = FeatureCache() if cfg.cache_features and cfg.task_runner == "thread" else None
+        state = str(runners.shard_root(cfg, state_root, "active"))
+        task_cfg = runners.for_workers(cfg, backbone=cfg.backbone, mc_model=cfg.mc_model)
+        done = runners.run_shards(run_seed, cfg, "active", [
+            {"cfg": task_cfg, "strategies": strategies, "seed": seed, "pool": pool, "problems": problems,
+             "eval_rows": eval_rows, "state_dirs": {s: str(run_dir(cfg, s, seed, inputs, state)) for s in strategies},
+             "parent_run_id": stage.run_id, "tracking_uri": tracking.absolute_uri(), "feature_cache": features}
+            for seed in cfg.seeds])
+        runs = {s: {seed: d["runs"][s] for seed, d in zip(cfg.seeds, done)} for s in strategies}
+        seconds = {s: [d["seconds"][s] for d in done] for s in strategies}
+        passes = sum(d["backbone_passes"] for d in done) if cfg.cache_features else None  # summed over tasks
+        if cfg.task_runner == "ray":
+            print(f"active: seeds ran on nodes {[d['node'] for d in done]}")
 
         # ---- summary, curves, plot
-        data = rep.data_summary(runs, pool, eval_rows, cfg.labeler, features.backbone_passes if features is not None else None)
+        data = rep.data_summary(runs, pool, eval_rows, cfg.labeler, passes)
         summary = rep.stage_summary(runs, seconds, cfg.match_fractions, cfg.final_window, data)
         io.write_json(out / "summary.json", summary)
         io.write_json(out / "curves.json", rep.curves(runs))

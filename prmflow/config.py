@@ -539,7 +539,14 @@ class EvaluateConfig:
 
 @dataclass(frozen=True)
 class ActiveConfig(RunnerOptions):
-    """Stage `active`: ActPRM pool-based active learning vs random and full labeling (prmflow.active)."""
+    """Stage `active`: ActPRM pool-based active learning vs random and full labeling (prmflow.active).
+
+    Runner knobs (RunnerOptions): the coarse task is one seed, running its strategies in order
+    (random spends what active spent). `thread` runs the seeds one after another in this process
+    with one shared feature cache; `ray` runs every seed as one task on the cluster, each reserving
+    `num_cpus` (torch threads) / `num_gpus`, with a feature cache of its own, its loop state under
+    `shard_storage`/active (else checkpoints/active) and its MLflow runs in the driver's store.
+    Same summary and curves either way, but for timings and the summed `backbone_passes`."""
 
     # experiment
     strategies: list[str] = field(default_factory=lambda: ["full", "active", "random"])
@@ -638,13 +645,12 @@ class ActiveConfig(RunnerOptions):
 
     def __post_init__(self) -> None:
         self.check_runner("active")
-        if self.task_runner == "ray":  # the runs share one in-process feature cache and nest MLflow runs in order
-            raise ValueError("task_runner 'ray' is not supported by the active stage yet (active.task_runner): "
-                             "its (strategy, seed) runs share one in-process feature cache; use thread")
         if not self.strategies or not set(self.strategies) <= {"active", "random", "full"}:
             raise ValueError(f"active.strategies must be a non-empty subset of active, random, full: {self.strategies}")
         if not self.seeds:
             raise ValueError("active.seeds is empty")
+        if len(set(self.seeds)) != len(self.seeds):  # a seed's runs share their state dirs
+            raise ValueError(f"active.seeds must be distinct: {self.seeds}")
         if self.labeler not in ("oracle", "mc", "judge", "consensus"):
             raise ValueError(f"active.labeler must be oracle, mc, judge or consensus, got {self.labeler!r}")
         if self.cache_features and not self.freeze_backbone:

@@ -39,6 +39,42 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
 
 
+def absolute_uri(uri: str | None = None) -> str:
+    """`uri` (default: this process's `tracking_uri()`) with a relative sqlite or file path made
+    absolute, so a process with another working directory (a Ray worker) logs to the same store.
+
+    >>> absolute_uri("http://127.0.0.1:5000")
+    'http://127.0.0.1:5000'
+    >>> absolute_uri("sqlite:////tmp/mlflow.db")
+    'sqlite:////tmp/mlflow.db'
+    >>> absolute_uri("sqlite:///mlflow.db") == f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+    True
+    >>> absolute_uri("mlruns") == str(Path.cwd().resolve() / "mlruns")
+    True
+    """
+    uri = uri or tracking_uri()
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
+    if ":" not in uri:  # a plain directory (MLflow's file store)
+        return str(Path(uri).resolve())
+    return uri
+
+
+@contextlib.contextmanager
+def using(uri: str) -> Iterator[None]:
+    """Point this process's MLflow calls (`stage_run`, `RunLogger`) at `uri` for the block: a task on
+    a Ray worker logs to the driver's store, whatever the worker's environment says."""
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old
+
+
 def setup(experiment: str = EXPERIMENT) -> str:
     """Point MLflow at the store and make sure the experiment exists. Returns its id."""
     uri = tracking_uri()

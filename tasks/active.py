@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from prmflow import tracking
 from prmflow.active import (
     ConsensusLabeler,
     FeatureCache,
@@ -22,11 +26,13 @@ from prmflow.active import (
     OracleLabeler,
     run_active_learning,
 )
+from prmflow.active import report as rep
 from prmflow.active.loop import LOOP_VERSION, config_key
 from prmflow.config import RUNNER_FIELDS, ActiveConfig
 from prmflow.policy.base import SamplingConfig
 from prmflow.prm import PRM, PRMConfig
 from prmflow.tracking import RunLogger
+from tasks.runners import current_node
 
 # these change neither which labels are bought nor the arithmetic of a run
 _NOT_IN_RUN_KEY = ("strategies", "seeds", "match_fractions", "task_retries", "judge_max_retries", "judge_timeout",
@@ -137,3 +143,47 @@ def run_strategy(cfg: ActiveConfig, strategy: str, seed: int, pool: list[dict[st
     if log is not None and out["history"] and out["history"][0]["round"] == 0 and out["history"][0].get("f1") is not None:
         log.metrics({"active/f1": out["history"][0]["f1"], "active/f1_at_labels": out["history"][0]["f1"]}, step=0)
     return out
+
+
+@task(cache_policy=NO_CACHE, tags=["prm", "active"])
+def run_seed(cfg: ActiveConfig, strategies: list[str], seed: int, pool: list[dict[str, Any]],
+             problems: dict[str, dict[str, Any]], eval_rows: list[dict[str, Any]], state_dirs: dict[str, str],
+             parent_run_id: str, tracking_uri: str, feature_cache: FeatureCache | None = None) -> dict[str, Any]:
+    """One seed's runs, `strategies` in order (random spends what active spent per round), each an
+    MLflow run nested under `parent_run_id` in the store at `tracking_uri`; the stage's coarse task.
+
+    Returns `runs` (run_strategy's dict by strategy), `seconds` by strategy, `backbone_passes`
+    (solutions this task featurized; None without cache_features) and `node` (tasks.runners.current_node).
+    `feature_cache`: the stage's shared cache under thread; under ray (None) the task makes its own,
+    which gives the same numbers, and torch uses `num_cpus` threads, as the driver should for the
+    same bytes as thread (tests/test_ray.py runs both with one).
+    """
+    on_ray = cfg.task_runner == "ray"
+    features = feature_cache if feature_cache is not None or not cfg.cache_features else FeatureCache()
+    passes_before = features.backbone_passes if features is not None else 0
+    threads = torch.get_num_threads()
+    if on_ray:
+        torch.set_num_threads(max(1, int(cfg.num_cpus)))
+    runs: dict[str, dict[str, Any]] = {}
+    seconds: dict[str, float] = {}
+    try:
+        with tracking.using(tracking_uri):
+            for strategy in strategies:
+                counts = runs["active"]["counts"] if strategy == "random" and "active" in runs else None
+                with tracking.stage_run(f"active/{strategy}/seed{seed}", parent_run_id=parent_run_id) as run:
+                    run.tags({"strategy": strategy, "seed": str(seed), "labeler": cfg.labeler,
+                              **({"ray_node": current_node()} if on_ray else {})})
+                    run.params(asdict(loop_config(cfg, strategy, seed)), prefix="loop.")
+                    t0 = time.perf_counter()
+                    res = run_strategy.with_options(retries=cfg.task_retries)(
+                        cfg, strategy, seed, pool, problems, eval_rows, state_dirs[strategy], run.run_id, counts,
+                        features)
+                    seconds[strategy] = time.perf_counter() - t0
+                    run.metrics(rep.run_metrics(res, seconds[strategy]))
+                runs[strategy] = res
+                print(f"active: {strategy} seed {seed}: F1 {res['final_f1']} with {res['labels_spent']} labels "
+                      f"({seconds[strategy]:.0f} s)")
+    finally:
+        torch.set_num_threads(threads)
+    return {"runs": runs, "seconds": seconds, "node": current_node(),
+            "backbone_passes": features.backbone_passes - passes_before if features is not None else None}

@@ -47,8 +47,9 @@ NODE_RETRIES = 3
 CONNECT_TIMEOUT = 5.0
 """seconds to wait for the Ray cluster's port before failing the stage"""
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HOME", "TOKENIZERS_PARALLELISM",
-                 "DO_NOT_TRACK", "PREFECT_SERVER_ANALYTICS_ENABLED", "MLFLOW_DISABLE_TELEMETRY")
-"""environment variables a shard task sees as they are in the driver (when set there)"""
+                 "DO_NOT_TRACK", "PREFECT_SERVER_ANALYTICS_ENABLED", "MLFLOW_DISABLE_TELEMETRY", "PRMFLOW_EXPERIMENT")
+"""environment variables a shard task sees as they are in the driver (when set there); the driver's
+MLflow store is added as an absolute MLFLOW_TRACKING_URI (ray_init_kwargs)"""
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -115,8 +116,12 @@ def for_workers(cfg: C, **path_fields: str) -> C:
 
 
 def ray_init_kwargs() -> dict[str, Any]:
-    """`ray.init` keyword arguments: workers import this checkout and see FORWARDED_ENV."""
+    """`ray.init` keyword arguments: workers import this checkout, see FORWARDED_ENV and log to the
+    driver's MLflow store (its tracking URI, relative paths made absolute)."""
+    from prmflow.tracking import absolute_uri
+
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+    env["MLFLOW_TRACKING_URI"] = absolute_uri()
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p)
     return {"runtime_env": {"env_vars": env}, "namespace": "prmflow"}
 

@@ -5,11 +5,13 @@ nodes, each its own raylet with 1 CPU (tasks.runners.local_cluster), for the who
   and two shards ran at the same time (on the two worker nodes);
 - a worker node's raylet killed mid-stage: its shard is retried on the surviving node, shards
   finished before the kill are not recomputed (their files untouched), the output is the same;
-- an unreachable `ray_address` fails within seconds, naming the address and the param.
+- an unreachable `ray_address` fails within seconds, naming the address and the param;
+- stage active with one task per seed on the cluster: the thread runner's summary and curves.
 """
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -17,9 +19,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 ray = pytest.importorskip("ray", reason="ray is not installed: pip install -e '.[ray]' (make test installs it)")
 pytest.importorskip("prefect_ray", reason="prefect-ray is not installed: pip install -e '.[ray]'")
+
+from conftest import REPO  # noqa: E402
 
 from prmflow import io  # noqa: E402
 from prmflow.config import GenerateConfig, LabelConfig, SegmentConfig  # noqa: E402
@@ -276,3 +281,64 @@ def test_worker_node_killed_mid_stage_retries_its_shard_on_the_survivor(ray_clus
             ray_cluster.remove_node(killed["node"], allow_graceful=False)
             runners.add_worker_node(ray_cluster)
             ray_cluster.wait_for_nodes()
+
+
+def _active(tmp_path, params, name, **runner):
+    """Stage active on the tiny world of tests/test_active_loop.py (12 solutions, batches of 4: 3
+    rounds; 2 seeds x 3 strategies), its loop state in a fresh relative dir; (summary, curves) bytes."""
+    from flows.active import active_flow
+
+    params["active"].update(runner)
+    (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(params))
+    active_flow(params=f"{name}.yaml", segments_path="segments.jsonl", problems_path="pool.jsonl",
+                eval_path="eval.jsonl", reports_dir=f"reports-{name}", state_root=f"ckpt-{name}")
+    out = tmp_path / f"reports-{name}" / "active"
+    return (out / "summary.json").read_bytes(), (out / "curves.json").read_bytes()
+
+
+def _without_work(summary: bytes) -> tuple[dict, int]:
+    """summary.json minus what measures the work rather than its result: each strategy's
+    `seconds_per_run` and `data.backbone_passes` (returned)."""
+    s = json.loads(summary)
+    for v in s.values():
+        if isinstance(v, dict):
+            v.pop("seconds_per_run", None)
+    return s, s["data"].pop("backbone_passes")
+
+
+def test_active_on_ray_one_task_per_seed_gives_the_thread_runners_summary_and_curves(
+        ray_cluster, tiny_model_dir, tmp_path, mlflow_tmp, monkeypatch):
+    from mlflow.tracking import MlflowClient
+    from test_active_loop import PROBLEMS as ACTIVE_PROBLEMS
+    from test_active_loop import _evals, _pool
+
+    monkeypatch.chdir(tmp_path)  # relative paths: a Ray worker runs elsewhere, the flow hands it absolute ones
+    (tmp_path / "policy").symlink_to(tiny_model_dir)
+    io.write_jsonl(tmp_path / "segments.jsonl", _pool())
+    io.write_jsonl(tmp_path / "pool.jsonl", ACTIVE_PROBLEMS.values())
+    io.write_jsonl(tmp_path / "eval.jsonl", _evals())
+    params = yaml.safe_load((REPO / "params.yaml").read_text())  # cache_features on: one cache per seed task
+    params["active"].update({"backbone": "policy", "seeds": [0, 1], "num_heads": 2, "max_len": 128, "pool_size": 0,
+                             "batch_size": 4, "micro_batch_size": 4, "eval_every": 1, "grad_steps": 1, "p": 0.6,
+                             "std_threshold": 0.05})
+
+    thread = _active(tmp_path, params, "thread")
+    ray_out = _active(tmp_path, params, "ray", **_on_ray(ray_cluster))
+    assert ray_out[1] == thread[1]  # curves.json: the same bytes
+    (ray_summary, ray_passes), (thread_summary, thread_passes) = _without_work(ray_out[0]), _without_work(thread[0])
+    assert ray_summary == thread_summary and thread_summary["full"]["labels_spent"]["mean"] == 12.0
+    # thread: the 12 distinct solutions pass through the backbone once for all 6 runs; ray: once per seed task
+    assert (thread_passes, ray_passes) == (12, 24)
+
+    # the workers logged to the driver's MLflow store: 3 runs per seed nested under the ray stage's run,
+    # all of a seed on one node, the two seeds on the two worker nodes at once
+    client = MlflowClient(mlflow_tmp)
+    runs = client.search_runs([client.get_experiment_by_name("prmflow").experiment_id], order_by=["start_time ASC"])
+    stage = [r for r in runs if r.data.tags.get("stage") == "active"][-1]
+    nested = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == stage.info.run_id]
+    assert sorted((r.data.tags["strategy"], r.data.tags["seed"]) for r in nested) == sorted(
+        (s, str(k)) for s in ("full", "active", "random") for k in (0, 1))
+    assert all(r.info.status == "FINISHED" and r.data.metrics["active/labels_spent"] > 0 for r in nested)
+    nodes = {seed: {r.data.tags["ray_node"] for r in nested if r.data.tags["seed"] == seed} for seed in ("0", "1")}
+    assert all(len(n) == 1 for n in nodes.values())
+    assert nodes["0"] | nodes["1"] == _worker_node_ids(ray_cluster)

@@ -41,8 +41,9 @@ def test_ray_knobs_need_the_ray_runner_and_storage_is_a_path(tmp_path):
         GenerateConfig(task_runner="ray", num_cpus=-1.0)
     with pytest.raises(ValueError, match=r"shard_storage must be a directory path .*'s3://bucket/x'"):
         GenerateConfig(shard_storage="s3://bucket/x")
-    with pytest.raises(DataError, match=r"'active.task_runner': task_runner 'ray' is not supported by the active stage"):
-        load_params(_params_with(tmp_path, "active", task_runner="ray"))
+    assert load_params(_params_with(tmp_path, "active", task_runner="ray", num_cpus=2.0)).active.num_cpus == 2.0
+    with pytest.raises(DataError, match=r"field 'active': active.seeds must be distinct: \[0, 0\]"):
+        load_params(_params_with(tmp_path, "active", seeds=[0, 0]))
     assert GenerateConfig(task_runner="ray", ray_address="auto", num_gpus=4.0).num_gpus == 4.0
 
 
@@ -67,6 +68,15 @@ def test_workers_get_absolute_paths_only_under_ray(tmp_path, monkeypatch):
     assert runners.shard_root(ray, "checkpoints/generate", "generate") == tmp_path / "checkpoints" / "generate"
     env = runners.ray_init_kwargs()["runtime_env"]["env_vars"]
     assert env["PYTHONPATH"].split(":")[0] == str(REPO)  # workers import this checkout
+    # and log to the driver's MLflow store, wherever their working directory is
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+    def uri() -> str:
+        return runners.ray_init_kwargs()["runtime_env"]["env_vars"]["MLFLOW_TRACKING_URI"]
+
+    assert uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///runs/mlflow.db")  # relative: made absolute
+    assert uri() == f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
 
 
 def test_bad_addresses_are_named():
