@@ -25,7 +25,7 @@ from prefect.cache_policies import NO_CACHE
 from tqdm.auto import tqdm
 
 from prmflow import io, resume, shard
-from prmflow.config import RUNNER_FIELDS, GenerateConfig
+from prmflow.config import SPEED_ONLY, GenerateConfig
 from prmflow.edu_tree import TreeConfig, grow_tree
 from prmflow.policy.hf_backend import token_offsets
 from prmflow.policy.base import Backend, SamplingConfig, derive_seed
@@ -82,8 +82,8 @@ def _backend(cfg: GenerateConfig) -> Backend:
     return cached_backend(cfg, cfg.model, cfg.batch_size)
 
 
-# retries and where shards run change no output
-_NOT_IN_KEY = ("task_retries", *RUNNER_FIELDS)
+# speed only: how many shards, where they run, retries, requests in flight (same bytes for any)
+_NOT_IN_KEY = SPEED_ONLY["generate"]
 
 
 def job_dir(cfg: GenerateConfig, problems: list[dict[str, Any]], root: str = "checkpoints/generate",

@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from tqdm.auto import tqdm
 
 from prmflow import io, resume, shard
-from prmflow.config import RUNNER_FIELDS, LabelConfig
+from prmflow.config import SPEED_ONLY, LabelConfig
 from prmflow.io import DataError
 from prmflow.label import LabelCost, answer_verifier, hard_label, omega_labels, stepwise_row
 from prmflow.label.stepwise import select_solutions
@@ -63,8 +63,10 @@ def to_solutions(backend: Backend, rows: list[dict[str, Any]], answers: dict[str
     return out
 
 
-# retries and where shards run change no output
-_NOT_IN_KEY = ("task_retries", *RUNNER_FIELDS)
+# speed only: how many shards, where they run, retries, requests in flight. chunk_size stays in
+# the key: a prefix's cost is its share of its chunk's (runner._split_cost), so one work dir never
+# mixes the shares of two chunkings
+_NOT_IN_KEY = SPEED_ONLY["label"] - {"chunk_size"}
 
 
 def job_dir(cfg: LabelConfig, rows: list[dict[str, Any]], answers: dict[str, str],
