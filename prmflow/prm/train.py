@@ -15,9 +15,10 @@ function of (seed, s), and a checkpoint needs only the step number to know where
 Checkpoints go to out_dir/checkpoints/step-{n}/ (written atomically by prmflow.resume):
 model.safetensors (backbone + heads + initial head weights; the heads alone when the backbone is
 frozen), optimizer.pt, rng.pt (torch CPU RNG) and state.json (step, examples seen, losses, Python
-RNG, the job key of config + data + backbone, so another job's checkpoint is refused). With resume=True a run continues from the newest one
-and ends bit-identical to an uninterrupted run on the same machine: every ingredient of a step
-(parameters, AdamW moments, lr, rows, RNG) is restored exactly.
+RNG, the job key of config + data + backbone, so another job's checkpoint is refused). With
+resume=True a run continues from the newest one and ends bit-identical to an uninterrupted run on
+the same machine: every ingredient of a step (parameters, AdamW moments, lr, rows, RNG) is
+restored exactly.
 
 Under `accelerate launch --num_processes W` the group's micro-batches are split over W processes
 and their gradients summed (prmflow.prm.parallel), which is the same optimizer step.
