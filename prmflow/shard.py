@@ -1,26 +1,25 @@
-"""Split a stage's work into shards that are deterministic by id, and key their work dirs.
+"""Split a stage's work into shards that are deterministic by id.
 
     shard_of("synth-000042", 4)                         -> 0..3, the same on every machine and run
     split_by_shard(rows, 4, key=lambda r: r["id"])       -> 4 lists, each in input order
-    work_dir("checkpoints/generate", cfg_dict, inputs)  -> checkpoints/generate/<16 hex>/
     shard_path(dir, 3)                                   -> <dir>/shard-0003.jsonl
+    path_fingerprint("models/policy")                    -> a content hash of the model dir
 
 Shard assignment hashes the id (sha256, not Python's salted `hash`), so it depends on nothing
 but (id, num_shards): not on input order, batch size or process. Stages write one file per
-shard under a work dir named by a hash of everything that determines the output (config,
-inputs, model fingerprint), so a rerun of the same job finds the shards already done and a
-changed job never reuses stale ones. Merging puts rows back in input order, which is why the
-merged artifact does not depend on the shard count.
+shard under a work dir keyed by everything that determines the output (config, inputs, model
+fingerprint; `prmflow.resume.job_key`), so a rerun of the same job finds the shards already
+done and a changed job never reuses stale ones. Merging puts rows back in input order, which is
+why the merged artifact does not depend on the shard count.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -75,17 +74,6 @@ def path_fingerprint(path: str | os.PathLike[str]) -> str:
                     h.update(block)
         h.update(b"\0")
     return h.hexdigest()
-
-
-def job_hash(*parts: Any) -> str:
-    """16 hex digits of sha256 over the canonical JSON of `parts`."""
-    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
-
-
-def work_dir(root: str | os.PathLike[str], *parts: Any) -> Path:
-    """`root/<job_hash(parts)>`: where the shard files of one exact job live."""
-    return Path(root) / job_hash(*parts)
 
 
 def shard_path(directory: str | os.PathLike[str], shard: int, suffix: str = ".jsonl") -> Path:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
@@ -28,16 +26,18 @@ from prmflow.active import (
 )
 from prmflow.active import report as rep
 from prmflow.active.loop import LOOP_VERSION, config_key
-from prmflow.config import RUNNER_FIELDS, ActiveConfig
+from prmflow.config import SPEED_ONLY, ActiveConfig
 from prmflow.policy.base import SamplingConfig
 from prmflow.prm import PRM, PRMConfig
+from prmflow.resume import job_dir, job_key
 from prmflow.tracking import RunLogger
 from tasks.runners import current_node
 
-# these change neither which labels are bought nor the arithmetic of a run
-_NOT_IN_RUN_KEY = ("strategies", "seeds", "match_fractions", "task_retries", "judge_max_retries", "judge_timeout",
-                   "judge_backoff", "checkpoint_every", "score_batch_size", "micro_batch_size", "mc_batch_size",
-                   *RUNNER_FIELDS)
+# these change neither which labels are bought nor the arithmetic of a run: the speed-only knobs,
+# the ones the run's own path names (strategy, seed) and the batch sizes (a resumed run may change them)
+_NOT_IN_RUN_KEY = SPEED_ONLY["active"] | {"strategies", "seeds", "match_fractions", "judge_max_retries",
+                                          "judge_timeout", "judge_backoff", "score_batch_size",
+                                          "micro_batch_size", "mc_batch_size"}
 
 
 def build_labeler(cfg: ActiveConfig, name: str | None = None) -> Labeler:
@@ -88,14 +88,10 @@ def run_dir(cfg: ActiveConfig, strategy: str, seed: int, inputs: Sequence[str | 
     """Loop state (labels bought, checkpoints) lives outside the DVC output, keyed by the loop's
     version, the config fields that matter and the bytes of the inputs (data files, backbone dir), so a killed run
     resumes without paying twice and a changed one starts fresh."""
-    key = {k: v for k, v in config_key(cfg).items() if k not in _NOT_IN_RUN_KEY}
-    h = hashlib.sha256(json.dumps({"loop_version": LOOP_VERSION, **key}, sort_keys=True).encode())
-    for p in map(Path, inputs):
-        for f in sorted(p.rglob("*")) if p.is_dir() else [p]:
-            if f.is_file():
-                h.update(f.name.encode())
-                h.update(f.read_bytes())
-    return Path(root) / h.hexdigest()[:16] / f"{strategy}-seed{seed}"
+    # a hub-id backbone (no such path) is keyed by its name, which is in cfg
+    files = [Path(p) for p in inputs if Path(p).exists()]
+    key = job_key({"loop_version": LOOP_VERSION, **config_key(cfg)}, files, exclude=_NOT_IN_RUN_KEY)
+    return job_dir(root, key) / f"{strategy}-seed{seed}"
 
 
 def _judge_unavailable(task: Any, task_run: Any, state: Any) -> bool:

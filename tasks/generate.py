@@ -15,7 +15,6 @@ batches (by a hash of each batch's first problem id), so no float depends on the
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
@@ -25,8 +24,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from tqdm.auto import tqdm
 
-from prmflow import io, shard
-from prmflow.config import RUNNER_FIELDS, GenerateConfig
+from prmflow import io, resume, shard
+from prmflow.config import SPEED_ONLY, GenerateConfig
 from prmflow.edu_tree import TreeConfig, grow_tree
 from prmflow.policy.hf_backend import token_offsets
 from prmflow.policy.base import Backend, SamplingConfig, derive_seed
@@ -83,16 +82,18 @@ def _backend(cfg: GenerateConfig) -> Backend:
     return cached_backend(cfg, cfg.model, cfg.batch_size)
 
 
+# speed only: how many shards, where they run, retries, requests in flight (same bytes for any)
+_NOT_IN_KEY = SPEED_ONLY["generate"]
+
+
 def job_dir(cfg: GenerateConfig, problems: list[dict[str, Any]], root: str = "checkpoints/generate",
             prompt_cfg: PromptConfig = PromptConfig(), examples: list[dict[str, Any]] | None = None) -> Path:
     """Where the shard files of this exact job (config, policy weights, problems, prompts) live.
-    The default synthetic prompt adds nothing to the key, so its jobs keep their directories."""
-    # retries and where shards run change no output
-    knobs = {k: v for k, v in asdict(cfg).items() if k != "task_retries" and k not in RUNNER_FIELDS}
+    The default synthetic prompt adds nothing to the key."""
+    inputs: list[Any] = [shard.path_fingerprint(cfg.model), problems]
     if prompt_cfg != PromptConfig():
-        knobs["prompt"] = asdict(prompt_cfg)
-        knobs["examples"] = [e["id"] for e in (examples or [])[: prompt_cfg.few_shot]]
-    return shard.work_dir(root, "generate", knobs, shard.path_fingerprint(cfg.model), problems)
+        inputs += [asdict(prompt_cfg), [e["id"] for e in (examples or [])[: prompt_cfg.few_shot]]]
+    return resume.job_dir(root, resume.job_key(cfg, inputs, exclude=_NOT_IN_KEY))
 
 
 def sample_problems(backend: Backend, cfg: GenerateConfig, batches: list[list[dict[str, Any]]],
@@ -166,20 +167,6 @@ def plan_batches(cfg: GenerateConfig, problems: list[dict[str, Any]], wd: Path, 
     return batches
 
 
-def read_shard(path: str | os.PathLike[str], problem_ids: list[str]) -> list[dict[str, Any]] | None:
-    """The shard's records if its file exists and holds exactly `problem_ids` in order, else None."""
-    p = Path(path)
-    if not p.is_file():
-        return None
-    try:
-        recs = io.read_jsonl(p, allow_empty=True)
-    except io.DataError:
-        return None
-    if [r.get("problem_id") for r in recs] != problem_ids:
-        return None
-    return recs
-
-
 @task(cache_policy=NO_CACHE, tags=["policy"], task_run_name="generate-shard-{shard_idx}")
 def generate_shard(cfg: GenerateConfig, shard_idx: int, batches: list[list[dict[str, Any]]], tree_ids: list[str],
                    path: str, prompt_cfg: PromptConfig = PromptConfig(),
@@ -187,11 +174,11 @@ def generate_shard(cfg: GenerateConfig, shard_idx: int, batches: list[list[dict[
     """Sample one shard's problems and write them atomically to `path`; skip if already there.
 
     Not cached by Prefect: the shard file is this task's persisted result (DVC decides when the
-    stage reruns, the work dir hash when a shard can be reused).
+    stage reruns, the work dir's job key when a shard can be reused).
     """
     ids = [p["id"] for b in batches for p in b]
     where = {"shard": shard_idx, "problems": len(ids), "node": runners.current_node()}
-    if read_shard(path, ids) is not None:
+    if resume.load_rows(path, ids, "problem_id") is not None:
         return {**where, "skipped": True}
     recs = sample_problems(_backend(cfg), cfg, batches, set(tree_ids), prompt_cfg, examples) if ids else []
     io.write_jsonl(path, recs)
@@ -228,7 +215,7 @@ def sample_solutions(cfg: GenerateConfig, problems: list[dict[str, Any]],
          "path": str(paths[s]), "prompt_cfg": prompt_cfg, "examples": examples} for s, bs in enumerate(by_shard)])
     by_id: dict[str, dict[str, Any]] = {}
     for s in range(cfg.num_shards):
-        recs = read_shard(paths[s], shard_ids[s])
+        recs = resume.load_rows(paths[s], shard_ids[s], "problem_id")
         if recs is None:
             raise RuntimeError(f"generate: shard {s} at {paths[s]} is missing or damaged after its task ran")
         by_id.update((r["problem_id"], r) for r in recs)

@@ -10,7 +10,6 @@ count and to an uninterrupted run.
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from tqdm.auto import tqdm
 
-from prmflow import io, shard
-from prmflow.config import RUNNER_FIELDS, LabelConfig
+from prmflow import io, resume, shard
+from prmflow.config import SPEED_ONLY, LabelConfig
 from prmflow.io import DataError
 from prmflow.label import LabelCost, answer_verifier, hard_label, omega_labels, stepwise_row
 from prmflow.label.stepwise import select_solutions
@@ -64,12 +63,17 @@ def to_solutions(backend: Backend, rows: list[dict[str, Any]], answers: dict[str
     return out
 
 
+# speed only: how many shards, where they run, retries, requests in flight. chunk_size stays in
+# the key: a prefix's cost is its share of its chunk's (runner._split_cost), so one work dir never
+# mixes the shares of two chunkings
+_NOT_IN_KEY = SPEED_ONLY["label"] - {"chunk_size"}
+
+
 def job_dir(cfg: LabelConfig, rows: list[dict[str, Any]], answers: dict[str, str],
             root: str = "checkpoints/label") -> Path:
     """Where the shard files of this exact job (config, policy weights, inputs) live."""
-    # retries and where shards run change no output
-    knobs = {k: v for k, v in asdict(cfg).items() if k != "task_retries" and k not in RUNNER_FIELDS}
-    return shard.work_dir(root, "label", knobs, shard.path_fingerprint(cfg.model), rows, answers)
+    inputs = [shard.path_fingerprint(cfg.model), rows, answers]
+    return resume.job_dir(root, resume.job_key(cfg, inputs, exclude=_NOT_IN_KEY))
 
 
 def _sampling(cfg: LabelConfig, stop: tuple[str, ...] = ()) -> SamplingConfig:
@@ -142,7 +146,7 @@ def label_omega_shard(cfg: LabelConfig, shard_idx: int, sols: list[Solution], pa
     Each solution's binary search only ever batches its own prefixes, so results do not depend
     on the shard layout."""
     ids = [s.id for s in sols]
-    if _read_omega(Path(path), ids) is not None:
+    if resume.load_rows(path, ids) is not None:
         return {"shard": shard_idx, "skipped": 1, "resumed_prefixes": 0, "rollouts_run": 0}
     backend, sampling = _backend(cfg), _sampling(cfg, stop)
     lines = []
@@ -154,16 +158,6 @@ def label_omega_shard(cfg: LabelConfig, shard_idx: int, sols: list[Solution], pa
     io.write_jsonl(path, lines)
     return {"shard": shard_idx, "skipped": 0, "resumed_prefixes": 0,
             "rollouts_run": sum(x["cost"]["rollouts"] for x in lines)}
-
-
-def _read_omega(path: Path, ids: list[str]) -> list[dict[str, Any]] | None:
-    if not path.is_file():
-        return None
-    try:
-        lines = io.read_jsonl(path, allow_empty=True)
-    except DataError:
-        return None
-    return lines if [x.get("id") for x in lines] == ids else None
 
 
 def label_sharded(cfg: LabelConfig, rows: list[dict[str, Any]], answers: dict[str, str],
@@ -216,7 +210,7 @@ def label_sharded(cfg: LabelConfig, rows: list[dict[str, Any]], answers: dict[st
              "real": real, "stop": stop} for s, idx in enumerate(by_shard)])
         by_id: dict[str, dict[str, Any]] = {}
         for s, idx in enumerate(by_shard):
-            lines = _read_omega(paths[s], [sols[i].id for i in idx])
+            lines = resume.load_rows(paths[s], [sols[i].id for i in idx])
             if lines is None:
                 raise RuntimeError(f"label: shard {s} at {paths[s]} is missing or damaged after its task ran")
             by_id.update((x["id"], x) for x in lines)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -13,22 +10,22 @@ import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from prmflow.config import TrainConfig, load_section
+from prmflow.config import SPEED_ONLY, TrainConfig, load_section
 from prmflow.io import read_jsonl
 from prmflow.prm import PRM, PRMConfig
 from prmflow.prm.backbone import require_policy_backbone
 from prmflow.prm.parallel import Processes
 from prmflow.prm.train import TrainConfig as LoopConfig
 from prmflow.prm.train import train_prm
+from prmflow.resume import job_dir, job_key
 from prmflow.tracking import RunLogger
 
 
 def checkpoint_dir(cfg: TrainConfig, labels_path: str, root: str = "checkpoints/train") -> Path:
     """Checkpoints live outside the DVC output (DVC deletes outputs before a rerun), keyed by
-    config + data, so a killed run resumes and a changed one starts fresh."""
-    h = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode())
-    h.update(Path(labels_path).read_bytes())
-    return Path(root) / h.hexdigest()[:16]
+    config + data, so a killed run resumes and a changed one starts fresh. Checkpoint frequency
+    and the registry name change no weight, so a resumed run may change them."""
+    return job_dir(root, job_key(cfg, [Path(labels_path)], exclude=SPEED_ONLY["train"]))
 
 
 def prm_config(cfg: TrainConfig, seed: int | None = None) -> PRMConfig:

@@ -55,7 +55,8 @@ def test_where_shards_run_is_not_part_of_the_job(tmp_path):
     there = job_dir(GenerateConfig(task_runner="ray", ray_address="10.0.0.1:6379", num_cpus=2.0, num_gpus=1.0,
                                    shard_storage="/mnt/x"), problems, "r")
     assert here == there
-    assert job_dir(GenerateConfig(num_shards=3), problems, "r") != here  # a knob that matters still counts
+    assert job_dir(GenerateConfig(num_shards=3), problems, "r") == here  # nor does the shard count (same bytes)
+    assert job_dir(GenerateConfig(n=3), problems, "r") != here  # a knob that matters still counts
 
 
 def test_workers_get_absolute_paths_only_under_ray(tmp_path, monkeypatch):

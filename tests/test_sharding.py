@@ -10,7 +10,8 @@ import torch
 
 from prmflow import io
 from prmflow.config import GenerateConfig, LabelConfig, SegmentConfig
-from prmflow.shard import balance, job_hash, shard_of, split_by_shard
+from prmflow.resume import job_key
+from prmflow.shard import balance, shard_of, split_by_shard
 from prmflow.synth.world import generate_problems
 
 
@@ -60,7 +61,7 @@ def test_split_by_shard_partitions_and_keeps_input_order():
     # independent of the input order
     back = split_by_shard(list(reversed(rows)), 3, key=lambda r: r["id"])
     assert [sorted(r["id"] for r in p) for p in back] == [sorted(r["id"] for r in p) for p in parts]
-    assert job_hash({"a": 1, "b": [2]}) == job_hash({"b": [2], "a": 1})
+    assert job_key({"a": 1, "b": [2]}) == job_key({"b": [2], "a": 1})
 
 
 # --------------------------------------------------------------------------- generate

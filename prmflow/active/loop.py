@@ -43,8 +43,6 @@ run ends with the same parameters as an uninterrupted one.
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -56,13 +54,13 @@ import torch
 from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 
-from prmflow import io
 from prmflow.active.features import CachedHeads, FeatureCache
 from prmflow.active.labelers import Labeler, LabelerCost
 from prmflow.active.uncertainty import solution_uncertainty
 from prmflow.evaluate.scoring import StepScorer, assess, score_rows
 from prmflow.label.quality import first_error_of
 from prmflow.prm import PRM, accumulate_grads, prepare_examples
+from prmflow.resume import job_key, load_checkpoint, load_state, save_checkpoint, save_state
 
 STRATEGIES = ("active", "random", "full")
 LR_SCHEDULES = ("constant", "linear", "cosine")
@@ -224,7 +222,7 @@ def run_active_learning(prm: PRM, pool: Sequence[Mapping[str, Any]], problems: M
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = _load_checkpoint(run_dir / "checkpoint", prm, opt, fingerprint)
     if state is None:
-        state = {"round": 0, "history": [], "fingerprint": fingerprint}
+        state = {"round": 0, "history": []}
         if eval_rows:
             state["history"].append({"round": 0, "labels_spent": 0, "labeled": 0, "unlabeled": 0,
                                      "cost": LabelerCost().to_dict(),
@@ -278,7 +276,7 @@ def run_active_learning(prm: PRM, pool: Sequence[Mapping[str, Any]], problems: M
         state["round"] = t
         state["history"].append(record)
         if t % cfg.checkpoint_every == 0 or t == len(batches):
-            _save_checkpoint(run_dir / "checkpoint", prm, opt, state)
+            _save_checkpoint(run_dir / "checkpoint", prm, opt, state, fingerprint)
         if on_round is not None:
             on_round(t, record)
         bar.update(1)
@@ -301,13 +299,9 @@ def _label_round(path: Path, fingerprint: str, t: int, chosen: Sequence[Mapping[
     """Labels of round t: what the saved file holds, plus (and saved after each) any still missing.
 
     A saved selection is authoritative, so a replayed round never pays twice."""
-    if path.is_file():
-        saved = json.loads(path.read_text())
-        if saved["fingerprint"] != fingerprint:
-            raise ValueError(f"{path} belongs to a run with another config or pool; use a fresh run_dir")
-    else:
-        saved = {"fingerprint": fingerprint, "round": t, "selected": [str(r["id"]) for r in chosen],
-                 "results": {}, "cost": LabelerCost().to_dict()}
+    saved = load_state(path, fingerprint, _FRESH)
+    if saved is None:
+        saved = {"round": t, "selected": [str(r["id"]) for r in chosen], "results": {}, "cost": LabelerCost().to_dict()}
     rows = {str(r["id"]): r for r in chosen}
     for rid in saved["selected"]:
         if rid in saved["results"]:
@@ -318,9 +312,9 @@ def _label_round(path: Path, fingerprint: str, t: int, chosen: Sequence[Mapping[
         delta = LabelerCost(**labeler.cost.to_dict()) - before
         saved["results"][rid] = {"first_error": res.first_error, "labels": res.labels}
         saved["cost"] = (LabelerCost(**saved["cost"]) + delta).to_dict()
-        io.write_json(path, saved)
+        save_state(path, fingerprint, saved)
     if not path.is_file():  # nothing selected: still record the round
-        io.write_json(path, saved)
+        save_state(path, fingerprint, saved)
     return saved
 
 
@@ -343,26 +337,25 @@ def config_key(cfg: Any) -> dict[str, Any]:
 
 
 def _fingerprint(cfg: LoopConfig, prm: PRM, labeler: str, ids: Sequence[str], counts: Sequence[int] | None) -> str:
-    blob = json.dumps([LOOP_VERSION, config_key(cfg), asdict(prm.cfg), labeler, list(ids),
-                       list(counts) if counts is not None else None],
-                      sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    # one JSON list, the bytes loop version 2 hashed, so its saved runs keep their fingerprints
+    return job_key([LOOP_VERSION, config_key(cfg), asdict(prm.cfg), labeler, list(ids),
+                    list(counts) if counts is not None else None])
 
 
-def _save_checkpoint(path: Path, prm: PRM, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-    with io.atomic_path(path) as tmp:
-        tmp.mkdir()
+_FRESH = "use a fresh run_dir"
+
+
+def _save_checkpoint(path: Path, prm: PRM, opt: torch.optim.Optimizer, state: dict[str, Any], fingerprint: str) -> None:
+    def write_files(tmp: Path) -> None:
         save_model(prm, str(tmp / "model.safetensors"))
         torch.save(opt.state_dict(), tmp / "optimizer.pt")
-        (tmp / "state.json").write_text(io.dumps_line(state))
+
+    save_checkpoint(path, fingerprint, state, write_files)
 
 
 def _load_checkpoint(path: Path, prm: PRM, opt: torch.optim.Optimizer, fingerprint: str) -> dict[str, Any] | None:
-    if not (path / "state.json").is_file():
-        return None
-    state = json.loads((path / "state.json").read_text())
-    if state["fingerprint"] != fingerprint:
-        raise ValueError(f"checkpoint {path} was made with another config or pool; use a fresh run_dir")
-    load_model(prm, str(path / "model.safetensors"), device=str(next(prm.parameters()).device))
-    opt.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    state = load_checkpoint(path, fingerprint, _FRESH)
+    if state is not None:
+        load_model(prm, str(path / "model.safetensors"), device=str(next(prm.parameters()).device))
+        opt.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     return state

@@ -12,12 +12,13 @@ Rows come from a stream: epoch e is a seeded permutation of all rows, and group 
 [s * |G|, (s + 1) * |G|) of it (a group may straddle two epochs). So the data order is a pure
 function of (seed, s), and a checkpoint needs only the step number to know where it was.
 
-Checkpoints go to out_dir/checkpoints/step-{n}/ (written atomically): model.safetensors (backbone
-+ heads + initial head weights; the heads alone when the backbone is frozen), optimizer.pt,
-rng.pt (torch CPU RNG) and trainer_state.json (step, examples seen, losses, Python RNG, a
-fingerprint of config + data + backbone). With resume=True a run continues from the newest one
-and ends bit-identical to an uninterrupted run on the same machine: every ingredient of a step
-(parameters, AdamW moments, lr, rows, RNG) is restored exactly.
+Checkpoints go to out_dir/checkpoints/step-{n}/ (written atomically by prmflow.resume):
+model.safetensors (backbone + heads + initial head weights; the heads alone when the backbone is
+frozen), optimizer.pt, rng.pt (torch CPU RNG) and state.json (step, examples seen, losses, Python
+RNG, the job key of config + data + backbone, so another job's checkpoint is refused). With
+resume=True a run continues from the newest one and ends bit-identical to an uninterrupted run on
+the same machine: every ingredient of a step (parameters, AdamW moments, lr, rows, RNG) is
+restored exactly.
 
 Under `accelerate launch --num_processes W` the group's micro-batches are split over W processes
 and their gradients summed (prmflow.prm.parallel), which is the same optimizer step.
@@ -26,9 +27,7 @@ and their gradients summed (prmflow.prm.parallel), which is the same optimizer s
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
-import json
 import math
 import random
 import re
@@ -42,10 +41,10 @@ import torch
 from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 
-from prmflow.io import atomic_path
 from prmflow.policy.tiny import lr_at
 from prmflow.prm.model import PRM, TokenizedSteps, collate, head_data_mask, step_bce
 from prmflow.prm.parallel import Processes
+from prmflow.resume import STATE_FILE, job_key, load_checkpoint, save_checkpoint
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -253,7 +252,7 @@ def train_prm(prm: PRM, rows: Sequence[dict[str, Any]], cfg: TrainConfig, out_di
     else:
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
-        state = {"step": 0, "examples_seen": 0, "losses": [], "fingerprint": fingerprint}
+        state = {"step": 0, "examples_seen": 0, "losses": []}
     start = state["step"]
 
     prm.train()
@@ -282,7 +281,7 @@ def train_prm(prm: PRM, rows: Sequence[dict[str, Any]], cfg: TrainConfig, out_di
         state["losses"].append(loss)
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == total:
             if procs.is_main:
-                _save_checkpoint(ckpt_dir, ckpt_module, opt, state, cfg.keep_checkpoints)
+                _save_checkpoint(ckpt_dir, ckpt_module, opt, state, fingerprint, cfg.keep_checkpoints)
             procs.barrier()
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}")
@@ -331,39 +330,36 @@ def _wrap_lora(backbone: torch.nn.Module, r: int) -> PeftModel:
 
 
 def _fingerprint(cfg: TrainConfig, prm: PRM, examples: Sequence[Example]) -> str:
-    """sha256 of everything that decides the arithmetic: train + PRM config and the tokenized data."""
-    h = hashlib.sha256()
-    train = {k: v for k, v in asdict(cfg).items() if k not in _NOT_FINGERPRINTED}
+    """The job key of everything that decides the arithmetic: train + PRM config, the frozen
+    backbone's identity and the tokenized data."""
     ref = asdict(prm.backbone_ref) if prm.backbone_ref is not None else None  # a frozen backbone's identity
-    h.update(json.dumps([train, asdict(prm.cfg), ref], sort_keys=True).encode())
-    for e in examples:
-        h.update(json.dumps([e.id, e.tokens.input_ids, e.tokens.label_positions, e.targets]).encode())
-    return h.hexdigest()
+    rows = ([e.id, e.tokens.input_ids, e.tokens.label_positions, e.targets] for e in examples)
+    return job_key(cfg, [asdict(prm.cfg), ref, *rows], exclude=_NOT_FINGERPRINTED)
 
 
 def _latest_checkpoint(ckpt_dir: Path) -> Path | None:
     found = [(int(m.group(1)), p) for p in ckpt_dir.glob("step-*")
-             if (m := re.fullmatch(r"step-(\d+)", p.name)) and (p / "trainer_state.json").is_file()]
+             if (m := re.fullmatch(r"step-(\d+)", p.name)) and (p / STATE_FILE).is_file()]
     return max(found)[1] if found else None
 
 
-def _save_checkpoint(ckpt_dir: Path, prm: torch.nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any], keep: int) -> None:
-    with atomic_path(ckpt_dir / f"step-{state['step']}") as tmp:
-        tmp.mkdir()
+def _save_checkpoint(ckpt_dir: Path, prm: torch.nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any],
+                     fingerprint: str, keep: int) -> None:
+    def write_files(tmp: Path) -> None:
         save_model(prm, str(tmp / "model.safetensors"))
         torch.save(opt.state_dict(), tmp / "optimizer.pt")
         torch.save(torch.get_rng_state(), tmp / "rng.pt")
-        (tmp / "trainer_state.json").write_text(json.dumps({**state, "python_rng": random.getstate()}))
+
+    save_checkpoint(ckpt_dir / f"step-{state['step']}", fingerprint, {**state, "python_rng": random.getstate()},
+                    write_files)
     old = sorted((int(p.name.split("-")[1]), p) for p in ckpt_dir.glob("step-*") if re.fullmatch(r"step-\d+", p.name))
     for _, p in old[:-keep]:
         shutil.rmtree(p, ignore_errors=True)
 
 
 def _load_checkpoint(path: Path, prm: torch.nn.Module, opt: torch.optim.Optimizer, fingerprint: str) -> dict[str, Any]:
-    state = json.loads((path / "trainer_state.json").read_text())
-    if state["fingerprint"] != fingerprint:
-        raise ValueError(f"checkpoint {path} was made with another config or other data; "
-                         "use a fresh out_dir or resume=False")
+    state = load_checkpoint(path, fingerprint, "use a fresh out_dir or resume=False")
+    assert state is not None  # _latest_checkpoint found its state file
     load_model(prm, str(path / "model.safetensors"), device=str(next(prm.parameters()).device))
     opt.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     torch.set_rng_state(torch.load(path / "rng.pt", weights_only=True))
