@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from prmflow import io, shard
 from prmflow.config import RUNNER_FIELDS, GenerateConfig
-from prmflow.edu_tree import TreeConfig, grow_tree
+from prmflow.edu.tree import TreeConfig, grow_tree
 from prmflow.policy.hf_backend import token_offsets
 from prmflow.policy.base import Backend, SamplingConfig, derive_seed
 from prmflow.answers import is_real
