@@ -27,9 +27,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+from prmflow.edu.partition import PartitionConfig, partition  # noqa: E402
 from prmflow.io import write_json  # noqa: E402
 from prmflow.label.mc import answer_verifier, mc_estimates  # noqa: E402
-from prmflow.partition import PartitionConfig, partition  # noqa: E402
 from prmflow.policy.base import SamplingConfig  # noqa: E402
 from prmflow.policy.hf_backend import TransformersBackend  # noqa: E402
 from prmflow.synth import WorldConfig, format_prompt, generate_problems  # noqa: E402

@@ -10,7 +10,7 @@
    Prediction = first step scoring below the threshold (QwenLM/ProcessBench protocol); error_acc, correct_acc and their harmonic mean F1.
 3. Best-of-N: N solutions per held-out problem, picked by PRM (min/last/prod), PRM-weighted vote,
    majority vote; accuracy for N = 1, 2, 4, ...
-4. EDU-guided sampling (P-EDU, prmflow.edu_sampling): N candidates from entropy-branching trees
+4. EDU-guided sampling (P-EDU, prmflow.edu.sampling): N candidates from entropy-branching trees
    with PRM pruning vs N standard samples: accuracy and generated tokens over seeds.
 
 Outputs reports/eval/synthetic_processbench.json (keys `prm`, `all_ones`, `entropy`, each with

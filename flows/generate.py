@@ -4,8 +4,8 @@
 
 Outputs data/generations/generations.jsonl, one row per completion: `id`, `problem_id`,
 `sample_idx`, `prompt`, `text`, `token_ids`, `offsets`, `entropy` (nats, eq. 1 of
-prmflow.entropy), `top_logprobs`, `finish_reason`, plus the exact checker's `first_error` and
-`final_correct`. EDU trees (prmflow.edu_tree) grown from sample 0 of the first
+prmflow.edu.entropy), `top_logprobs`, `finish_reason`, plus the exact checker's `first_error` and
+`final_correct`. EDU trees (prmflow.edu.tree) grown from sample 0 of the first
 `generate.tree_problems` problems go to data/generations/tree.jsonl, one row per branch, same
 fields plus `parent`, `branch_pos`, `depth`, `suffix_tokens`. Summary in reports/generate.json, entropy histogram in reports/generate/.
 

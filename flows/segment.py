@@ -3,7 +3,7 @@
     python -m flows.segment [--params params.yaml]
 
 EDU-PRM (arXiv 2503.22233) puts a step boundary before every token whose entropy exceeds a
-threshold (prmflow.partition); `newline` and `chunk` are the static baselines. Each step also
+threshold (prmflow.edu.partition); `newline` and `chunk` are the static baselines. Each step also
 gets its exact gold label from the synthetic checker: a step is right iff its prefix contains
 no error. Outputs data/segments/segments.jsonl, reports/segment.json and PNG plots (entropy
 histogram with the threshold, steps per solution, step lengths).

@@ -147,8 +147,8 @@ def pedu_compare(cfg: EvaluateConfig, problems: list[dict[str, Any]], prompt_cfg
     """
     import statistics
 
-    from prmflow.edu_sampling import edu_guided_sample
-    from prmflow.edu_tree import TreeConfig
+    from prmflow.edu.sampling import edu_guided_sample
+    from prmflow.edu.tree import TreeConfig
     from prmflow.evaluate.bon import majority_vote, normalize_answer, select_prm
     from prmflow.evaluate.scoring import prm_steps
     from prmflow.evaluate.verdict import problem_kind

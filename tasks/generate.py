@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from prmflow import io, resume, shard
 from prmflow.config import SPEED_ONLY, GenerateConfig
-from prmflow.edu_tree import TreeConfig, grow_tree
+from prmflow.edu.tree import TreeConfig, grow_tree
 from prmflow.policy.hf_backend import token_offsets
 from prmflow.policy.base import Backend, SamplingConfig, derive_seed
 from prmflow.answers import is_real

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from prmflow.config import LabelQualityConfig
 from prmflow.label import LabelCost, answer_verifier, hard_label, label_quality, omega_labels
 from prmflow.label.runner import mc_label_solutions
-from prmflow.partition import PartitionConfig
+from prmflow.edu.partition import PartitionConfig
 from prmflow.policy import load_backend
 from prmflow.policy.base import SamplingConfig
 from tasks.label import to_solutions

@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from prmflow.config import SegmentConfig
 from prmflow.label.quality import first_error_of, gold_step_labels
-from prmflow.partition import PartitionConfig, calibrate, number_tokens, partition
+from prmflow.edu.partition import PartitionConfig, calibrate, number_tokens, partition
 
 
 def partition_config(cfg: SegmentConfig) -> PartitionConfig:

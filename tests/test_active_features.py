@@ -96,18 +96,18 @@ def test_a_cached_active_run_matches_the_uncached_one(tiny_model_dir, tmp_path):
     assert cache.backbone_passes == len(texts) == 12
 
 
-def test_budget_bench_cells_parse():
+def test_budget_sweep_cells_parse():
     import doctest
 
-    import bench.active_budget
+    import experiments.active_budget
 
-    assert doctest.testmod(bench.active_budget).failed == 0
+    assert doctest.testmod(experiments.active_budget).failed == 0
     with pytest.raises(SystemExit, match="not key=value"):
-        bench.active_budget.parse_cell("grad_steps")
+        experiments.active_budget.parse_cell("grad_steps")
 
 
-def test_pool_bench_extends_the_stage_pool_with_the_next_problems_of_the_stream(tmp_path):
-    from bench.active_pool import extra_problems
+def test_pool_sweep_extends_the_stage_pool_with_the_next_problems_of_the_stream(tmp_path):
+    from experiments.active_pool import extra_problems
     from prmflow import io
     from prmflow.config import ProblemsConfig
     from tasks.problems import sample_problems

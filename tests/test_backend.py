@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from prmflow.entropy import token_entropy
+from prmflow.edu.entropy import token_entropy
 from prmflow.policy import load_backend
 from prmflow.policy.base import SamplingConfig
 from prmflow.policy.hf_backend import TransformersBackend, load_model_and_tokenizer, token_offsets

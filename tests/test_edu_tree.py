@@ -2,7 +2,7 @@
 
 import pytest
 
-from prmflow.edu_tree import Tree, TreeConfig, branch_points, grow_tree, Node
+from prmflow.edu.tree import Tree, TreeConfig, branch_points, grow_tree, Node
 from prmflow.policy.base import Completion, SamplingConfig
 
 
@@ -110,7 +110,7 @@ def test_keep_prunes_a_branch_and_its_descendants():
 
 
 def test_edu_guided_sample_reaches_n_and_counts_tokens():
-    from prmflow.edu_sampling import edu_guided_sample
+    from prmflow.edu.sampling import edu_guided_sample
 
     class TrunkBackend(StubBackend):
         def generate_ids(self, prompt_ids, n, sampling, seeds=None):

@@ -4,7 +4,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prmflow.entropy import check_finite, token_entropy, topk_entropy, topk_entropy_upper
+from prmflow.edu.entropy import check_finite, token_entropy, topk_entropy, topk_entropy_upper
 
 
 def test_known_distributions():

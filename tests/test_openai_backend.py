@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from prmflow.entropy import topk_entropy
+from prmflow.edu.entropy import topk_entropy
 from prmflow.policy.base import SamplingConfig, sample_seed
 from prmflow.policy.openai_backend import OpenAIBackend, OpenAIBackendError
 
@@ -444,7 +444,7 @@ def _topk_and_full_entropy(hf, prompt_ids, token_ids):
     """(top-K estimate eq. 2, exact entropy) before each token, from transformers' full logits."""
     import torch
 
-    from prmflow.entropy import token_entropy
+    from prmflow.edu.entropy import token_entropy
 
     if not token_ids:
         return [], []

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import prmflow.partition
-from prmflow.partition import (
+import prmflow.edu.partition
+from prmflow.edu.partition import (
     PartitionConfig,
     anchors,
     boundaries,
@@ -45,7 +45,7 @@ def byte_tokenize(text, cuts):
 
 
 def test_docstring_examples():
-    failed, attempted = doctest.testmod(prmflow.partition)
+    failed, attempted = doctest.testmod(prmflow.edu.partition)
     assert attempted > 0 and failed == 0
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from prmflow.entropy import token_entropy, topk_entropy, topk_entropy_upper
+from prmflow.edu.entropy import token_entropy, topk_entropy, topk_entropy_upper
 from prmflow.policy.base import SamplingConfig
 
 from conftest import REPO, VLLM_PY
@@ -83,7 +83,7 @@ def test_greedy_matches_transformers_token_for_token(vllm_run, hf):
 def test_entropy_is_the_topk_estimate_within_its_bounds(vllm_run, hf):
     """Greedy run: vLLM returned all V logprobs, so (1) their exact entropy equals transformers'
     full-vocabulary entropy, and (2) the reported entropy is eq. 2 on the top K only, which is a
-    lower bound: H_K <= H <= H_K + r log(V - K) (prmflow.entropy). Sampled runs (top K only,
+    lower bound: H_K <= H <= H_K + r log(V - K) (prmflow.edu.entropy). Sampled runs (top K only,
     temperature 1 and 0.5 with top_p 0.9): the same sandwich against transformers' temperature-1
     entropy at the sampled positions (vLLM's logprobs are the raw, temperature-1 ones)."""
     _, out = vllm_run

@@ -16,7 +16,7 @@ world full labeling's F1 fell from about 0.83 to 0.76 in a last round of 9). Rou
     3. label S_t (the labeler may return unlabeled: paid for, counted, never trained on)
     4. `grad_steps` AdamW steps on the labeled part L_t of S_t only, each on the loss of
        `prmflow.prm.model.step_loss` over L_t (ActPRM: confident samples are left out of the
-       loss); no step when L_t is empty. The rate of round t of T is `lr_at(cfg, t, T)`:
+       loss); no step when L_t is empty. The rate of round t of T (`prmflow.schedule.lr_at`) is
 
            constant   lr
            linear     lr * (1 - (1 - lr_final) * u)                      u = (t - 1) / (T - 1)
@@ -46,7 +46,7 @@ import functools
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,9 +61,9 @@ from prmflow.evaluate.scoring import StepScorer, assess, score_rows
 from prmflow.label.quality import first_error_of
 from prmflow.prm import PRM, accumulate_grads, prepare_examples
 from prmflow.resume import job_key, load_checkpoint, load_state, save_checkpoint, save_state
+from prmflow.schedule import SCHEDULES, lr_at
 
 STRATEGIES = ("active", "random", "full")
-LR_SCHEDULES = ("constant", "linear", "cosine")
 LOOP_VERSION = 2
 """bumped when the same config would buy or train differently (2: the ragged last batch joins the
 one before it), so saved rounds and checkpoints of an older loop are never resumed"""
@@ -86,7 +86,7 @@ class LoopConfig:
     lr: float = 1e-3
     """AdamW learning rate (of the first round)"""
     lr_schedule: str = "constant"
-    """`constant` | `linear` | `cosine`: the rate over the stream's rounds (`lr_at`)"""
+    """`constant` | `linear` | `cosine`: the rate over the stream's rounds (`prmflow.schedule`)"""
     lr_final: float = 0.1
     """with a decaying schedule, the last round's rate as a fraction of lr"""
     weight_decay: float = 0.0
@@ -117,27 +117,10 @@ class LoopConfig:
             raise ValueError("batch_size, grad_steps, micro_batch_size, checkpoint_every must be >= 1, eval_every >= 0")
         if not 0 <= self.select_fraction <= 1:
             raise ValueError(f"select_fraction must be in [0, 1], got {self.select_fraction}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.lr_schedule not in SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}")
         if not 0 <= self.lr_final <= 1:
             raise ValueError(f"lr_final must be in [0, 1], got {self.lr_final}")
-
-
-def lr_at(cfg: LoopConfig, t: int, rounds: int) -> float:
-    """The learning rate of round t (1-based) of `rounds` (step 4 of the module docstring).
-
-    >>> c = LoopConfig(lr=1.0, lr_schedule="linear", lr_final=0.1)
-    >>> [round(lr_at(c, t, 4), 6) for t in (1, 2, 3, 4)]
-    [1.0, 0.7, 0.4, 0.1]
-    >>> [round(lr_at(replace(c, lr_schedule="cosine"), t, 3), 6) for t in (1, 2, 3)], lr_at(c, 1, 1)
-    ([1.0, 0.55, 0.1], 1.0)
-    """
-    if cfg.lr_schedule == "constant" or rounds <= 1:
-        return cfg.lr
-    u = (t - 1) / (rounds - 1)
-    if cfg.lr_schedule == "linear":
-        return cfg.lr * (1 - (1 - cfg.lr_final) * u)
-    return cfg.lr * (cfg.lr_final + (1 - cfg.lr_final) * (1 + math.cos(math.pi * u)) / 2)
 
 
 def pool_order(ids: Sequence[str], seed: int) -> list[int]:
@@ -249,7 +232,7 @@ def run_active_learning(prm: PRM, pool: Sequence[Mapping[str, Any]], problems: M
             examples = prepare_examples(prm, rows, "hard", prm.cfg.max_len)
             torch.manual_seed(cfg.seed * 1_000_003 + t)
             for group in opt.param_groups:
-                group["lr"] = lr_at(cfg, t, len(batches))
+                group["lr"] = lr_at(t - 1, len(batches) - 1, cfg.lr, schedule=cfg.lr_schedule, final=cfg.lr_final)
             prm.train()
             for _ in range(cfg.grad_steps):
                 opt.zero_grad(set_to_none=True)

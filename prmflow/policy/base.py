@@ -88,7 +88,7 @@ class Completion:
     """character span [start, end) of each token in `text`; a token that ends inside a
     multi-byte character gets an empty span at the character's start"""
     entropy: list[float]
-    """H_t in nats of the next-token distribution that produced token t (eq. 1, prmflow.entropy)"""
+    """H_t in nats of the next-token distribution that produced token t (eq. 1, prmflow.edu.entropy)"""
     top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
     """per token: the top-k (token id, logprob) pairs at temperature 1"""
     finish_reason: str = "stop"

@@ -5,7 +5,7 @@ Per batch of prompts:
   2. expand:  repeat the cache n times (`batch_repeat_interleave`),   B -> B*n rows,
      so n samples share one prompt encoding;
   3. decode:  one token per step for every row, recording H_t from the full logits
-     (prmflow.entropy.token_entropy) and sampling with a per-row generator, so each
+     (prmflow.edu.entropy.token_entropy) and sampling with a per-row generator, so each
      sample's random stream depends on (seed, prompt, sample) and not on its neighbours.
 
 Memory is bounded by design: everything runs under `torch.no_grad` (no autograd graph; not
@@ -34,7 +34,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.cache_utils import Cache, DynamicLayer
 
-from prmflow.entropy import check_finite, entropy_from_logprobs
+from prmflow.edu.entropy import check_finite, entropy_from_logprobs
 from prmflow.policy.base import Completion, SamplingConfig, TokenizerFrontEnd, apply_stop, prompt_seeds, sample_seed
 
 HEAD_MIN_ROWS = 64

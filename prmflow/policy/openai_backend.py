@@ -20,11 +20,11 @@ How it maps the interface onto the API:
   extensions (`vllm_extensions=False`) falls back to re-tokenising the returned text, accepted
   only if it yields as many tokens as the server reported (else an error: the ids are not
   recoverable).
-- **Entropy** is the top-k "other bucket" estimate of `prmflow.entropy.topk_entropy` (eq. 2), as
+- **Entropy** is the top-k "other bucket" estimate of `prmflow.edu.entropy.topk_entropy` (eq. 2), as
   in `VLLMBackend`: the k most likely entries of each position's `top_logprobs` (k =
   `top_logprobs`, default 20 = vLLM's default `--max-logprobs`). The API adds the sampled token
   when it is outside the top k; taking the k largest drops it, so the estimate never depends on
-  the draw. It is a lower bound on the full-vocabulary entropy (see prmflow.entropy).
+  the draw. It is a lower bound on the full-vocabulary entropy (see prmflow.edu.entropy).
   For temperature-1 entropies the server must return raw logprobs: vLLM's default
   `--logprobs-mode raw_logprobs`. `vllm_server_argv` builds a server command with the settings
   that make its outputs match `VLLMBackend` (float32, `--generation-config vllm`, ...).
@@ -60,7 +60,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from prmflow.entropy import topk_entropy
+from prmflow.edu.entropy import topk_entropy
 from prmflow.policy.base import Completion, SamplingConfig, TokenizerFrontEnd, apply_stop, prompt_seeds, sample_seed
 from prmflow.policy.hf_backend import token_offsets
 

@@ -12,7 +12,6 @@ solution tokens only (the prompt is context, not a target).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +19,8 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+from prmflow.schedule import lr_at
 
 PAD, EOS = "<pad>", "</s>"
 
@@ -106,14 +107,6 @@ def collate(batch: Sequence[Example], pad_id: int) -> tuple[torch.Tensor, torch.
     return ids, attn, labels
 
 
-def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
-    """Linear warmup to `peak`, then cosine decay to peak/10."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
 def train_lm(model: PreTrainedModel, examples: Sequence[Example], *, steps: int, batch_size: int, lr: float,
              warmup_steps: int, weight_decay: float, pad_id: int, seed: int,
              on_step: Callable[[int, float, float], None] | None = None) -> list[float]:
@@ -136,7 +129,7 @@ def train_lm(model: PreTrainedModel, examples: Sequence[Example], *, steps: int,
         idx, order = order[:batch_size], order[batch_size:]
         batch = [examples[i] for i in idx]
         ids, attn, labels = collate(batch, pad_id)
-        cur_lr = lr_at(step, steps, warmup_steps, lr)
+        cur_lr = lr_at(step, steps, lr, warmup=warmup_steps)  # linear warmup, cosine to lr / 10
         for group in opt.param_groups:
             group["lr"] = cur_lr
         loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss

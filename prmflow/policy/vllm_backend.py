@@ -20,7 +20,7 @@ How it maps the interface onto vLLM:
   different random streams, so sampled (non-greedy) texts differ between them; greedy ones agree.
 - **Entropy** needs the full next-token distribution, which vLLM does not return. We ask for the
   top-k logprobs per token (`logprobs=k`, k = `entropy_top_k`, default 20), taken from the raw
-  temperature-1 logits (`logprobs_mode="raw_logprobs"`), and report eq. 2 of `prmflow.entropy`
+  temperature-1 logits (`logprobs_mode="raw_logprobs"`), and report eq. 2 of `prmflow.edu.entropy`
   (`topk_entropy`): the entropy of the top-k probabilities plus the leftover mass
   r = 1 - sum(top-k) as one "other" bucket. It is a lower bound: H_k <= H <= H_k + r log(V - k)
   (`topk_entropy_upper`), exact when the top k hold all the mass. Only the k ranked entries are
@@ -50,7 +50,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from prmflow.entropy import topk_entropy
+from prmflow.edu.entropy import topk_entropy
 from prmflow.policy.base import Completion, SamplingConfig, TokenizerFrontEnd, apply_stop, prompt_seeds, sample_seed
 from prmflow.policy.hf_backend import token_offsets
 

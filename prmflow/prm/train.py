@@ -41,10 +41,10 @@ import torch
 from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 
-from prmflow.policy.tiny import lr_at
 from prmflow.prm.model import PRM, TokenizedSteps, collate, head_data_mask, step_bce
 from prmflow.prm.parallel import Processes
 from prmflow.resume import STATE_FILE, job_key, load_checkpoint, save_checkpoint
+from prmflow.schedule import lr_at
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -258,7 +258,7 @@ def train_prm(prm: PRM, rows: Sequence[dict[str, Any]], cfg: TrainConfig, out_di
     prm.train()
     bar = tqdm(total=total, initial=start, desc="train prm", disable=not (cfg.progress_bar and procs.is_main))
     for step in range(start, total):
-        lr = lr_at(step, total, cfg.warmup_steps, cfg.lr)
+        lr = lr_at(step, total, cfg.lr, warmup=cfg.warmup_steps)  # linear warmup, cosine to lr / 10
         for g in opt.param_groups:
             g["lr"] = lr
         group = [examples[j] for j in example_order(len(examples), cfg.seed, step * group_size, group_size)]

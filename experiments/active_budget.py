@@ -1,6 +1,6 @@
 """Is the ActPRM loop bound by labels or by optimization? Active vs random vs full per loop setting.
 
-    python -m bench.active_budget [--params params.yaml] [--seeds 0 1 2] \
+    python -m experiments.active_budget [--params params.yaml] [--seeds 0 1 2] \
         [--cells grad_steps=3 grad_steps=10 pool_size=0,grad_steps=10 ...]
 
 Each cell overrides fields of params.yaml's `active` section (comma-separated key=value; values
@@ -11,7 +11,7 @@ summary is `prmflow.active.summarize` plus `paired_at_budget` (`paired`: per see
 F1 minus random's and minus full's, and its label fraction), as in reports/active/summary.json.
 `full` ignores the selection thresholds, so cells that differ only in `p`, `std_threshold` and
 `select_fraction` share its runs. Writes
-reports/bench/active_budget.json after every cell. No Prefect, no MLflow; state goes to a
+reports/sweeps/active_budget.json after every cell. No Prefect, no MLflow; state goes to a
 temporary directory.
 
 If selection is to pay, active must reach full's F1 with fewer labels than random does; that can
@@ -97,7 +97,7 @@ def main() -> None:
     ap.add_argument("--cells", nargs="+", default=["grad_steps=3", "grad_steps=10", "grad_steps=30",
                                                    "pool_size=0,grad_steps=3", "pool_size=0,grad_steps=10",
                                                    "pool_size=0,grad_steps=30"])
-    ap.add_argument("--out", default="reports/bench/active_budget.json")
+    ap.add_argument("--out", default="reports/sweeps/active_budget.json")
     ap.add_argument("--eval", default="data/eval/synthetic_processbench.jsonl")
     args = ap.parse_args()
 

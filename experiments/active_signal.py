@@ -1,6 +1,6 @@
 """Is the ensemble's uncertainty a signal? How well each score ranks the solutions it gets wrong.
 
-    python -m bench.active_signal [--params params.yaml] [--seeds 0 1 2 3 4] [--train 320]
+    python -m experiments.active_signal [--params params.yaml] [--seeds 0 1 2 3 4] [--train 320]
 
 Per seed, a fresh ensemble PRM (params.yaml's `active` section, frozen backbone, cached head
 inputs) runs strategy `full` of the active loop on the first `--train` solutions of the seeded
@@ -13,7 +13,7 @@ each uncertainty score, the AUROC of ranking the wrong solutions above the right
     n_steps   the number of steps                                    (a trivial baseline)
 
 plus the error rate among the solutions the configured rule calls confident and among the rest.
-Writes reports/bench/active_signal.json. No Prefect, no MLflow; loop state in a temp dir.
+Writes reports/sweeps/active_signal.json. No Prefect, no MLflow; loop state in a temp dir.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def main() -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--train", type=int, default=320)
-    ap.add_argument("--out", default="reports/bench/active_signal.json")
+    ap.add_argument("--out", default="reports/sweeps/active_signal.json")
     args = ap.parse_args()
 
     cfg = replace(load_section(args.params, "active", ActiveConfig), cache_features=True, freeze_backbone=True)

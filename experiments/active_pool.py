@@ -1,12 +1,12 @@
 """Does ActPRM's selection pay more on a bigger pool? Active vs random vs full as the pool grows.
 
-    python -m bench.active_pool [--params params.yaml] [--scales 1 2 3] [--seeds 50 51 ...]
+    python -m experiments.active_pool [--params params.yaml] [--scales 1 2 3] [--seeds 50 51 ...]
 
 On the default pool (about 1673 solutions) ActPRM labels 77% and beats random selection at the
 same per-round counts by +0.010 F1, an interval that touches 0 (reports/active/summary.json).
 The ensemble grows more confident as it trains (it skips 2% of a batch at round 3 and about
 30% in the last rounds), so a longer stream should lower the label fraction and give selection
-more to choose from. This benchmark tests that. It extends the pool and runs, for each scale and
+more to choose from. This sweep tests that. It extends the pool and runs, for each scale and
 seed, what stage `active` runs: `full`, `active`, then `random` at active's per-round counts,
 through the stage's own task function (tasks.active.run_strategy, oracle labeler, params.yaml's
 `active` section, cached head inputs).
@@ -20,15 +20,15 @@ scale s is the stage's own pool plus the extras of the first n_pool * (s - 1) ex
 
 The extras are sampled in blocks of n_pool problems, one generation job each, so the pool of
 scale s does not depend on the largest scale asked for. They are kept under
-checkpoints/bench/active_pool/ (keyed by the generate knobs, the policy's bytes and the block's
+checkpoints/sweeps/active_pool/ (keyed by the generate knobs, the policy's bytes and the block's
 problems), so a rerun does not sample again. `--set key=value,...` overrides fields of the
-`active` section, as bench.active_budget's cells do.
+`active` section, as experiments.active_budget's cells do.
 
 Two statistics per scale, both paired by seed (prmflow.active.compare): `paired` compares the
 final F1 (mean of the last `final_window` evaluations); `plateau` averages the per-round
 difference over the evaluations in the second half of the stream, where every strategy's F1
 has levelled off, so it reads many models per run instead of the last few. Writes
-reports/bench/active_pool.json (with every run's curve) after every scale. No Prefect runs, no MLflow.
+reports/sweeps/active_pool.json (with every run's curve) after every scale. No Prefect runs, no MLflow.
 """
 
 from __future__ import annotations
@@ -54,11 +54,11 @@ def extra_problems(params: str, pool_path: str, scale: int) -> list[dict[str, An
 
     pcfg = load_section(params, "problems", ProblemsConfig)
     if pcfg.source != "synthetic":
-        raise SystemExit(f"bench.active_pool: problems.source is {pcfg.source!r}; only the synthetic stream extends")
+        raise SystemExit(f"experiments.active_pool: problems.source is {pcfg.source!r}; only the synthetic stream extends")
     pool = sample_problems.fn(replace(pcfg, n_pool=pcfg.n_pool * scale))["pool"]
     have = [r["id"] for r in io.read_jsonl(pool_path)]
     if [r["id"] for r in pool[: len(have)]] != have:
-        raise SystemExit(f"bench.active_pool: {pool_path} is not the prefix of the problem stream params.yaml "
+        raise SystemExit(f"experiments.active_pool: {pool_path} is not the prefix of the problem stream params.yaml "
                          "draws; run `dvc repro problems` first")
     return pool[len(have):]
 
@@ -89,18 +89,18 @@ def extra_segments(params: str, problems: list[dict[str, Any]], state_root: Path
 
 
 def main() -> None:
-    from bench.active_budget import paired_line, parse_cell, run_strategies
+    from experiments.active_budget import paired_line, parse_cell, run_strategies
     from flows.active import load_eval, load_pool
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--scales", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--seeds", type=int, nargs="+", default=list(range(50, 60)))
-    ap.add_argument("--out", default="reports/bench/active_pool.json")
+    ap.add_argument("--out", default="reports/sweeps/active_pool.json")
     ap.add_argument("--pool-problems", default="data/problems/pool.jsonl")
     ap.add_argument("--segments", default="data/segments/segments.jsonl")
     ap.add_argument("--eval", default="data/eval/synthetic_processbench.jsonl")
-    ap.add_argument("--state", default="checkpoints/bench/active_pool")
+    ap.add_argument("--state", default="checkpoints/sweeps/active_pool")
     ap.add_argument("--set", default="", help="override fields of params.yaml's active section: key=value,...")
     ap.add_argument("--plot-only", action="store_true", help="only redraw the PNGs from --out")
     args = ap.parse_args()

@@ -6,7 +6,7 @@ prefixes are generated once, so N candidates cost fewer tokens than N independen
 paper reports +2.6 accuracy points with 32% fewer tokens. We measure it (prmflow.flows.evaluate).
 
 Procedure for one problem, target N candidates:
-    repeat: sample a trunk; grow an EDU tree from it (prmflow.edu_tree) with the remaining
+    repeat: sample a trunk; grow an EDU tree from it (prmflow.edu.tree) with the remaining
             branch budget, asking `keep` about each new branch
     until N non-pruned trajectories exist, or `max_trunks` trunks were tried.
 Pruned branches still cost their tokens but are not candidates. If everything was pruned, the
@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from prmflow.edu_tree import Tree, TreeConfig, grow_tree
+from prmflow.edu.tree import Tree, TreeConfig, grow_tree
 from prmflow.policy.base import Backend, SamplingConfig
 
 

@@ -1,15 +1,15 @@
 """Sweep ActPRM's confidence thresholds (p, std_threshold): how many labels each buys, at what F1.
 
-    python -m bench.active_sweep [--params params.yaml] [--seeds 0] [--grid 0.9:0.01 0.8:0.05 ...]
+    python -m experiments.active_sweep [--params params.yaml] [--seeds 0] [--grid 0.9:0.01 0.8:0.05 ...]
 
 Why: with the released ActPRM defaults (p 0.9, std 0.01) a small ensemble on a small pool may
 never be confident, so `active` labels everything and selection cannot pay. This runs the real
 loop of stage `active` (prmflow.active.run_active_learning, the oracle labeler, the same pool,
 eval rows and PRM config from params.yaml's `active` section) once per (p, std) and seed with
 the strategy `active`, plus `full` once per seed as the reference, and writes
-reports/bench/active_sweep.json: labels spent, final F1 (trailing mean of `final_window`
+reports/sweeps/active_sweep.json: labels spent, final F1 (trailing mean of `final_window`
 evaluations, as the stage reports it) and the labels needed to reach `full`'s final F1 gain.
-No Prefect, no MLflow: a benchmark, not a stage. State goes to a temporary directory.
+No Prefect, no MLflow: a research sweep, not a stage. State goes to a temporary directory.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--grid", nargs="+", default=["0.9:0.01", "0.8:0.05", "0.7:0.05", "0.8:0.1"],
                     help="p:std_threshold pairs")
-    ap.add_argument("--out", default="reports/bench/active_sweep.json")
+    ap.add_argument("--out", default="reports/sweeps/active_sweep.json")
     args = ap.parse_args()
 
     cfg = load_section(args.params, "active", ActiveConfig)
