@@ -107,6 +107,28 @@ class EngineOptions:
         return {}
 
 
+LAUNCHERS = ("python", "accelerate")
+"""how `python -m flows.launch <stage>` starts a stage: one process | `accelerate launch` (one per device)"""
+MIXED_PRECISION = ("no", "bf16", "fp16")
+"""`accelerate launch --mixed_precision` values"""
+
+
+def check_launch(launcher: str, num_processes: int, mixed_precision: str) -> None:
+    """Raise ValueError on a bad launcher knob (stage `train`, flows.launch.LaunchConfig).
+
+    >>> check_launch("torchrun", 1, "no")
+    Traceback (most recent call last):
+    ...
+    ValueError: launcher must be one of python, accelerate, got 'torchrun'
+    """
+    if launcher not in LAUNCHERS:
+        raise ValueError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
+    if num_processes < 1:
+        raise ValueError(f"num_processes must be >= 1, got {num_processes}")
+    if mixed_precision not in MIXED_PRECISION:
+        raise ValueError(f"mixed_precision must be one of {', '.join(MIXED_PRECISION)}, got {mixed_precision!r}")
+
+
 TASK_RUNNERS = ("thread", "ray")
 
 
@@ -440,7 +462,7 @@ class TrainConfig:
     lora_r: int = 0
     """0 = train the backbone itself (or freeze it); > 0 = LoRA of this rank (peft), merged on save"""
     launcher: str = "python"
-    """how `python -m prmflow.launch train` starts the stage: `python` (one process) | `accelerate`
+    """how `python -m flows.launch train` starts the stage: `python` (one process) | `accelerate`
     (`accelerate launch`, one data-parallel process per device; prmflow.prm.train reduces gradients)"""
     num_processes: int = 1
     """accelerate: processes (GPUs on one node)"""
@@ -448,9 +470,7 @@ class TrainConfig:
     """accelerate: autocast precision of the forward pass (no | bf16 | fp16)"""
 
     def __post_init__(self) -> None:
-        from prmflow.launch import LaunchConfig  # validates launcher, num_processes, mixed_precision
-
-        LaunchConfig(self.launcher, self.num_processes, self.mixed_precision)
+        check_launch(self.launcher, self.num_processes, self.mixed_precision)
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
         if self.lora_r < 0:
