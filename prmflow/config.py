@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import yaml
 
 from prmflow.io import DataError
+from prmflow.partition import PartitionConfig
 from prmflow.policy import BACKENDS
 from prmflow.prompts import PromptConfig
 
@@ -296,34 +297,21 @@ class GenerateConfig(RunnerOptions, EngineOptions):
 
 
 @dataclass(frozen=True)
-class SegmentConfig:
-    """Stage `segment`: cut each completion into steps (prmflow.partition)."""
+class SegmentConfig(PartitionConfig):
+    """Stage `segment`: cut each completion into steps. The partition knobs (strategy,
+    entropy_threshold, percentile, target_mean_steps, min_len, max_len, chunk_len, keep_numbers)
+    are prmflow.partition.PartitionConfig's, so the stage passes this config to it as is."""
 
-    strategy: str = "fixed"
-    """`fixed` | `percentile` | `calibrated` (entropy, EDU-PRM) or `newline` | `chunk` (baselines)"""
-    entropy_threshold: float = 1.0
-    """nats; a boundary goes before each token above it (fixed); the paper uses 1.0"""
-    percentile: float = 90.0
-    """per-solution percentile of token entropy used as the threshold (percentile)"""
-    target_mean_steps: float = 6.0
-    """mean steps per solution the calibrated threshold aims for (calibrated)"""
     calibration_size: int = 200
     """completions the calibrated threshold is fitted on (the first ones, by id order)"""
-    min_len: int = 2
-    """fewest tokens in a step (a boundary that would make a shorter step is skipped)"""
-    max_len: int = 64
-    """most tokens in a step (a boundary is forced)"""
-    chunk_len: int = 16
-    """tokens per step (chunk)"""
     include_tree: bool = True
     """also segment the EDU-tree branches from data/generations/tree.jsonl"""
     calibrate_count: str = "auto"
     """calibrated: what the target counts (prmflow.partition.calibrate): `all` steps, `anchors`
     (the entropy cuts' steps, without max_len), or `auto` (anchors when forced cuts dominate)"""
-    keep_numbers: bool = False
-    """never cut inside a number (real text: "1,2|50" is no step boundary)"""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.calibrate_count not in ("all", "anchors", "auto"):
             raise ValueError(f"calibrate_count must be all, anchors or auto, got {self.calibrate_count!r}")
 
