@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import yaml
 
 from prmflow.io import DataError
+from prmflow.options import ActiveLoopOptions, HeadOptions, PRMOptions, TrainOptions
 from prmflow.partition import PartitionConfig
 from prmflow.policy import BACKENDS
 from prmflow.prompts import PromptConfig
@@ -392,63 +393,20 @@ class LabelQualityConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Stage `train`: a step-token PRM on the labeled steps (prmflow.prm)."""
+class TrainConfig(TrainOptions, PRMOptions):
+    """Stage `train`: a step-token PRM on the labeled steps (prmflow.prm). The PRM's knobs are
+    prmflow.options.PRMOptions (PRMConfig's), the optimisation's TrainOptions (prmflow.prm.train's
+    TrainConfig); tasks.train hands each group on with `options_of`."""
 
     backbone: str = "models/policy"
     """backbone dir or hub id (any HF causal LM); the default PRM starts from the policy's weights.
     A frozen backbone is saved as a pointer to this path (relative = to the repo root), not a copy"""
     policy: str = "models/policy"
     """the policy that generated the labeled steps; lm_features needs backbone to be this model"""
-    num_heads: int = 1
-    """reward heads (E > 1 = ActPRM-style ensemble; scores are the mean sigmoid over heads)"""
-    head_hidden: int = 0
-    """0 = linear heads; > 0 = MLP heads with this hidden width"""
-    head_data_keep: float = 1.0
-    """per-head random data mask: each head trains on an example with this probability"""
-    l2_to_init: float = 0.0
-    """L2 pull of each head toward its initial weights"""
-    label_type: str = "hard"
-    """`hard` (Math-Shepherd hard estimation) or `soft` (fraction of rollouts right)"""
-    max_len: int = 512
-    """context limit in tokens; longer solutions lose whole steps from the end (counted)"""
-    lr: float = 1e-3
-    """peak AdamW learning rate"""
-    epochs: float = 3.0
-    """passes over the labeled rows (ignored when steps > 0)"""
-    steps: int = 0
-    """optimizer steps (0 = from epochs)"""
-    batch_size: int = 16
-    """rows per micro-batch"""
-    grad_accum: int = 1
-    """micro-batches per optimizer step"""
-    weight_decay: float = 0.0
-    """AdamW weight decay"""
-    warmup_steps: int = 20
-    """linear warmup steps"""
-    seed: int = 0
-    """seed of head init, data order and data masks"""
-    checkpoint_every: int = 50
-    """optimizer steps between checkpoints (a killed run resumes from the last one)"""
-    freeze_backbone: bool = False
-    """train the heads only"""
-    lm_features: bool = False
-    """heads also read the backbone's own LM statistics per step (min/mean token log-prob, max
-    entropy; prmflow.prm.model); needs a causal-LM backbone that is the policy (backbone = policy)"""
-    cache_features: bool = False
-    """with freeze_backbone: run the backbone once per row, not once per row and epoch (the
-    heads train on cached inputs; equal up to float rounding, so off keeps the default's bytes)"""
-    add_bos: bool = True
-    """put the tokenizer's BOS id first, once (Gemma, Llama); a no-op for tokenizers without BOS"""
-    step_tokenization: str = "pieces"
-    """`pieces` (prompt and each step tokenized alone) | `joined` (the text tokenized once, split at
-    step boundaries; right for SentencePiece tokenizers); prmflow.prm.tokenization"""
     register_name: str = "prmflow-prm"
     """MLflow registered model name ("" = do not register)"""
     dtype: str = "float32"
     """backbone weight dtype (float32 | bfloat16 | float16); the heads stay float32"""
-    lora_r: int = 0
-    """0 = train the backbone itself (or freeze it); > 0 = LoRA of this rank (peft), merged on save"""
     launcher: str = "python"
     """how `python -m flows.launch train` starts the stage: `python` (one process) | `accelerate`
     (`accelerate launch`, one data-parallel process per device; prmflow.prm.train reduces gradients)"""
@@ -458,17 +416,13 @@ class TrainConfig:
     """accelerate: autocast precision of the forward pass (no | bf16 | fp16)"""
 
     def __post_init__(self) -> None:
+        self.check_prm()
+        self.check_train()
         check_launch(self.launcher, self.num_processes, self.mixed_precision)
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
-        if self.lora_r < 0:
-            raise ValueError(f"lora_r must be >= 0, got {self.lora_r}")
         if self.lora_r > 0 and self.freeze_backbone:
             raise ValueError("lora_r > 0 trains LoRA adapters on the backbone; it contradicts freeze_backbone: true")
-        if self.cache_features and not self.freeze_backbone:
-            raise ValueError("cache_features caches a frozen backbone's outputs; it needs freeze_backbone: true")
-        if self.step_tokenization not in ("pieces", "joined"):
-            raise ValueError(f"step_tokenization must be 'pieces' or 'joined', got {self.step_tokenization!r}")
 
 
 @dataclass(frozen=True)
@@ -543,8 +497,10 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
-class ActiveConfig(RunnerOptions):
-    """Stage `active`: ActPRM pool-based active learning vs random and full labeling (prmflow.active)."""
+class ActiveConfig(RunnerOptions, ActiveLoopOptions, HeadOptions):
+    """Stage `active`: ActPRM pool-based active learning vs random and full labeling (prmflow.active).
+    The ensemble's knobs are prmflow.options.HeadOptions (PRMConfig's), the loop's ActiveLoopOptions
+    (prmflow.active.loop.LoopConfig's); tasks.active hands each group on with `options_of`."""
 
     # experiment
     strategies: list[str] = field(default_factory=lambda: ["full", "active", "random"])
@@ -558,55 +514,13 @@ class ActiveConfig(RunnerOptions):
     # ensemble PRM
     backbone: str = "models/policy"
     """backbone of the PRM (every run starts from the same fresh ensemble on it)"""
-    num_heads: int = 4
-    """ensemble heads whose spread is the epistemic uncertainty"""
-    head_hidden: int = 0
-    """0 = linear heads; > 0 = MLP heads with this hidden width"""
-    head_data_keep: float = 0.5
-    """ActPRM data mask: each head trains on a solution with this probability"""
-    l2_to_init: float = 0.001
-    """L2 pull of each head toward its initial weights (keeps the heads diverse)"""
-    max_len: int = 512
-    """PRM context limit in tokens"""
-    lm_features: bool = False
-    """heads also read the backbone's own LM statistics per step (as train.lm_features)"""
     freeze_backbone: bool = False
     """train the heads only (the backbone, and with it the likelihood features, stay the policy's)"""
-    cache_features: bool = False
-    """with freeze_backbone: run the backbone once per solution and train/score the heads on the
-    cached head inputs (prmflow.active.features; same numbers up to float rounding, much faster)"""
-    # selection
-    p: float = 0.9
-    """a step is confident only if head_mean >= p or <= 1 - p"""
-    std_threshold: float = 0.01
-    """a step is confident only if head_std (population std over heads) <= std_threshold"""
-    select_fraction: float = 0.5
-    """`random` run without an `active` run to match labels round(select_fraction * batch) per round"""
     # loop
     pool_size: int = 640
     """pool solutions streamed (the first ones in id order; 0 = all of data/segments)"""
-    batch_size: int = 32
-    """pool solutions scored per round (640 / 32 = 20 rounds)"""
-    lr: float = 0.001
-    """AdamW learning rate (of the first round)"""
-    lr_schedule: str = "constant"
-    """`constant` | `linear` | `cosine`: the rate over the stream's rounds (prmflow.active.loop.lr_at)"""
-    lr_final: float = 0.1
-    """with linear or cosine, the last round's rate as a fraction of lr"""
-    weight_decay: float = 0.0
-    """AdamW weight decay"""
-    grad_steps: int = 3
-    """optimizer steps per round on the round's labeled solutions"""
-    micro_batch_size: int = 32
-    """solutions per forward/backward (speed only)"""
-    eval_every: int = 2
-    """rounds between synthetic-ProcessBench evaluations (plus before the first and after the last)"""
     eval_size: int = 0
     """eval rows used (a seeded sample of data/eval; 0 = all)"""
-    score_batch_size: int = 32
-    """solutions per scoring forward pass (speed only)"""
-    checkpoint_every: int = 1
-    """rounds between loop checkpoints (labels are saved after every labeled solution regardless)"""
     # labeler
     labeler: str = "oracle"
     """`oracle` (exact checker) | `mc` (rollouts) | `judge` (LLM endpoint) | `consensus` (two must agree)"""
@@ -646,6 +560,8 @@ class ActiveConfig(RunnerOptions):
         if self.task_runner == "ray":  # the runs share one in-process feature cache and nest MLflow runs in order
             raise ValueError("task_runner 'ray' is not supported by the active stage yet (active.task_runner): "
                              "its (strategy, seed) runs share one in-process feature cache; use thread")
+        self.check_heads()
+        self.check_loop()
         if not self.strategies or not set(self.strategies) <= {"active", "random", "full"}:
             raise ValueError(f"active.strategies must be a non-empty subset of active, random, full: {self.strategies}")
         if not self.seeds:
@@ -654,10 +570,6 @@ class ActiveConfig(RunnerOptions):
             raise ValueError(f"active.labeler must be oracle, mc, judge or consensus, got {self.labeler!r}")
         if self.cache_features and not self.freeze_backbone:
             raise ValueError("active.cache_features needs active.freeze_backbone: true (a trained backbone changes the features)")
-        if self.lr_schedule not in ("constant", "linear", "cosine"):
-            raise ValueError(f"active.lr_schedule must be constant, linear or cosine, got {self.lr_schedule!r}")
-        if not 0 <= self.lr_final <= 1:
-            raise ValueError(f"active.lr_final must be in [0, 1], got {self.lr_final}")
 
 
 EXPERIMENTS = ("label_efficiency", "data_efficiency", "threshold_ablation", "active_learning", "edu_sampling")

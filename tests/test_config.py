@@ -107,6 +107,8 @@ def test_config_doctests():
     import doctest
 
     import prmflow.config
+    import prmflow.options
 
-    failed, attempted = doctest.testmod(prmflow.config)
-    assert attempted > 0 and failed == 0
+    for module in (prmflow.config, prmflow.options):
+        failed, attempted = doctest.testmod(module)
+        assert attempted > 0 and failed == 0, module.__name__
