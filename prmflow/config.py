@@ -270,7 +270,7 @@ class GenerateConfig(RunnerOptions, EngineOptions):
     """generation budget per sample"""
     top_logprobs: int = 3
     """top-k logprobs stored per token (0 = none)"""
-    batch_size: int = 32
+    batch_size: int = 64
     """prompts per forward batch (each expanded to n samples); speed only, output is independent"""
     decimals: int = 5
     """entropies and logprobs are rounded to this many decimals in the artifact"""
@@ -465,7 +465,7 @@ class EvaluateConfig:
     """nats; EDU-guided sampling branches only at tokens above it"""
     pedu_prune: float = 0.2
     """a branch whose PRM score falls below this is pruned (the paper's P-EDU uses 0.2)"""
-    pedu_seeds: int = 3
+    pedu_seeds: int = 5
     """independent repetitions of the comparison (mean and spread are reported)"""
     # named ProcessBench files and real problems (prmflow.evaluate.verdict); the defaults change nothing
     processbench_files: dict[str, str] = field(default_factory=dict)
@@ -517,7 +517,7 @@ class ActiveConfig(RunnerOptions, ActiveLoopOptions, HeadOptions):
     freeze_backbone: bool = False
     """train the heads only (the backbone, and with it the likelihood features, stay the policy's)"""
     # loop
-    pool_size: int = 640
+    pool_size: int = 0
     """pool solutions streamed (the first ones in id order; 0 = all of data/segments)"""
     eval_size: int = 0
     """eval rows used (a seeded sample of data/eval; 0 = all)"""
@@ -629,6 +629,34 @@ class ConvertConfig:
     def __post_init__(self) -> None:
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
+
+
+PARAMS_DIFFERENT_FROM_DEFAULTS: dict[str, str] = {
+    "segment.strategy": "PartitionConfig's default, which prmflow.partition's callers and tests use; the stage calibrates",
+    "segment.target_mean_steps": "PartitionConfig's default; 5.0 is the stage's calibration target",
+    "train.lr": "TrainOptions' defaults are prmflow.prm.train's, which its tests and bench train with",
+    "train.epochs": "TrainOptions' default (prmflow.prm.train's)",
+    "train.batch_size": "TrainOptions' default (prmflow.prm.train's)",
+    "train.warmup_steps": "TrainOptions' default (prmflow.prm.train's)",
+    "train.checkpoint_every": "TrainOptions' default (prmflow.prm.train's); the stage checkpoints its short run more often",
+    "train.freeze_backbone": "TrainOptions' default: prmflow.prm.train trains the backbone unless asked",
+    "train.lm_features": "HeadOptions' default (PRMConfig's): heads read hidden states only unless asked",
+    "active.seeds": "params.yaml holds the stage's pre-registered fresh seeds (its comment says why); tests override them",
+    "active.num_heads": "HeadOptions' default (PRMConfig's: one head); the stage's ensemble is params.yaml's",
+    "active.head_data_keep": "HeadOptions' default (PRMConfig's: no data mask)",
+    "active.l2_to_init": "HeadOptions' default (PRMConfig's: no pull to init)",
+    "active.lm_features": "HeadOptions' default (PRMConfig's)",
+    "active.freeze_backbone": "tests build ActiveConfig() and train the backbone with it",
+    "active.cache_features": "ActiveLoopOptions' default (LoopConfig's); it needs freeze_backbone",
+    "active.p": "ActPRM's own threshold (LoopConfig's default); params.yaml's is tuned for this world (its comment)",
+    "active.std_threshold": "ActPRM's own threshold (LoopConfig's default); params.yaml's turns the std off (its comment)",
+    "active.lr": "ActiveLoopOptions' defaults are LoopConfig's, which prmflow.active's tests run the loop with",
+    "active.lr_schedule": "ActiveLoopOptions' default (LoopConfig's); cosine was chosen on seeds 50-59 (params.yaml)",
+    "active.grad_steps": "ActiveLoopOptions' default (LoopConfig's)",
+    "active.micro_batch_size": "ActiveLoopOptions' default (LoopConfig's); speed only",
+}
+"""`section.key` -> why params.yaml's value is not the field's default: the one place such a
+difference is allowed (tests/test_config.py holds every other params.yaml value to its default)."""
 
 
 @dataclass(frozen=True)
