@@ -1,6 +1,10 @@
 """Stage configs: one dataclass per stage, each mirrored by one section of params.yaml.
 
-Every knob of the pipeline is a field here with a one-line docstring under it (cleanrl style).
+Every knob of the pipeline is a field of one of these with a one-line docstring under it
+(cleanrl style). A knob that a library config has too is declared once, in the library: a stage
+config inherits those options (`SegmentConfig(PartitionConfig)`, `TrainConfig(TrainOptions,
+PRMOptions)`, prmflow.options) and hands them on as they are. Where params.yaml's value is not
+the default, PARAMS_DIFFERENT_FROM_DEFAULTS says why.
 `load_section(params.yaml, "policy", PolicyConfig)` builds a config and fails with the file,
 line and key on an unknown key or a wrong type, so a typo in params.yaml never runs silently
 with a default.
