@@ -66,7 +66,7 @@ def extra_problems(params: str, pool_path: str, scale: int) -> list[dict[str, An
 def extra_segments(params: str, problems: list[dict[str, Any]], state_root: Path) -> Path:
     """Sample (or find under state_root) and segment the solutions of `problems`; the segments file."""
     from tasks.generate import _backend, job_dir, plan_batches, sample_problems
-    from tasks.segment import partition_config, segment_rows
+    from tasks.segment import segment_rows
 
     gcfg = replace(load_section(params, "generate", GenerateConfig), tree_problems=0)
     scfg = load_section(params, "segment", SegmentConfig)
@@ -84,7 +84,7 @@ def extra_segments(params: str, problems: list[dict[str, Any]], state_root: Path
         io.write_jsonl(gen_path, rows)
         print(f"sampled {len(rows)} extra solutions of {len(problems)} problems in {time.perf_counter() - t0:.0f} s")
     if not seg_path.is_file():
-        io.write_jsonl(seg_path, segment_rows(partition_config(scfg), rows, threshold)[0])
+        io.write_jsonl(seg_path, segment_rows(scfg, rows, threshold)[0])
     return seg_path
 
 

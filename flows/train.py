@@ -10,7 +10,7 @@ holds the heads, prmflow_prm.json and prm_backbone.json (the backbone's path as 
 to the repo root, and sha256s of its weights and tokenizer, checked on load), and so does the
 MLflow model artifact. A trained backbone (full fine-tuning, merged LoRA) is saved whole.
 
-Several GPUs: `python -m prmflow.launch train` with `launcher: accelerate` and `num_processes: N`
+Several GPUs: `python -m flows.launch train` with `launcher: accelerate` and `num_processes: N`
 in the train section runs `accelerate launch -m flows.train`; rank 0 runs this flow, the other
 ranks only their share of every optimizer step (prmflow.prm.parallel).
 """

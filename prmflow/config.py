@@ -1,6 +1,10 @@
 """Stage configs: one dataclass per stage, each mirrored by one section of params.yaml.
 
-Every knob of the pipeline is a field here with a one-line docstring under it (cleanrl style).
+Every knob of the pipeline is a field of one of these with a one-line docstring under it
+(cleanrl style). A knob that a library config has too is declared once, in the library: a stage
+config inherits those options (`SegmentConfig(PartitionConfig)`, `TrainConfig(TrainOptions,
+PRMOptions)`, prmflow.options) and hands them on as they are. Where params.yaml's value is not
+the default, PARAMS_DIFFERENT_FROM_DEFAULTS says why.
 `load_section(params.yaml, "policy", PolicyConfig)` builds a config and fails with the file,
 line and key on an unknown key or a wrong type, so a typo in params.yaml never runs silently
 with a default.
@@ -21,6 +25,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import yaml
 
 from prmflow.io import DataError
+from prmflow.options import ActiveLoopOptions, HeadOptions, PRMOptions, TrainOptions
+from prmflow.edu.partition import PartitionConfig
 from prmflow.policy import BACKENDS
 from prmflow.prompts import PromptConfig
 
@@ -33,15 +39,16 @@ _WHERE_SHARDS_RUN = ("num_shards", "task_retries", "task_runner", "ray_address",
 
 SPEED_ONLY: dict[str, frozenset[str]] = {
     "generate": frozenset(_WHERE_SHARDS_RUN + ("concurrency",)),
-    "label": frozenset(_WHERE_SHARDS_RUN + ("concurrency", "chunk_size")),
+    "label": frozenset(_WHERE_SHARDS_RUN + ("concurrency",)),
     "active": frozenset(_WHERE_SHARDS_RUN[1:] + ("checkpoint_every",)),
     "train": frozenset(("checkpoint_every", "register_name")),
 }
 """Knobs that change how fast a stage runs, never a byte of what it writes, so they are not DVC
 params deps (tests/test_dvc_stages.py holds dvc.yaml to this). Shard count and placement, task
-retries, request concurrency: tests/test_sharding.py and tests/test_ray.py; MC chunking:
-tests/test_label_runner.py; checkpoint frequency only matters to a resumed run; the MLflow
-registry name names the model, not its weights. `batch_size` knobs are deps on purpose: padding
+retries, request concurrency: tests/test_sharding.py and tests/test_ray.py; checkpoint frequency
+only matters to a resumed run; the MLflow registry name names the model, not its weights.
+`label.chunk_size` is not speed-only: the labels do not depend on it, but each row's `cost` is its
+share of its chunk's tokens and forward passes (prmflow.label.runner._split_cost). `batch_size` knobs are deps on purpose: padding
 changes the float order of a batched forward, so their bytes are not guaranteed equal."""
 
 
@@ -75,7 +82,7 @@ class EngineOptions:
     enforce_eager: bool = True
     """vllm: no CUDA graphs / torch.compile warm-up (fast start); false for long GPU runs"""
     entropy_top_k: int = 20
-    """vllm, openai: top-k logprobs behind the entropy estimate (prmflow.entropy gives its bounds;
+    """vllm, openai: top-k logprobs behind the entropy estimate (prmflow.edu.entropy gives its bounds;
     -1 = the full vocabulary, vllm only); transformers always uses the full vocabulary"""
     base_url: str = ""
     """openai: the server's API root, e.g. http://127.0.0.1:8000/v1 ("" = $OPENAI_BASE_URL)"""
@@ -108,6 +115,28 @@ class EngineOptions:
             return {"top_logprobs": self.entropy_top_k, "concurrency": self.concurrency,
                     **({"base_url": self.base_url} if self.base_url else {})}
         return {}
+
+
+LAUNCHERS = ("python", "accelerate")
+"""how `python -m flows.launch <stage>` starts a stage: one process | `accelerate launch` (one per device)"""
+MIXED_PRECISION = ("no", "bf16", "fp16")
+"""`accelerate launch --mixed_precision` values"""
+
+
+def check_launch(launcher: str, num_processes: int, mixed_precision: str) -> None:
+    """Raise ValueError on a bad launcher knob (stage `train`, flows.launch.LaunchConfig).
+
+    >>> check_launch("torchrun", 1, "no")
+    Traceback (most recent call last):
+    ...
+    ValueError: launcher must be one of python, accelerate, got 'torchrun'
+    """
+    if launcher not in LAUNCHERS:
+        raise ValueError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
+    if num_processes < 1:
+        raise ValueError(f"num_processes must be >= 1, got {num_processes}")
+    if mixed_precision not in MIXED_PRECISION:
+        raise ValueError(f"mixed_precision must be one of {', '.join(MIXED_PRECISION)}, got {mixed_precision!r}")
 
 
 TASK_RUNNERS = ("thread", "ray")
@@ -249,7 +278,7 @@ class GenerateConfig(RunnerOptions, EngineOptions):
     """generation budget per sample"""
     top_logprobs: int = 3
     """top-k logprobs stored per token (0 = none)"""
-    batch_size: int = 32
+    batch_size: int = 64
     """prompts per forward batch (each expanded to n samples); speed only, output is independent"""
     decimals: int = 5
     """entropies and logprobs are rounded to this many decimals in the artifact"""
@@ -277,34 +306,21 @@ class GenerateConfig(RunnerOptions, EngineOptions):
 
 
 @dataclass(frozen=True)
-class SegmentConfig:
-    """Stage `segment`: cut each completion into steps (prmflow.partition)."""
+class SegmentConfig(PartitionConfig):
+    """Stage `segment`: cut each completion into steps. The partition knobs (strategy,
+    entropy_threshold, percentile, target_mean_steps, min_len, max_len, chunk_len, keep_numbers)
+    are prmflow.edu.partition.PartitionConfig's, so the stage passes this config to it as is."""
 
-    strategy: str = "fixed"
-    """`fixed` | `percentile` | `calibrated` (entropy, EDU-PRM) or `newline` | `chunk` (baselines)"""
-    entropy_threshold: float = 1.0
-    """nats; a boundary goes before each token above it (fixed); the paper uses 1.0"""
-    percentile: float = 90.0
-    """per-solution percentile of token entropy used as the threshold (percentile)"""
-    target_mean_steps: float = 6.0
-    """mean steps per solution the calibrated threshold aims for (calibrated)"""
     calibration_size: int = 200
     """completions the calibrated threshold is fitted on (the first ones, by id order)"""
-    min_len: int = 2
-    """fewest tokens in a step (a boundary that would make a shorter step is skipped)"""
-    max_len: int = 64
-    """most tokens in a step (a boundary is forced)"""
-    chunk_len: int = 16
-    """tokens per step (chunk)"""
     include_tree: bool = True
     """also segment the EDU-tree branches from data/generations/tree.jsonl"""
     calibrate_count: str = "auto"
-    """calibrated: what the target counts (prmflow.partition.calibrate): `all` steps, `anchors`
+    """calibrated: what the target counts (prmflow.edu.partition.calibrate): `all` steps, `anchors`
     (the entropy cuts' steps, without max_len), or `auto` (anchors when forced cuts dominate)"""
-    keep_numbers: bool = False
-    """never cut inside a number (real text: "1,2|50" is no step boundary)"""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.calibrate_count not in ("all", "anchors", "auto"):
             raise ValueError(f"calibrate_count must be all, anchors or auto, got {self.calibrate_count!r}")
 
@@ -385,65 +401,22 @@ class LabelQualityConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Stage `train`: a step-token PRM on the labeled steps (prmflow.prm)."""
+class TrainConfig(TrainOptions, PRMOptions):
+    """Stage `train`: a step-token PRM on the labeled steps (prmflow.prm). The PRM's knobs are
+    prmflow.options.PRMOptions (PRMConfig's), the optimisation's TrainOptions (prmflow.prm.train's
+    TrainConfig); tasks.train hands each group on with `options_of`."""
 
     backbone: str = "models/policy"
     """backbone dir or hub id (any HF causal LM); the default PRM starts from the policy's weights.
     A frozen backbone is saved as a pointer to this path (relative = to the repo root), not a copy"""
     policy: str = "models/policy"
     """the policy that generated the labeled steps; lm_features needs backbone to be this model"""
-    num_heads: int = 1
-    """reward heads (E > 1 = ActPRM-style ensemble; scores are the mean sigmoid over heads)"""
-    head_hidden: int = 0
-    """0 = linear heads; > 0 = MLP heads with this hidden width"""
-    head_data_keep: float = 1.0
-    """per-head random data mask: each head trains on an example with this probability"""
-    l2_to_init: float = 0.0
-    """L2 pull of each head toward its initial weights"""
-    label_type: str = "hard"
-    """`hard` (Math-Shepherd hard estimation) or `soft` (fraction of rollouts right)"""
-    max_len: int = 512
-    """context limit in tokens; longer solutions lose whole steps from the end (counted)"""
-    lr: float = 1e-3
-    """peak AdamW learning rate"""
-    epochs: float = 3.0
-    """passes over the labeled rows (ignored when steps > 0)"""
-    steps: int = 0
-    """optimizer steps (0 = from epochs)"""
-    batch_size: int = 16
-    """rows per micro-batch"""
-    grad_accum: int = 1
-    """micro-batches per optimizer step"""
-    weight_decay: float = 0.0
-    """AdamW weight decay"""
-    warmup_steps: int = 20
-    """linear warmup steps"""
-    seed: int = 0
-    """seed of head init, data order and data masks"""
-    checkpoint_every: int = 50
-    """optimizer steps between checkpoints (a killed run resumes from the last one)"""
-    freeze_backbone: bool = False
-    """train the heads only"""
-    lm_features: bool = False
-    """heads also read the backbone's own LM statistics per step (min/mean token log-prob, max
-    entropy; prmflow.prm.model); needs a causal-LM backbone that is the policy (backbone = policy)"""
-    cache_features: bool = False
-    """with freeze_backbone: run the backbone once per row, not once per row and epoch (the
-    heads train on cached inputs; equal up to float rounding, so off keeps the default's bytes)"""
-    add_bos: bool = True
-    """put the tokenizer's BOS id first, once (Gemma, Llama); a no-op for tokenizers without BOS"""
-    step_tokenization: str = "pieces"
-    """`pieces` (prompt and each step tokenized alone) | `joined` (the text tokenized once, split at
-    step boundaries; right for SentencePiece tokenizers); prmflow.prm.tokenization"""
     register_name: str = "prmflow-prm"
     """MLflow registered model name ("" = do not register)"""
     dtype: str = "float32"
     """backbone weight dtype (float32 | bfloat16 | float16); the heads stay float32"""
-    lora_r: int = 0
-    """0 = train the backbone itself (or freeze it); > 0 = LoRA of this rank (peft), merged on save"""
     launcher: str = "python"
-    """how `python -m prmflow.launch train` starts the stage: `python` (one process) | `accelerate`
+    """how `python -m flows.launch train` starts the stage: `python` (one process) | `accelerate`
     (`accelerate launch`, one data-parallel process per device; prmflow.prm.train reduces gradients)"""
     num_processes: int = 1
     """accelerate: processes (GPUs on one node)"""
@@ -451,19 +424,13 @@ class TrainConfig:
     """accelerate: autocast precision of the forward pass (no | bf16 | fp16)"""
 
     def __post_init__(self) -> None:
-        from prmflow.launch import LaunchConfig  # validates launcher, num_processes, mixed_precision
-
-        LaunchConfig(self.launcher, self.num_processes, self.mixed_precision)
+        self.check_prm()
+        self.check_train()
+        check_launch(self.launcher, self.num_processes, self.mixed_precision)
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
-        if self.lora_r < 0:
-            raise ValueError(f"lora_r must be >= 0, got {self.lora_r}")
         if self.lora_r > 0 and self.freeze_backbone:
             raise ValueError("lora_r > 0 trains LoRA adapters on the backbone; it contradicts freeze_backbone: true")
-        if self.cache_features and not self.freeze_backbone:
-            raise ValueError("cache_features caches a frozen backbone's outputs; it needs freeze_backbone: true")
-        if self.step_tokenization not in ("pieces", "joined"):
-            raise ValueError(f"step_tokenization must be 'pieces' or 'joined', got {self.step_tokenization!r}")
 
 
 @dataclass(frozen=True)
@@ -506,7 +473,7 @@ class EvaluateConfig:
     """nats; EDU-guided sampling branches only at tokens above it"""
     pedu_prune: float = 0.2
     """a branch whose PRM score falls below this is pruned (the paper's P-EDU uses 0.2)"""
-    pedu_seeds: int = 3
+    pedu_seeds: int = 5
     """independent repetitions of the comparison (mean and spread are reported)"""
     # named ProcessBench files and real problems (prmflow.evaluate.verdict); the defaults change nothing
     processbench_files: dict[str, str] = field(default_factory=dict)
@@ -538,8 +505,10 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
-class ActiveConfig(RunnerOptions):
+class ActiveConfig(RunnerOptions, ActiveLoopOptions, HeadOptions):
     """Stage `active`: ActPRM pool-based active learning vs random and full labeling (prmflow.active).
+    The ensemble's knobs are prmflow.options.HeadOptions (PRMConfig's), the loop's ActiveLoopOptions
+    (prmflow.active.loop.LoopConfig's); tasks.active hands each group on with `options_of`.
 
     Runner knobs (RunnerOptions): the coarse task is one seed, running its strategies in order
     (random spends what active spent). `thread` runs the seeds one after another in this process
@@ -560,55 +529,13 @@ class ActiveConfig(RunnerOptions):
     # ensemble PRM
     backbone: str = "models/policy"
     """backbone of the PRM (every run starts from the same fresh ensemble on it)"""
-    num_heads: int = 4
-    """ensemble heads whose spread is the epistemic uncertainty"""
-    head_hidden: int = 0
-    """0 = linear heads; > 0 = MLP heads with this hidden width"""
-    head_data_keep: float = 0.5
-    """ActPRM data mask: each head trains on a solution with this probability"""
-    l2_to_init: float = 0.001
-    """L2 pull of each head toward its initial weights (keeps the heads diverse)"""
-    max_len: int = 512
-    """PRM context limit in tokens"""
-    lm_features: bool = False
-    """heads also read the backbone's own LM statistics per step (as train.lm_features)"""
     freeze_backbone: bool = False
     """train the heads only (the backbone, and with it the likelihood features, stay the policy's)"""
-    cache_features: bool = False
-    """with freeze_backbone: run the backbone once per solution and train/score the heads on the
-    cached head inputs (prmflow.active.features; same numbers up to float rounding, much faster)"""
-    # selection
-    p: float = 0.9
-    """a step is confident only if head_mean >= p or <= 1 - p"""
-    std_threshold: float = 0.01
-    """a step is confident only if head_std (population std over heads) <= std_threshold"""
-    select_fraction: float = 0.5
-    """`random` run without an `active` run to match labels round(select_fraction * batch) per round"""
     # loop
-    pool_size: int = 640
+    pool_size: int = 0
     """pool solutions streamed (the first ones in id order; 0 = all of data/segments)"""
-    batch_size: int = 32
-    """pool solutions scored per round (640 / 32 = 20 rounds)"""
-    lr: float = 0.001
-    """AdamW learning rate (of the first round)"""
-    lr_schedule: str = "constant"
-    """`constant` | `linear` | `cosine`: the rate over the stream's rounds (prmflow.active.loop.lr_at)"""
-    lr_final: float = 0.1
-    """with linear or cosine, the last round's rate as a fraction of lr"""
-    weight_decay: float = 0.0
-    """AdamW weight decay"""
-    grad_steps: int = 3
-    """optimizer steps per round on the round's labeled solutions"""
-    micro_batch_size: int = 32
-    """solutions per forward/backward (speed only)"""
-    eval_every: int = 2
-    """rounds between synthetic-ProcessBench evaluations (plus before the first and after the last)"""
     eval_size: int = 0
     """eval rows used (a seeded sample of data/eval; 0 = all)"""
-    score_batch_size: int = 32
-    """solutions per scoring forward pass (speed only)"""
-    checkpoint_every: int = 1
-    """rounds between loop checkpoints (labels are saved after every labeled solution regardless)"""
     # labeler
     labeler: str = "oracle"
     """`oracle` (exact checker) | `mc` (rollouts) | `judge` (LLM endpoint) | `consensus` (two must agree)"""
@@ -645,6 +572,8 @@ class ActiveConfig(RunnerOptions):
 
     def __post_init__(self) -> None:
         self.check_runner("active")
+        self.check_heads()
+        self.check_loop()
         if not self.strategies or not set(self.strategies) <= {"active", "random", "full"}:
             raise ValueError(f"active.strategies must be a non-empty subset of active, random, full: {self.strategies}")
         if not self.seeds:
@@ -655,10 +584,6 @@ class ActiveConfig(RunnerOptions):
             raise ValueError(f"active.labeler must be oracle, mc, judge or consensus, got {self.labeler!r}")
         if self.cache_features and not self.freeze_backbone:
             raise ValueError("active.cache_features needs active.freeze_backbone: true (a trained backbone changes the features)")
-        if self.lr_schedule not in ("constant", "linear", "cosine"):
-            raise ValueError(f"active.lr_schedule must be constant, linear or cosine, got {self.lr_schedule!r}")
-        if not 0 <= self.lr_final <= 1:
-            raise ValueError(f"active.lr_final must be in [0, 1], got {self.lr_final}")
 
 
 EXPERIMENTS = ("label_efficiency", "data_efficiency", "threshold_ablation", "active_learning", "edu_sampling")
@@ -718,6 +643,34 @@ class ConvertConfig:
     def __post_init__(self) -> None:
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
+
+
+PARAMS_DIFFERENT_FROM_DEFAULTS: dict[str, str] = {
+    "segment.strategy": "PartitionConfig's default, which prmflow.edu.partition's callers and tests use; the stage calibrates",
+    "segment.target_mean_steps": "PartitionConfig's default; 5.0 is the stage's calibration target",
+    "train.lr": "TrainOptions' defaults are prmflow.prm.train's, which its tests and bench train with",
+    "train.epochs": "TrainOptions' default (prmflow.prm.train's)",
+    "train.batch_size": "TrainOptions' default (prmflow.prm.train's)",
+    "train.warmup_steps": "TrainOptions' default (prmflow.prm.train's)",
+    "train.checkpoint_every": "TrainOptions' default (prmflow.prm.train's); the stage checkpoints its short run more often",
+    "train.freeze_backbone": "TrainOptions' default: prmflow.prm.train trains the backbone unless asked",
+    "train.lm_features": "HeadOptions' default (PRMConfig's): heads read hidden states only unless asked",
+    "active.seeds": "params.yaml holds the stage's pre-registered fresh seeds (its comment says why); tests override them",
+    "active.num_heads": "HeadOptions' default (PRMConfig's: one head); the stage's ensemble is params.yaml's",
+    "active.head_data_keep": "HeadOptions' default (PRMConfig's: no data mask)",
+    "active.l2_to_init": "HeadOptions' default (PRMConfig's: no pull to init)",
+    "active.lm_features": "HeadOptions' default (PRMConfig's)",
+    "active.freeze_backbone": "tests build ActiveConfig() and train the backbone with it",
+    "active.cache_features": "ActiveLoopOptions' default (LoopConfig's); it needs freeze_backbone",
+    "active.p": "ActPRM's own threshold (LoopConfig's default); params.yaml's is tuned for this world (its comment)",
+    "active.std_threshold": "ActPRM's own threshold (LoopConfig's default); params.yaml's turns the std off (its comment)",
+    "active.lr": "ActiveLoopOptions' defaults are LoopConfig's, which prmflow.active's tests run the loop with",
+    "active.lr_schedule": "ActiveLoopOptions' default (LoopConfig's); cosine was chosen on seeds 50-59 (params.yaml)",
+    "active.grad_steps": "ActiveLoopOptions' default (LoopConfig's)",
+    "active.micro_batch_size": "ActiveLoopOptions' default (LoopConfig's); speed only",
+}
+"""`section.key` -> why params.yaml's value is not the field's default: the one place such a
+difference is allowed (tests/test_config.py holds every other params.yaml value to its default)."""
 
 
 @dataclass(frozen=True)

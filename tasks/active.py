@@ -27,6 +27,7 @@ from prmflow.active import (
 from prmflow.active import report as rep
 from prmflow.active.loop import LOOP_VERSION, config_key
 from prmflow.config import SPEED_ONLY, ActiveConfig
+from prmflow.options import ActiveLoopOptions, HeadOptions, options_of
 from prmflow.policy.base import SamplingConfig
 from prmflow.prm import PRM, PRMConfig
 from prmflow.resume import job_dir, job_key
@@ -66,21 +67,15 @@ def build_labeler(cfg: ActiveConfig, name: str | None = None) -> Labeler:
 
 def build_prm(cfg: ActiveConfig, seed: int) -> PRM:
     """A fresh ensemble PRM on cfg.backbone with the heads seeded by `seed`, backbone frozen if configured."""
-    prm = PRM.from_backbone(cfg.backbone, PRMConfig(num_heads=cfg.num_heads, head_hidden=cfg.head_hidden,
-                                                    head_data_keep=cfg.head_data_keep, l2_to_init=cfg.l2_to_init,
-                                                    max_len=cfg.max_len, seed=seed, lm_features=cfg.lm_features))
+    prm = PRM.from_backbone(cfg.backbone, PRMConfig(**options_of(cfg, HeadOptions), seed=seed))
     if cfg.freeze_backbone:
         prm.backbone.requires_grad_(False)
     return prm
 
 
 def loop_config(cfg: ActiveConfig, strategy: str, seed: int) -> LoopConfig:
-    return LoopConfig(strategy=strategy, p=cfg.p, std_threshold=cfg.std_threshold, select_fraction=cfg.select_fraction,
-                      batch_size=cfg.batch_size, lr=cfg.lr, lr_schedule=cfg.lr_schedule, lr_final=cfg.lr_final,
-                      weight_decay=cfg.weight_decay, grad_steps=cfg.grad_steps,
-                      micro_batch_size=cfg.micro_batch_size, eval_every=cfg.eval_every,
-                      score_batch_size=cfg.score_batch_size, checkpoint_every=cfg.checkpoint_every,
-                      cache_features=cfg.cache_features, seed=seed)
+    """The loop of run (strategy, seed)."""
+    return LoopConfig(**options_of(cfg, ActiveLoopOptions), strategy=strategy, seed=seed)
 
 
 def run_dir(cfg: ActiveConfig, strategy: str, seed: int, inputs: Sequence[str | Path],

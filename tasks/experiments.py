@@ -23,7 +23,7 @@ from prmflow.prm.train import train_prm
 from tasks.label import label_rows
 from tasks.label_quality import compare_schemes
 from tasks.segment import segment
-from tasks.train import loop_config, prm_config
+from tasks.train import prm_config, prm_train_config
 
 MIN_TRAIN_STEPS = 50
 """a PRM trained on a small fraction still gets this many optimizer steps (data, not compute, is scarce)"""
@@ -92,7 +92,7 @@ def train_and_score(train_cfg: TrainConfig, rows: list[dict[str, Any]], pb_rows:
     prm = PRM.from_backbone(train_cfg.backbone, prm_config(train_cfg, seed))
     per_epoch = math.ceil(len(rows) / (train_cfg.batch_size * train_cfg.grad_accum))
     steps = train_cfg.steps or max(MIN_TRAIN_STEPS, math.ceil(train_cfg.epochs * per_epoch))
-    loop = replace(loop_config(train_cfg), steps=steps, warmup_steps=min(train_cfg.warmup_steps, steps // 2), seed=seed,
+    loop = replace(prm_train_config(train_cfg), steps=steps, warmup_steps=min(train_cfg.warmup_steps, steps // 2), seed=seed,
                    checkpoint_every=10**9, progress_bar=False)
     with tempfile.TemporaryDirectory() as ckpt:
         summary = train_prm(prm, rows, loop, ckpt, resume=False)

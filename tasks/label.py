@@ -63,10 +63,9 @@ def to_solutions(backend: Backend, rows: list[dict[str, Any]], answers: dict[str
     return out
 
 
-# speed only: how many shards, where they run, retries, requests in flight. chunk_size stays in
-# the key: a prefix's cost is its share of its chunk's (runner._split_cost), so one work dir never
-# mixes the shares of two chunkings
-_NOT_IN_KEY = SPEED_ONLY["label"] - {"chunk_size"}
+# speed only: how many shards, where they run, retries, requests in flight (chunk_size is not:
+# a prefix's cost is its share of its chunk's, so one work dir never mixes two chunkings)
+_NOT_IN_KEY = SPEED_ONLY["label"]
 
 
 def job_dir(cfg: LabelConfig, rows: list[dict[str, Any]], answers: dict[str, str],

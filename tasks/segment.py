@@ -13,12 +13,6 @@ from prmflow.label.quality import first_error_of, gold_step_labels
 from prmflow.edu.partition import PartitionConfig, calibrate, number_tokens, partition
 
 
-def partition_config(cfg: SegmentConfig) -> PartitionConfig:
-    return PartitionConfig(strategy=cfg.strategy, entropy_threshold=cfg.entropy_threshold, percentile=cfg.percentile,
-                           target_mean_steps=cfg.target_mean_steps, min_len=cfg.min_len, max_len=cfg.max_len,
-                           chunk_len=cfg.chunk_len, keep_numbers=cfg.keep_numbers)
-
-
 def segment_rows(pcfg: PartitionConfig, rows: list[dict[str, Any]], threshold: float | None) -> tuple[list[dict[str, Any]], int]:
     """Partition every completion; returns (segmented rows, number of empty completions skipped)."""
     out, skipped = [], 0
@@ -61,7 +55,6 @@ def segment(cfg: SegmentConfig, rows: list[dict[str, Any]]) -> dict[str, Any]:
 
     Not cached by Prefect: it is fast and DVC decides when it reruns.
     """
-    pcfg = partition_config(cfg)
     threshold, calibration = None, None
     if cfg.strategy == "calibrated":
         sample = [r for r in rows if r["token_ids"]][: cfg.calibration_size]
@@ -70,5 +63,5 @@ def segment(cfg: SegmentConfig, rows: list[dict[str, Any]]) -> dict[str, Any]:
         cal = calibrate([r["entropy"] for r in sample], cfg.target_mean_steps, cfg.min_len, cfg.max_len,
                         offsets=offsets, blocked=blocked, count=cfg.calibrate_count)
         threshold, calibration = cal.tau, asdict(cal)
-    segmented, skipped = segment_rows(pcfg, rows, threshold)
+    segmented, skipped = segment_rows(cfg, rows, threshold)
     return {"rows": segmented, "skipped_empty": skipped, "threshold": threshold, "calibration": calibration}

@@ -12,10 +12,11 @@ from prefect.cache_policies import NO_CACHE
 
 from prmflow.config import SPEED_ONLY, TrainConfig, load_section
 from prmflow.io import read_jsonl
+from prmflow.options import PRMOptions, TrainOptions, options_of
 from prmflow.prm import PRM, PRMConfig
 from prmflow.prm.backbone import require_policy_backbone
 from prmflow.prm.parallel import Processes
-from prmflow.prm.train import TrainConfig as LoopConfig
+from prmflow.prm.train import TrainConfig as PRMTrainConfig
 from prmflow.prm.train import train_prm
 from prmflow.resume import job_dir, job_key
 from prmflow.tracking import RunLogger
@@ -30,18 +31,12 @@ def checkpoint_dir(cfg: TrainConfig, labels_path: str, root: str = "checkpoints/
 
 def prm_config(cfg: TrainConfig, seed: int | None = None) -> PRMConfig:
     """The PRM architecture the `train` stage builds (seed: cfg.seed unless given)."""
-    return PRMConfig(num_heads=cfg.num_heads, head_hidden=cfg.head_hidden, head_data_keep=cfg.head_data_keep,
-                     l2_to_init=cfg.l2_to_init, max_len=cfg.max_len, label_type=cfg.label_type,
-                     seed=cfg.seed if seed is None else seed, lm_features=cfg.lm_features, add_bos=cfg.add_bos,
-                     step_tokenization=cfg.step_tokenization)
+    return PRMConfig(**options_of(cfg, PRMOptions), seed=cfg.seed if seed is None else seed)
 
 
-def loop_config(cfg: TrainConfig) -> LoopConfig:
+def prm_train_config(cfg: TrainConfig) -> PRMTrainConfig:
     """The training loop the `train` stage runs."""
-    return LoopConfig(lr=cfg.lr, epochs=cfg.epochs, steps=cfg.steps, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
-                      weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps, seed=cfg.seed,
-                      checkpoint_every=cfg.checkpoint_every, freeze_backbone=cfg.freeze_backbone, lora_r=cfg.lora_r,
-                      cache_features=cfg.cache_features)
+    return PRMTrainConfig(**options_of(cfg, TrainOptions))
 
 
 def train_on_this_process(cfg: TrainConfig, rows: list[dict[str, Any]], labels_path: str,
@@ -52,7 +47,7 @@ def train_on_this_process(cfg: TrainConfig, rows: list[dict[str, Any]], labels_p
         require_policy_backbone(cfg.backbone, cfg.policy)
     procs = Processes.current()
     prm = PRM.from_backbone(cfg.backbone, prm_config(cfg), dtype=getattr(torch, cfg.dtype))
-    summary = train_prm(prm, rows, loop_config(cfg), checkpoint_dir(cfg, labels_path), on_step=on_step, resume=True,
+    summary = train_prm(prm, rows, prm_train_config(cfg), checkpoint_dir(cfg, labels_path), on_step=on_step, resume=True,
                         procs=procs)
     return prm, summary, procs
 

@@ -247,7 +247,8 @@ def test_api_key_never_leaks(fake, key, tmp_path, mlflow_tmp, tiny_model_dir, ca
     caplog.set_level(logging.DEBUG)
     cfg = ActiveConfig(labeler="judge", judge_base_url=fake.base_url, judge_model="judge-model",
                        judge_api_key_env=KEY_ENV, judge_max_retries=1, judge_backoff=0.0, backbone=str(tiny_model_dir),
-                       num_heads=2, max_len=128, batch_size=3, eval_every=1, std_threshold=-1.0)
+                       num_heads=2, max_len=128, batch_size=3, eval_every=1, std_threshold=-1.0,
+                       head_data_keep=0.5, l2_to_init=0.001, grad_steps=3, micro_batch_size=32)
     labeler = build_labeler(cfg)
     fake.queue = [(500, None), (200, "\\boxed{0}")]
     assert labeler.label(ROW, STEPS).first_error == 0

@@ -14,6 +14,36 @@ def test_repo_params_load_and_match_dataclass_defaults():
     assert params.generate.n >= 1
 
 
+def test_every_params_key_is_one_field_whose_default_is_its_value():
+    """Each section of params.yaml has exactly its config class's fields as keys, each declared in
+    one class only (a stage config composes library options, it does not copy them), and each
+    default equals params.yaml's value unless PARAMS_DIFFERENT_FROM_DEFAULTS says why not."""
+    import dataclasses
+    import inspect
+    import typing
+
+    from prmflow.config import PARAMS_DIFFERENT_FROM_DEFAULTS, Params, read_params
+
+    data, _ = read_params(REPO / "params.yaml")
+    classes = typing.get_type_hints(Params)
+    assert set(data) == set(classes)
+    differ = set()
+    for section, values in data.items():
+        cls = classes[section]
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        assert set(values) == set(fields), section
+        for key, value in values.items():
+            owners = [c.__name__ for c in cls.__mro__ if key in inspect.get_annotations(c)]
+            assert len(owners) == 1, f"{section}.{key} is declared in {owners}"
+            f = fields[key]
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            if default != value:
+                differ.add(f"{section}.{key}")
+    unexplained, stale = differ - set(PARAMS_DIFFERENT_FROM_DEFAULTS), set(PARAMS_DIFFERENT_FROM_DEFAULTS) - differ
+    assert not unexplained, f"params.yaml differs from the default: make them equal or say why in PARAMS_DIFFERENT_FROM_DEFAULTS: {sorted(unexplained)}"
+    assert not stale, f"PARAMS_DIFFERENT_FROM_DEFAULTS lists keys whose default is params.yaml's value: {sorted(stale)}"
+
+
 def test_unknown_key_names_file_line_and_key(tmp_path):
     p = tmp_path / "params.yaml"
     p.write_text("policy:\n  seed: 1\n  learning_rate: 0.1\n")
@@ -107,6 +137,8 @@ def test_config_doctests():
     import doctest
 
     import prmflow.config
+    import prmflow.options
 
-    failed, attempted = doctest.testmod(prmflow.config)
-    assert attempted > 0 and failed == 0
+    for module in (prmflow.config, prmflow.options):
+        failed, attempted = doctest.testmod(module)
+        assert attempted > 0 and failed == 0, module.__name__

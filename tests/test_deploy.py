@@ -7,7 +7,7 @@ offline (dead proxies), with a throwaway MLflow sqlite store and PREFECT_HOME.
 - Prefect: `prefect server start` on 127.0.0.1, a `process` work pool, `prefect deploy` of the
   `problems/cpu` deployment from prefect.yaml, `prefect deployment run` from the CLI, one worker
   (`--run-once`); the run completes and wrote data/problems/*.jsonl.
-- accelerate: `python -m prmflow.launch train --launcher accelerate --num-processes 1 --cpu`
+- accelerate: `python -m flows.launch train --launcher accelerate --num-processes 1 --cpu`
   trains the PRM single-process on CPU (skipped when accelerate is not importable).
 - Profiles: params-gpu.yaml validates on params.yaml + params-real.yaml and holds only keys that
   differ (so does params-real.yaml on params.yaml); every deployment passes the right files.
@@ -317,7 +317,7 @@ def test_train_through_accelerate_launch_on_cpu(prefect_server, tiny_model_dir: 
     env["PRMFLOW_TEST_ENV_DUMP"] = str(repo / "launch_env.json")
     env["PYTHONPATH"] = os.pathsep.join([str(repo), str(probe), *filter(None, [os.environ.get("PYTHONPATH")])])
 
-    out = _run([sys.executable, "-m", "prmflow.launch", "train", "--launcher", "accelerate",
+    out = _run([sys.executable, "-m", "flows.launch", "train", "--launcher", "accelerate",
                 "--num-processes", str(processes), "--cpu"], repo, env, timeout=300)
     assert "accelerate.commands.launch" in out and ("--cpu" if processes == 1 else "--multi_gpu") in out
     # the flow ran under accelerate's launcher (it exports its settings to the process)

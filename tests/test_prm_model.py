@@ -1,3 +1,4 @@
+import dataclasses
 import doctest
 import json
 import math
@@ -216,7 +217,7 @@ def test_truncated_steps_get_no_score(tiny_model_dir):
 def test_save_load_round_trip(prm, tmp_path):
     """An untouched (frozen) backbone is saved as a pointer, and the reloaded PRM is the same
     model bit for bit: every tensor, and so every score."""
-    prm.cfg.label_type = "soft"
+    prm.cfg = dataclasses.replace(prm.cfg, label_type="soft")
     with torch.no_grad():  # make the heads differ from their init so the round trip is not trivial
         prm.heads[1].net.weight.add_(0.1)
     out = tmp_path / "prm"

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import REPO
-from prmflow.launch import LaunchConfig, launch_env, stage_command
+from flows.launch import LaunchConfig, launch_env, stage_command
 from prmflow.prm import PRM, PRMConfig, TrainConfig, accumulate_grads, prepare_examples, train_prm
 from prmflow.prm.parallel import Processes
 from test_prm_train import _rows

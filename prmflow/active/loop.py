@@ -59,9 +59,10 @@ from prmflow.active.labelers import Labeler, LabelerCost
 from prmflow.active.uncertainty import solution_uncertainty
 from prmflow.evaluate.scoring import StepScorer, assess, score_rows
 from prmflow.label.quality import first_error_of
+from prmflow.options import ActiveLoopOptions
 from prmflow.prm import PRM, accumulate_grads, prepare_examples
 from prmflow.resume import job_key, load_checkpoint, load_state, save_checkpoint, save_state
-from prmflow.schedule import SCHEDULES, lr_at
+from prmflow.schedule import lr_at
 
 STRATEGIES = ("active", "random", "full")
 LOOP_VERSION = 2
@@ -70,57 +71,22 @@ one before it), so saved rounds and checkpoints of an older loop are never resum
 
 
 @dataclass(frozen=True)
-class LoopConfig:
-    """One pool-based active learning run."""
+class LoopConfig(ActiveLoopOptions):
+    """One pool-based active learning run (the loop's knobs: prmflow.options.ActiveLoopOptions)."""
 
     strategy: str = "active"
     """`active` (ActPRM: label the non-confident) | `random` | `full` (label everything)"""
-    p: float = 0.9
-    """a step is confident only if head_mean >= p or <= 1 - p"""
-    std_threshold: float = 0.01
-    """a step is confident only if head_std <= std_threshold"""
-    select_fraction: float = 0.5
-    """`random` without a count schedule labels round(select_fraction * batch) per round"""
-    batch_size: int = 32
-    """pool solutions scored per round"""
-    lr: float = 1e-3
-    """AdamW learning rate (of the first round)"""
-    lr_schedule: str = "constant"
-    """`constant` | `linear` | `cosine`: the rate over the stream's rounds (`prmflow.schedule`)"""
-    lr_final: float = 0.1
-    """with a decaying schedule, the last round's rate as a fraction of lr"""
-    weight_decay: float = 0.0
-    """AdamW weight decay"""
-    grad_steps: int = 1
-    """optimizer steps per round on that round's labeled solutions"""
-    micro_batch_size: int = 16
-    """solutions per forward/backward (speed and memory only)"""
-    max_grad_norm: float = 1.0
-    """gradient clipping (0 = none)"""
-    eval_every: int = 2
-    """rounds between evaluations (the last round is always evaluated; 0 = only the last)"""
-    eval_threshold: float = 0.5
-    """threshold used when the calib subset cannot calibrate one (a class missing)"""
-    score_batch_size: int = 32
-    """solutions per scoring forward pass (speed only)"""
-    checkpoint_every: int = 1
-    """rounds between checkpoints"""
-    cache_features: bool = False
-    """score and train the heads on cached head inputs (`prmflow.active.features`; frozen backbone only)"""
     seed: int = 0
     """pool order, random selection and per-round torch seeds"""
+    max_grad_norm: float = 1.0
+    """gradient clipping (0 = none)"""
+    eval_threshold: float = 0.5
+    """threshold used when the calib subset cannot calibrate one (a class missing)"""
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
-        if min(self.batch_size, self.grad_steps, self.micro_batch_size, self.checkpoint_every) < 1 or self.eval_every < 0:
-            raise ValueError("batch_size, grad_steps, micro_batch_size, checkpoint_every must be >= 1, eval_every >= 0")
-        if not 0 <= self.select_fraction <= 1:
-            raise ValueError(f"select_fraction must be in [0, 1], got {self.select_fraction}")
-        if self.lr_schedule not in SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}")
-        if not 0 <= self.lr_final <= 1:
-            raise ValueError(f"lr_final must be in [0, 1], got {self.lr_final}")
+        self.check_loop()
 
 
 def pool_order(ids: Sequence[str], seed: int) -> list[int]:

@@ -58,8 +58,9 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from prmflow.io import atomic_path
+from prmflow.options import PRMOptions
 from prmflow.prm.backbone import BackboneRef, dtype_name, resolve_backbone, tokenizer_digest, weights_digest
-from prmflow.prm.tokenization import MODES, TokenizedSteps, add_step_token, collate, step_index, tokenize_steps
+from prmflow.prm.tokenization import TokenizedSteps, add_step_token, collate, step_index, tokenize_steps
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -69,44 +70,20 @@ HEADS_NAME = "prm_heads.safetensors"
 BACKBONE_REF_NAME = "prm_backbone.json"
 
 
-@dataclass
-class PRMConfig:
-    """The PRM's architecture and scoring limits; saved as prmflow_prm.json beside the model."""
+@dataclass(frozen=True)
+class PRMConfig(PRMOptions):
+    """The PRM's architecture and scoring limits; saved as prmflow_prm.json beside the model.
+
+    The heads' knobs (num_heads, head_hidden, head_data_keep, l2_to_init, max_len, lm_features,
+    label_type, add_bos, step_tokenization) are declared in prmflow.options.PRMOptions."""
 
     step_token: str = "<step>"
     """separator appended after every step, added to the tokenizer as a special token"""
-    num_heads: int = 1
-    """E, the number of ensemble heads (1 = a single head)"""
-    head_hidden: int = 0
-    """0 = linear head Linear(H, 1); >0 = MLP Linear(H, head_hidden)-GELU-Linear(head_hidden, 1)"""
-    head_data_keep: float = 1.0
-    """ActPRM data mask: each head trains on an example with this probability (hash of head, id)"""
-    l2_to_init: float = 0.0
-    """coefficient of sum_h ||theta_h - theta_h^0||^2, the pull of each head toward its init"""
-    max_len: int = 512
-    """context limit in tokens; longer solutions lose whole steps from the end"""
-    label_type: str = "hard"
-    """`hard` (0/1 labels) | `soft` (soft_labels in [0, 1]): what the heads are trained on"""
     seed: int = 0
     """seeds head initialisation and the per-head data mask"""
-    lm_features: bool = False
-    """heads also read the backbone's own LM statistics of each step (module docstring); needs a
-    causal-LM backbone with an output head"""
-    add_bos: bool = True
-    """put the tokenizer's BOS id first, once (a no-op for tokenizers without one; PRMs saved
-    before this field existed load with False, the layout they were trained with)"""
-    step_tokenization: str = "pieces"
-    """`pieces` | `joined`: how prompt and steps become tokens (prmflow.prm.tokenization)"""
 
     def __post_init__(self) -> None:
-        if self.num_heads < 1 or self.head_hidden < 0 or self.max_len < 1 or self.l2_to_init < 0:
-            raise ValueError(f"invalid PRMConfig {self}")
-        if not 0 < self.head_data_keep <= 1:
-            raise ValueError(f"head_data_keep must be in (0, 1], got {self.head_data_keep}")
-        if self.label_type not in ("hard", "soft"):
-            raise ValueError(f"label_type must be 'hard' or 'soft', got {self.label_type!r}")
-        if self.step_tokenization not in MODES:
-            raise ValueError(f"step_tokenization must be one of {MODES}, got {self.step_tokenization!r}")
+        self.check_prm()
 
 
 def head_data_mask(example_ids: Sequence[str], num_heads: int, keep: float, seed: int) -> torch.Tensor:

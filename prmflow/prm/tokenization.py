@@ -44,7 +44,7 @@ import torch
 from tokenizers import AddedToken
 from transformers import PreTrainedModel
 
-MODES = ("pieces", "joined")
+from prmflow.options import STEP_TOKENIZATIONS as MODES
 
 
 class TokenizedSteps(NamedTuple):

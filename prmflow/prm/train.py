@@ -26,6 +26,7 @@ and their gradients summed (prmflow.prm.parallel), which is the same optimizer s
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
 import math
@@ -41,6 +42,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 
+from prmflow.options import TrainOptions
 from prmflow.prm.model import PRM, TokenizedSteps, collate, head_data_mask, step_bce
 from prmflow.prm.parallel import Processes
 from prmflow.resume import STATE_FILE, job_key, load_checkpoint, save_checkpoint
@@ -50,59 +52,27 @@ if TYPE_CHECKING:
     from peft import PeftModel
 
 
-@dataclass
-class TrainConfig:
-    """Stage `train_prm`: optimise a PRM on stepwise rows."""
+@dataclass(frozen=True)
+class TrainConfig(TrainOptions):
+    """Stage `train_prm`: optimise a PRM on stepwise rows (the optimisation knobs: prmflow.options.TrainOptions)."""
 
-    # optimisation
-    lr: float = 1e-5
-    """peak AdamW learning rate (linear warmup, then cosine decay to lr/10)"""
-    epochs: float = 1.0
-    """passes over the rows; used only when steps == 0"""
-    steps: int = 0
-    """optimizer steps; 0 = ceil(epochs * rows / (batch_size * grad_accum))"""
-    batch_size: int = 8
-    """rows per micro-batch (one forward + backward)"""
-    grad_accum: int = 1
-    """micro-batches per optimizer step"""
-    weight_decay: float = 0.0
-    """AdamW decoupled weight decay"""
-    warmup_steps: int = 0
-    """optimizer steps of linear lr warmup"""
     max_grad_norm: float = 1.0
     """clip the global gradient norm to this (0 = no clipping)"""
-    seed: int = 0
-    """seeds the data order and the torch RNG (dropout)"""
-    # what is trained
     max_len: int | None = None
     """context limit for training rows; None = the PRM's max_len"""
     label_type: str | None = None
     """`hard` | `soft`; None = the PRM's label_type (the one used is recorded in prm.cfg)"""
-    freeze_backbone: bool = False
-    """train the heads only"""
-    lora_r: int = 0
-    """0 = full fine-tuning; >0 = LoRA of this rank on the backbone (needs `peft`), merged at the end"""
-    cache_features: bool = False
-    """with freeze_backbone: run the backbone once per row and train the heads on the cached head
-    inputs (prmflow.active.features) instead of once per row and epoch. Equal up to float rounding
-    (and dropout, which the cached pass does not apply); one process only"""
-    # checkpoints and display
-    checkpoint_every: int = 500
-    """optimizer steps between checkpoints (the last step is always checkpointed)"""
     keep_checkpoints: int = 2
     """newest checkpoints kept on disk"""
     progress_bar: bool = True
     """show a tqdm bar"""
 
     def __post_init__(self) -> None:
-        if min(self.batch_size, self.grad_accum, self.checkpoint_every, self.keep_checkpoints) < 1:
-            raise ValueError("batch_size, grad_accum, checkpoint_every and keep_checkpoints must be >= 1")
-        if self.steps < 0 or self.epochs <= 0 or self.lr <= 0:
-            raise ValueError(f"need steps >= 0, epochs > 0, lr > 0 (got {self.steps}, {self.epochs}, {self.lr})")
+        self.check_train()
+        if self.keep_checkpoints < 1:
+            raise ValueError(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
         if self.label_type not in (None, "hard", "soft"):
             raise ValueError(f"label_type must be 'hard', 'soft' or None, got {self.label_type!r}")
-        if self.cache_features and not self.freeze_backbone:
-            raise ValueError("cache_features caches a frozen backbone's outputs; it needs freeze_backbone=True")
 
 
 # these change neither the data order nor the arithmetic, so a resumed run may change them
@@ -213,7 +183,7 @@ def train_prm(prm: PRM, rows: Sequence[dict[str, Any]], cfg: TrainConfig, out_di
     prm.to(procs.device)
     if cfg.lora_r > 0:
         prm.backbone = _wrap_lora(prm.backbone, cfg.lora_r)
-    prm.cfg.label_type = cfg.label_type or prm.cfg.label_type
+    prm.cfg = dataclasses.replace(prm.cfg, label_type=cfg.label_type or prm.cfg.label_type)
     max_len = cfg.max_len or prm.cfg.max_len
     skipped: list[str] = []
     examples = prepare_examples(prm, rows, prm.cfg.label_type, max_len, skipped)

@@ -1,8 +1,8 @@
 """Launch a stage flow as one process (`python -m flows.<stage>`) or through `accelerate launch`.
 
-    python -m prmflow.launch train [--params params.yaml] [--launcher python|accelerate]
-                                   [--num-processes N] [--mixed-precision no|bf16|fp16] [--cpu]
-                                   [--dry-run]
+    python -m flows.launch train [--params params.yaml] [--launcher python|accelerate]
+                                 [--num-processes N] [--mixed-precision no|bf16|fp16] [--cpu]
+                                 [--dry-run]
 
 PRM training on several GPUs runs `accelerate launch --num_processes N -m flows.train --params
 ...`; on this CPU machine the same entry point runs single-process, either directly or as
@@ -25,8 +25,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-LAUNCHERS = ("python", "accelerate")
-MIXED_PRECISION = ("no", "bf16", "fp16")
+from prmflow.config import LAUNCHERS, MIXED_PRECISION, check_launch, read_layered
 
 
 @dataclass(frozen=True)
@@ -43,12 +42,7 @@ class LaunchConfig:
     """`accelerate launch --cpu`: force CPU even where CUDA is visible"""
 
     def __post_init__(self) -> None:
-        if self.launcher not in LAUNCHERS:
-            raise ValueError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {self.launcher!r}")
-        if self.num_processes < 1:
-            raise ValueError(f"num_processes must be >= 1, got {self.num_processes}")
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise ValueError(f"mixed_precision must be one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}")
+        check_launch(self.launcher, self.num_processes, self.mixed_precision)
 
 
 def accelerate_available(python: str = sys.executable) -> bool:
@@ -92,8 +86,6 @@ def launch_env(cfg: LaunchConfig) -> dict[str, str]:
 
 def from_params(params: str | Sequence[str], section: str = "train", **overrides: object) -> LaunchConfig:
     """LaunchConfig from `section` of the params file and overlays (fields it has), then non-None overrides."""
-    from prmflow.config import read_layered
-
     data, _ = read_layered(params)
     values = {k: v for k, v in (data.get(section) or {}).items() if k in ("launcher", "num_processes", "mixed_precision")}
     values.update({k: v for k, v in overrides.items() if v is not None})
