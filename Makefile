@@ -29,11 +29,11 @@ run: $(STAMP)
 # Lint, type check, then every test: about 18 min on 2 cores (the slow tier, @pytest.mark.slow, runs
 # real pipeline stages; `make test-fast` leaves it out, about 6 min). The vLLM engine tests need
 # .venv-vllm (`make vllm-env`, 2.5 GB); without it they skip, and the last line says so.
-test: $(STAMP)
+test: $(STAMP) lint
 	@echo "make test: every test, about 16 min on 2 cores ($$(date -u +%H:%M:%S) UTC)"
 	$(BIN)/python -m pytest -q; rc=$$?; $(VLLM_NOTICE); exit $$rc
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) lint
 	$(BIN)/python -m pytest -q -m "not slow"; rc=$$?; $(VLLM_NOTICE); exit $$rc
 
 lint: $(STAMP)

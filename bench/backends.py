@@ -53,8 +53,9 @@ def timed_rollouts(backend, prefixes, n: int, sampling) -> tuple[float, int]:
     tokens = 0
     for start in range(0, len(prefixes), CHUNK):
         chunk = prefixes[start : start + CHUNK]
-        tokens += tokens_with_eos(backend.generate_ids(chunk, n, sampling,
-                                                       seeds=[sampling.seed + start + i for i in range(len(chunk))]))
+        tokens += tokens_with_eos(
+            backend.generate_ids(chunk, n, sampling, seeds=[sampling.seed + start + i for i in range(len(chunk))])
+        )
     return time.perf_counter() - t0, tokens
 
 
@@ -69,8 +70,17 @@ def build_tiny_model(out: Path, steps: int, seed: int) -> None:
     tok = build_tokenizer([p + s for p, s in zip(prompts, sols, strict=True)], 384)
     model = build_model("llama", len(tok), 96, 3, 3, 512, tok.pad_token_id, tok.eos_token_id, seed=seed)
     examples = [e for e in make_examples(tok, prompts, sols, 10_000) if len(e.prompt_ids) + len(e.target_ids) <= 256]
-    train_lm(model, examples, steps=steps, batch_size=32, lr=3e-3, warmup_steps=min(50, steps // 4),
-             weight_decay=0.01, pad_id=tok.pad_token_id, seed=seed)
+    train_lm(
+        model,
+        examples,
+        steps=steps,
+        batch_size=32,
+        lr=3e-3,
+        warmup_steps=min(50, steps // 4),
+        weight_decay=0.01,
+        pad_id=tok.pad_token_id,
+        seed=seed,
+    )
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=out.name + ".tmp"))
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
@@ -93,8 +103,17 @@ def vllm_worker(spec_path: str, out_path: str) -> None:
     seconds, tokens = timed_rollouts(be, prefixes, n, sampling)
     import vllm
 
-    Path(out_path).write_text(json.dumps({"seconds": seconds, "generated_tokens": tokens, "engine_start_s": start_s,
-                                          "vllm": vllm.__version__, "entropy_top_k": be.entropy_top_k}))
+    Path(out_path).write_text(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "generated_tokens": tokens,
+                "engine_start_s": start_s,
+                "vllm": vllm.__version__,
+                "entropy_top_k": be.entropy_top_k,
+            }
+        )
+    )
 
 
 def run_vllm(model: str, prefixes, n: int, sampling, batch_size: int, threads: int) -> dict:
@@ -107,16 +126,31 @@ def run_vllm(model: str, prefixes, n: int, sampling, batch_size: int, threads: i
     from prmflow.policy.vllm_backend import engine_env_defaults
 
     with tempfile.TemporaryDirectory() as tmp:
-        spec = {"model": model, "prefixes": prefixes, "rollouts": n, "sampling": asdict(sampling),
-                "batch_size": batch_size}
+        spec = {
+            "model": model,
+            "prefixes": prefixes,
+            "rollouts": n,
+            "sampling": asdict(sampling),
+            "batch_size": batch_size,
+        }
         (Path(tmp) / "spec.json").write_text(json.dumps(spec))
         cpus = sorted(os.sched_getaffinity(0))[:threads]
         bind = f"{cpus[0]}-{cpus[-1]}" if cpus == list(range(cpus[0], cpus[-1] + 1)) else ",".join(map(str, cpus))
-        env = {**os.environ, **engine_env_defaults(), "VLLM_CPU_OMP_THREADS_BIND": bind, "VLLM_CPU_KVCACHE_SPACE": "1",
-               "PYTHONPATH": str(REPO)}
+        env = {
+            **os.environ,
+            **engine_env_defaults(),
+            "VLLM_CPU_OMP_THREADS_BIND": bind,
+            "VLLM_CPU_KVCACHE_SPACE": "1",
+            "PYTHONPATH": str(REPO),
+        }
         t0 = time.perf_counter()
-        proc = subprocess.run([str(VLLM_PY), "-m", "bench.backends", "--vllm-worker", f"{tmp}/spec.json",
-                               f"{tmp}/out.json"], capture_output=True, text=True, env=env, cwd=REPO)
+        proc = subprocess.run(
+            [str(VLLM_PY), "-m", "bench.backends", "--vllm-worker", f"{tmp}/spec.json", f"{tmp}/out.json"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO,
+        )
         if proc.returncode != 0:
             raise SystemExit(f"vLLM worker failed (rc {proc.returncode}):\n{proc.stderr[-4000:]}")
         out = json.loads((Path(tmp) / "out.json").read_text())
@@ -128,8 +162,11 @@ def run_vllm(model: str, prefixes, n: int, sampling, batch_size: int, threads: i
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="model dir with a vLLM-compatible head_dim (default: build a tiny one)")
-    ap.add_argument("--model-cache", default=str(Path(tempfile.gettempdir()) / "prmflow-bench-tiny-hd32"),
-                    help="where the default tiny model is built and reused")
+    ap.add_argument(
+        "--model-cache",
+        default=str(Path(tempfile.gettempdir()) / "prmflow-bench-tiny-hd32"),
+        help="where the default tiny model is built and reused",
+    )
     ap.add_argument("--train-steps", type=int, default=200)
     ap.add_argument("--prefixes", type=int, default=128)
     ap.add_argument("--rollouts", type=int, default=8)
@@ -165,32 +202,47 @@ def main() -> None:
     run_naive(backend, prefixes[:2], args.rollouts, sampling)
     t_hf, tok_hf = timed_rollouts(backend, prefixes, args.rollouts, sampling)
     t_naive, tok_naive = run_naive(backend, prefixes, args.rollouts, sampling)
-    vllm = run_vllm(str(Path(model).resolve()), prefixes, args.rollouts, sampling, args.batch_size,
-                    torch.get_num_threads())
+    vllm = run_vllm(
+        str(Path(model).resolve()), prefixes, args.rollouts, sampling, args.batch_size, torch.get_num_threads()
+    )
 
     def entry(seconds: float, tokens: int) -> dict:
         return {"seconds": seconds, "generated_tokens": tokens, "tokens_per_s": tokens / seconds}
 
     result = {
-        "workload": {"model": model, "prefixes": len(prefixes), "rollouts_per_prefix": args.rollouts,
-                     "max_new_tokens": args.max_new_tokens, "mean_prefix_tokens": sum(map(len, prefixes)) / len(prefixes),
-                     "batch_size": args.batch_size, "prefixes_per_call": CHUNK,
-                     "params": sum(p.numel() for p in backend.model.parameters())},
+        "workload": {
+            "model": model,
+            "prefixes": len(prefixes),
+            "rollouts_per_prefix": args.rollouts,
+            "max_new_tokens": args.max_new_tokens,
+            "mean_prefix_tokens": sum(map(len, prefixes)) / len(prefixes),
+            "batch_size": args.batch_size,
+            "prefixes_per_call": CHUNK,
+            "params": sum(p.numel() for p in backend.model.parameters()),
+        },
         "transformers": {**entry(t_hf, tok_hf), "entropy": "full vocabulary"},
         "naive_generate": {**entry(t_naive, tok_naive), "entropy": "none"},
-        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "python": platform.python_version(), "torch": torch.__version__,
-                    "load_avg_1m": os.getloadavg()[0]},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "load_avg_1m": os.getloadavg()[0],
+        },
     }
     hf_tps, naive_tps = tok_hf / t_hf, tok_naive / t_naive
     result["ratios"] = {"transformers_over_naive": hf_tps / naive_tps}
     if "skipped" in vllm:
         result["vllm"] = vllm
     else:
-        result["vllm"] = {**entry(vllm["seconds"], vllm["generated_tokens"]),
-                          "entropy": f"top-{vllm['entropy_top_k']} estimate", "engine_start_s": vllm["engine_start_s"],
-                          "vllm_version": vllm["vllm"], "subprocess_wall_s": vllm["subprocess_wall_s"],
-                          "omp_threads_bind": vllm["omp_threads_bind"]}
+        result["vllm"] = {
+            **entry(vllm["seconds"], vllm["generated_tokens"]),
+            "entropy": f"top-{vllm['entropy_top_k']} estimate",
+            "engine_start_s": vllm["engine_start_s"],
+            "vllm_version": vllm["vllm"],
+            "subprocess_wall_s": vllm["subprocess_wall_s"],
+            "omp_threads_bind": vllm["omp_threads_bind"],
+        }
         vllm_tps = result["vllm"]["tokens_per_s"]
         result["ratios"].update(vllm_over_transformers=vllm_tps / hf_tps, vllm_over_naive=vllm_tps / naive_tps)
     write_json(args.out, result)

@@ -38,14 +38,14 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-import torch  # noqa: E402
+import torch
 
-from prmflow.config import GenerateConfig  # noqa: E402
-from prmflow.io import write_json  # noqa: E402
-from prmflow.policy.tiny import build_model, build_tokenizer  # noqa: E402
-from prmflow.synth.world import generate_problems  # noqa: E402
-from tasks import backends, runners  # noqa: E402
-from tasks.generate import sample_solutions  # noqa: E402
+from prmflow.config import GenerateConfig
+from prmflow.io import write_json
+from prmflow.policy.tiny import build_model, build_tokenizer
+from prmflow.synth.world import generate_problems
+from tasks import backends, runners
+from tasks.generate import sample_solutions
 
 CORPUS = [
     "Question: Mia has 23 marbles. She finds 14 more marbles. How many marbles does Mia have now?\nAnswer:\n"
@@ -82,7 +82,12 @@ def best_of(repeats: int, cfg: GenerateConfig, problems: list[dict], root: Path)
     secs = sorted(r[0] for r in runs)
     med, tok = secs[len(secs) // 2], runs[0][1]
     assert all(r[1] == tok and r[2] == runs[0][2] for r in runs)
-    return {"seconds": med, "tokens_per_s": tok / med, "runs_seconds": [r[0] for r in runs]}, tok, runs[0][2], runs[0][3]
+    return (
+        {"seconds": med, "tokens_per_s": tok / med, "runs_seconds": [r[0] for r in runs]},
+        tok,
+        runs[0][2],
+        runs[0][3],
+    )
 
 
 def main() -> None:
@@ -101,9 +106,18 @@ def main() -> None:
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="bench-distributed-"))
     problems = [p.to_row() for p in generate_problems(args.problems, seed=11)]
-    cfg = GenerateConfig(model=str(tiny_model(work / "model")), n=args.n, max_new_tokens=args.max_new_tokens,
-                         batch_size=16, top_logprobs=2, tree_problems=4, tree_max_branches=2, tree_threshold=0.5,
-                         num_shards=args.shards, task_retries=0)
+    cfg = GenerateConfig(
+        model=str(tiny_model(work / "model")),
+        n=args.n,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=16,
+        top_logprobs=2,
+        tree_problems=4,
+        tree_max_branches=2,
+        tree_threshold=0.5,
+        num_shards=args.shards,
+        task_retries=0,
+    )
     res: dict[str, dict] = {}
     try:
         with prefect_test_harness(), runners.local_cluster(workers=1) as cluster:
@@ -137,22 +151,38 @@ def main() -> None:
 
     one, two = res["ray_1_node"], res["ray_2_nodes"]
     report = {
-        "workload": {"stage": "generate", "repeats": args.repeats, "problems": args.problems, "shards": args.shards, "n": args.n,
-                     "max_new_tokens": args.max_new_tokens, "tree_problems": cfg.tree_problems,
-                     "model": "random Llama, 2 layers, hidden 64 (tests' tiny model)", "torch_threads": 1,
-                     "cluster": "head (0 CPUs) + 1 or 2 worker nodes of 1 CPU on this machine; 1 CPU per shard"},
+        "workload": {
+            "stage": "generate",
+            "repeats": args.repeats,
+            "problems": args.problems,
+            "shards": args.shards,
+            "n": args.n,
+            "max_new_tokens": args.max_new_tokens,
+            "tree_problems": cfg.tree_problems,
+            "model": "random Llama, 2 layers, hidden 64 (tests' tiny model)",
+            "torch_threads": 1,
+            "cluster": "head (0 CPUs) + 1 or 2 worker nodes of 1 CPU on this machine; 1 CPU per shard",
+        },
         **res,
         "speedup_2_vs_1_nodes": two["tokens_per_s"] / one["tokens_per_s"],
-        "overhead_s_per_shard": {"noop_shard_2_nodes": noop_per_shard,
-                                 "ray_1_node_minus_thread": (one["seconds"] - res["thread"]["seconds"]) / args.shards},
+        "overhead_s_per_shard": {
+            "noop_shard_2_nodes": noop_per_shard,
+            "ray_1_node_minus_thread": (one["seconds"] - res["thread"]["seconds"]) / args.shards,
+        },
         "identical": identical,
         "versions": {k: version(k) for k in ("ray", "prefect-ray", "prefect", "torch")},
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "shared": "2 cores shared with other work"},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "shared": "2 cores shared with other work",
+        },
     }
     write_json(args.out, report)
-    print(f"distributed: thread {res['thread']['tokens_per_s']:.0f} tok/s, ray 1 node {one['tokens_per_s']:.0f}, "
-          f"2 nodes {two['tokens_per_s']:.0f} (x{report['speedup_2_vs_1_nodes']:.2f}), "
-          f"overhead {noop_per_shard:.2f} s/shard (no-op), identical {identical} -> {args.out}")
+    print(
+        f"distributed: thread {res['thread']['tokens_per_s']:.0f} tok/s, ray 1 node {one['tokens_per_s']:.0f}, "
+        f"2 nodes {two['tokens_per_s']:.0f} (x{report['speedup_2_vs_1_nodes']:.2f}), "
+        f"overhead {noop_per_shard:.2f} s/shard (no-op), identical {identical} -> {args.out}"
+    )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from prmflow.io import write_json
 
@@ -35,13 +34,21 @@ def main() -> int:
     rc = subprocess.call(cmd)
     seconds = time.perf_counter() - t0
     peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB on Linux
-    result = {"command": " ".join(cmd), "returncode": rc, "seconds": round(seconds, 1),
-              "peak_rss_mib": round(peak_mib, 1), "limit_mib": args.limit_gib * 1024,
-              "within_limit": peak_mib <= args.limit_gib * 1024, "machine": platform.machine(),
-              "python": platform.python_version()}
+    result = {
+        "command": " ".join(cmd),
+        "returncode": rc,
+        "seconds": round(seconds, 1),
+        "peak_rss_mib": round(peak_mib, 1),
+        "limit_mib": args.limit_gib * 1024,
+        "within_limit": peak_mib <= args.limit_gib * 1024,
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+    }
     write_json(args.out, result)
-    print(f"peak RSS {peak_mib:.0f} MiB (limit {args.limit_gib * 1024:.0f} MiB) over {seconds / 60:.1f} min; "
-          f"dvc exited {rc}; wrote {args.out}")
+    print(
+        f"peak RSS {peak_mib:.0f} MiB (limit {args.limit_gib * 1024:.0f} MiB) over {seconds / 60:.1f} min; "
+        f"dvc exited {rc}; wrote {args.out}"
+    )
     return 0 if rc == 0 and result["within_limit"] else 1
 
 

@@ -30,10 +30,10 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
-from prmflow.io import write_json  # noqa: E402
-from prmflow.prm import PRM, PRMConfig, TrainConfig, train_prm  # noqa: E402
+from prmflow.io import write_json
+from prmflow.prm import PRM, PRMConfig, TrainConfig, train_prm
 
 GSM8K = Path("../shared/data/gsm8k/train.jsonl")
 
@@ -44,8 +44,14 @@ def gsm8k_rows(n: int, seed: int = 0) -> list[dict]:
     if GSM8K.exists():
         problems = [json.loads(line) for line in GSM8K.read_text().splitlines()[: 4 * n]]
     else:  # hand-made stand-ins with the same shape
-        problems = [{"question": f"Mia has {a} marbles and finds {b} more. How many now?",
-                     "answer": f"Mia has {a} + {b} = {a + b} marbles.\n#### {a + b}"} for a in range(10, 40) for b in range(2, 12)]
+        problems = [
+            {
+                "question": f"Mia has {a} marbles and finds {b} more. How many now?",
+                "answer": f"Mia has {a} + {b} = {a + b} marbles.\n#### {a + b}",
+            }
+            for a in range(10, 40)
+            for b in range(2, 12)
+        ]
     rows = []
     for i, p in enumerate(rng.sample(problems, n)):
         lines = [re.sub(r"<<[^>]*>>", "", x) for x in p["answer"].split("\n")]
@@ -56,10 +62,16 @@ def gsm8k_rows(n: int, seed: int = 0) -> list[dict]:
             nums = list(re.finditer(r"\d+", steps[k]))
             if nums:
                 m = nums[-1]
-                steps[k] = steps[k][: m.start()] + str(int(m.group()) + rng.randint(1, 9)) + steps[k][m.end():]
+                steps[k] = steps[k][: m.start()] + str(int(m.group()) + rng.randint(1, 9)) + steps[k][m.end() :]
                 labels = [j < k for j in range(len(steps))]
-        rows.append({"id": f"gsm8k-{i}", "prompt": f"Question: {p['question']}\nAnswer:\n", "completions": steps,
-                     "labels": labels})
+        rows.append(
+            {
+                "id": f"gsm8k-{i}",
+                "prompt": f"Question: {p['question']}\nAnswer:\n",
+                "completions": steps,
+                "labels": labels,
+            }
+        )
     return rows
 
 
@@ -72,19 +84,32 @@ def main() -> None:
     ap.add_argument("--lm-features", action="store_true", help="heads also read the backbone's LM statistics")
     ap.add_argument("--no-cache", action="store_true", help="rerun the frozen backbone every epoch (for comparison)")
     ap.add_argument("--steps", type=int, default=0, help="optimizer steps (0 = from --epochs)")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads; on a shared machine 2 OpenMP threads ran a forward 3-5x slower than 1")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads; on a shared machine 2 OpenMP threads ran a forward 3-5x slower than 1",
+    )
     ap.add_argument("--out", default="reports/bench/prm_backbone.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rows = gsm8k_rows(args.rows)
 
     t0 = time.perf_counter()
-    prm = PRM.from_backbone(args.backbone, PRMConfig(max_len=args.max_len, lm_features=args.lm_features,
-                                                     step_tokenization="joined"))
+    prm = PRM.from_backbone(
+        args.backbone, PRMConfig(max_len=args.max_len, lm_features=args.lm_features, step_tokenization="joined")
+    )
     t_load = time.perf_counter() - t0
-    cfg = TrainConfig(lr=1e-3, epochs=args.epochs, steps=args.steps, batch_size=16, warmup_steps=5,
-                      freeze_backbone=True, cache_features=not args.no_cache, checkpoint_every=10_000)
+    cfg = TrainConfig(
+        lr=1e-3,
+        epochs=args.epochs,
+        steps=args.steps,
+        batch_size=16,
+        warmup_steps=5,
+        freeze_backbone=True,
+        cache_features=not args.no_cache,
+        checkpoint_every=10_000,
+    )
     prompts, steps = [r["prompt"] for r in rows[:32]], [r["completions"] for r in rows[:32]]
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -105,22 +130,36 @@ def main() -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     cpu = resource.getrusage(resource.RUSAGE_SELF)
     result = {
-        "backbone": args.backbone, "rows": len(rows), "max_len": args.max_len, "lm_features": args.lm_features,
-        "cache_features": not args.no_cache, "optimizer_steps": summary["steps"], "threads": args.threads,
-        "seconds_load_backbone": round(t_load, 1), "seconds_train": round(t_train, 1),
-        "seconds_reload": round(t_reload, 1), "seconds_score_32_rows": round(t_score, 1),
-        "cpu_seconds": round(cpu.ru_utime + cpu.ru_stime, 1), "peak_rss_mib_train": round(peak_train, 1),
-        "peak_rss_mib": round(peak, 1), "saved_prm_bytes": saved_bytes, "reloaded_scores_identical": same,
-        "final_loss": round(summary["final_loss"], 4), "backbone_passes": summary.get("backbone_passes"),
+        "backbone": args.backbone,
+        "rows": len(rows),
+        "max_len": args.max_len,
+        "lm_features": args.lm_features,
+        "cache_features": not args.no_cache,
+        "optimizer_steps": summary["steps"],
+        "threads": args.threads,
+        "seconds_load_backbone": round(t_load, 1),
+        "seconds_train": round(t_train, 1),
+        "seconds_reload": round(t_reload, 1),
+        "seconds_score_32_rows": round(t_score, 1),
+        "cpu_seconds": round(cpu.ru_utime + cpu.ru_stime, 1),
+        "peak_rss_mib_train": round(peak_train, 1),
+        "peak_rss_mib": round(peak, 1),
+        "saved_prm_bytes": saved_bytes,
+        "reloaded_scores_identical": same,
+        "final_loss": round(summary["final_loss"], 4),
+        "backbone_passes": summary.get("backbone_passes"),
         **{k: summary[k] for k in ("truncated_rows", "truncated_fraction", "truncated_steps", "skipped_rows")},
-        "machine": platform.machine(), "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
     }
     write_json(args.out, result)
-    print(f"prm_backbone: {args.backbone} {len(rows)} rows max_len {args.max_len}: load {t_load:.0f} s, train "
-          f"{t_train:.0f} s ({summary['steps']} steps, {summary.get('backbone_passes')} backbone passes), reload "
-          f"{t_reload:.0f} s, score 32 rows {t_score:.0f} s; peak RSS {peak_train:.0f} MiB training, {peak:.0f} MiB "
-          f"overall; saved {saved_bytes / 1e3:.1f} kB; "
-          f"truncated {summary['truncated_fraction']:.1%}; reloaded scores identical: {same}")
+    print(
+        f"prm_backbone: {args.backbone} {len(rows)} rows max_len {args.max_len}: load {t_load:.0f} s, train "
+        f"{t_train:.0f} s ({summary['steps']} steps, {summary.get('backbone_passes')} backbone passes), reload "
+        f"{t_reload:.0f} s, score 32 rows {t_score:.0f} s; peak RSS {peak_train:.0f} MiB training, {peak:.0f} MiB "
+        f"overall; saved {saved_bytes / 1e3:.1f} kB; "
+        f"truncated {summary['truncated_fraction']:.1%}; reloaded scores identical: {same}"
+    )
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ STOP = ("Question:",)
 
 # ----------------------------------------------------------------------------- workload
 
+
 def gold_lines(answer: str) -> tuple[list[str], str]:
     """GSM8K solution lines without calculator annotations, and the final answer after ####.
 
@@ -92,6 +93,7 @@ def build_workload(data: Path, tokenizer, batch: int, n_prefixes: int, seed: int
 
 # ----------------------------------------------------------------------------- worker
 
+
 def _kib(field: str) -> int:
     return int(re.search(field + r":\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
 
@@ -116,8 +118,14 @@ def worker(spec_path: str, out_path: str) -> None:
     if spec["backend"] == "vllm":
         from prmflow.policy.vllm_backend import VLLMBackend
 
-        be = VLLMBackend(spec["model"], dtype="float32", seed=0, batch_size=spec["batch_size"],
-                         kv_cache_space_gb=spec["kv_cache_space_gb"], max_model_len=spec["max_model_len"])
+        be = VLLMBackend(
+            spec["model"],
+            dtype="float32",
+            seed=0,
+            batch_size=spec["batch_size"],
+            kv_cache_space_gb=spec["kv_cache_space_gb"],
+            max_model_len=spec["max_model_len"],
+        )
     else:
         import torch
 
@@ -139,11 +147,16 @@ def worker(spec_path: str, out_path: str) -> None:
         tokens = sum(len(c.token_ids) for row in comps for c in row)
         reasons = [c.finish_reason for row in comps for c in row]
         result["jobs"][job["name"]] = {
-            "seconds": seconds, "generated_tokens": tokens, "tokens_per_s": tokens / seconds,
-            "peak_rss_mib": _kib("VmHWM") / 1024, "rows": len(job["prompts"]) * job["n"],
-            "finish_stop": reasons.count("stop"), "finish_length": reasons.count("length"),
+            "seconds": seconds,
+            "generated_tokens": tokens,
+            "tokens_per_s": tokens / seconds,
+            "peak_rss_mib": _kib("VmHWM") / 1024,
+            "rows": len(job["prompts"]) * job["n"],
+            "finish_stop": reasons.count("stop"),
+            "finish_length": reasons.count("length"),
             "mean_prompt_tokens": sum(map(len, job["prompts"])) / len(job["prompts"]),
-            "sample_text": comps[0][0].text[:200]}
+            "sample_text": comps[0][0].text[:200],
+        }
     import prmflow
 
     result["prmflow"] = str(Path(prmflow.__file__).resolve().parent)
@@ -155,8 +168,13 @@ def run_worker(python: str, spec: dict, env_extra: dict[str, str]) -> dict:
         (Path(tmp) / "spec.json").write_text(json.dumps(spec))
         env = {**os.environ, "PYTHONPATH": env_extra.pop("PYTHONPATH", str(REPO)), **env_extra}
         t0 = time.perf_counter()
-        proc = subprocess.run([python, "-m", "bench.real_model", "--worker", f"{tmp}/spec.json", f"{tmp}/out.json"],
-                              capture_output=True, text=True, env=env, cwd=REPO)
+        proc = subprocess.run(
+            [python, "-m", "bench.real_model", "--worker", f"{tmp}/spec.json", f"{tmp}/out.json"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO,
+        )
         if proc.returncode != 0:
             return {"failed": f"rc {proc.returncode}", "stderr": proc.stderr[-3000:]}
         out = json.loads((Path(tmp) / "out.json").read_text())
@@ -165,6 +183,7 @@ def run_worker(python: str, spec: dict, env_extra: dict[str, str]) -> dict:
 
 
 # ----------------------------------------------------------------------------- main
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -199,26 +218,52 @@ def main() -> None:
         raise SystemExit(f"--data {args.data}: GSM8K train.jsonl not found")
     tok = AutoTokenizer.from_pretrained(model)
     wl = build_workload(Path(args.data), tok, args.batch, args.prefixes, args.seed)
-    jobs = [{"name": "generate", "prompts": wl["prompts"], "n": 1,
-             "sampling": {"temperature": 1.0, "max_new_tokens": args.new_tokens, "seed": args.seed, "stop": []}},
-            {"name": "rollouts", "prompts": wl["prefixes"], "n": args.rollouts,
-             "sampling": {"temperature": 1.0, "max_new_tokens": args.rollout_tokens, "seed": args.seed,
-                          "stop": list(STOP)}}]
+    jobs = [
+        {
+            "name": "generate",
+            "prompts": wl["prompts"],
+            "n": 1,
+            "sampling": {"temperature": 1.0, "max_new_tokens": args.new_tokens, "seed": args.seed, "stop": []},
+        },
+        {
+            "name": "rollouts",
+            "prompts": wl["prefixes"],
+            "n": args.rollouts,
+            "sampling": {
+                "temperature": 1.0,
+                "max_new_tokens": args.rollout_tokens,
+                "seed": args.seed,
+                "stop": list(STOP),
+            },
+        },
+    ]
     rows = max(args.batch, args.prefixes * args.rollouts)
     longest = max(len(p) for p in wl["prompts"] + wl["prefixes"]) + max(args.new_tokens, args.rollout_tokens)
     base = {"model": model, "batch_size": rows, "threads": args.threads, "jobs": jobs}
-    result: dict = {"workload": {"model": model, "data": args.data, "generate": f"{args.batch} prompts x {args.new_tokens} "
-                                 f"new tokens, stop=()", "rollouts": f"{args.prefixes} prefixes x {args.rollouts} "
-                                 f"rollouts x {args.rollout_tokens} new tokens, stop={list(STOP)}",
-                                 "mean_prompt_tokens": sum(map(len, wl["prompts"])) / len(wl["prompts"]),
-                                 "mean_prefix_tokens": sum(map(len, wl["prefixes"])) / len(wl["prefixes"]),
-                                 "goal": "peak RSS <= 4 GiB at batch 16 x 512 new tokens"}}
+    result: dict = {
+        "workload": {
+            "model": model,
+            "data": args.data,
+            "generate": f"{args.batch} prompts x {args.new_tokens} new tokens, stop=()",
+            "rollouts": f"{args.prefixes} prefixes x {args.rollouts} "
+            f"rollouts x {args.rollout_tokens} new tokens, stop={list(STOP)}",
+            "mean_prompt_tokens": sum(map(len, wl["prompts"])) / len(wl["prompts"]),
+            "mean_prefix_tokens": sum(map(len, wl["prefixes"])) / len(wl["prefixes"]),
+            "goal": "peak RSS <= 4 GiB at batch 16 x 512 new tokens",
+        }
+    }
     t0 = time.perf_counter()
     import torch
 
     def machine() -> dict:
-        return {"cpus": os.cpu_count(), "threads": args.threads, "python": platform.python_version(),
-                "torch": torch.__version__, "load_avg_1m": os.getloadavg()[0], "bench_wall_s": time.perf_counter() - t0}
+        return {
+            "cpus": os.cpu_count(),
+            "threads": args.threads,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "load_avg_1m": os.getloadavg()[0],
+            "bench_wall_s": time.perf_counter() - t0,
+        }
 
     result["transformers"] = run_worker(sys.executable, {**base, "backend": "transformers"}, {})
     write_json(args.out, {**result, "machine": machine()})  # partial results survive an interrupted run
@@ -232,23 +277,32 @@ def main() -> None:
         cpus = sorted(os.sched_getaffinity(0))[: args.threads]
         bind = f"{cpus[0]}-{cpus[-1]}" if cpus == list(range(cpus[0], cpus[-1] + 1)) else ",".join(map(str, cpus))
         env = {**engine_env_defaults(), "VLLM_CPU_OMP_THREADS_BIND": bind}
-        result["vllm"] = run_worker(str(VLLM_PY), {**base, "backend": "vllm", "kv_cache_space_gb": 1,
-                                                   "max_model_len": longest + 16}, env)
+        result["vllm"] = run_worker(
+            str(VLLM_PY), {**base, "backend": "vllm", "kv_cache_space_gb": 1, "max_model_len": longest + 16}, env
+        )
         write_json(args.out, {**result, "machine": machine()})
     if args.baseline_repo:
-        shape = {"name": "generate", "prompts": wl["prompts"][: args.baseline_batch], "n": 1,
-                 "sampling": {**jobs[0]["sampling"], "max_new_tokens": args.baseline_tokens}}
+        shape = {
+            "name": "generate",
+            "prompts": wl["prompts"][: args.baseline_batch],
+            "n": 1,
+            "sampling": {**jobs[0]["sampling"], "max_new_tokens": args.baseline_tokens},
+        }
         small = {**base, "backend": "transformers", "batch_size": args.baseline_batch, "jobs": [shape]}
-        result["baseline"] = {"shape": f"{args.baseline_batch} prompts x {args.baseline_tokens} new tokens",
-                              "before": run_worker(sys.executable, small, {"PYTHONPATH": str(Path(args.baseline_repo).resolve())}),
-                              "after": run_worker(sys.executable, small, {})}
+        result["baseline"] = {
+            "shape": f"{args.baseline_batch} prompts x {args.baseline_tokens} new tokens",
+            "before": run_worker(sys.executable, small, {"PYTHONPATH": str(Path(args.baseline_repo).resolve())}),
+            "after": run_worker(sys.executable, small, {}),
+        }
     result["machine"] = machine()
     write_json(args.out, result)
     for name in ("transformers", "vllm"):
         r = result[name]
         for job, m in r.get("jobs", {}).items():
-            print(f"{name:12s} {job:9s} {m['tokens_per_s']:7.1f} tok/s  peak RSS {m['peak_rss_mib']:7.0f} MiB  "
-                  f"({m['generated_tokens']} tokens in {m['seconds']:.0f}s)")
+            print(
+                f"{name:12s} {job:9s} {m['tokens_per_s']:7.1f} tok/s  peak RSS {m['peak_rss_mib']:7.0f} MiB  "
+                f"({m['generated_tokens']} tokens in {m['seconds']:.0f}s)"
+            )
         if "jobs" not in r:
             print(f"{name:12s} {r}")
     for k, r in result.get("baseline", {}).items():

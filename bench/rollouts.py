@@ -25,14 +25,14 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
-from prmflow.edu.partition import PartitionConfig, partition  # noqa: E402
-from prmflow.io import write_json  # noqa: E402
-from prmflow.label.mc import answer_verifier, mc_estimates  # noqa: E402
-from prmflow.policy.base import SamplingConfig  # noqa: E402
-from prmflow.policy.hf_backend import TransformersBackend  # noqa: E402
-from prmflow.synth import WorldConfig, format_prompt, generate_problems  # noqa: E402
+from prmflow.edu.partition import PartitionConfig, partition
+from prmflow.io import write_json
+from prmflow.label.mc import answer_verifier, mc_estimates
+from prmflow.policy.base import SamplingConfig
+from prmflow.policy.hf_backend import TransformersBackend
+from prmflow.synth import WorldConfig, format_prompt, generate_problems
 
 
 def workload(backend: TransformersBackend, n_prefixes: int, seed: int) -> tuple[list[list[int]], list[str], list[str]]:
@@ -55,13 +55,15 @@ def workload(backend: TransformersBackend, n_prefixes: int, seed: int) -> tuple[
     return prefixes, texts, answers
 
 
-def run_prmflow(backend: TransformersBackend, prefixes, texts, answers, n: int, sampling: SamplingConfig) -> tuple[float, int]:
+def run_prmflow(
+    backend: TransformersBackend, prefixes, texts, answers, n: int, sampling: SamplingConfig
+) -> tuple[float, int]:
     t0 = time.perf_counter()
     tokens = 0
     for start in range(0, len(prefixes), 64):
         chunk = slice(start, start + 64)
         verifiers = [answer_verifier(a, [t]) for a, t in zip(answers[chunk], texts[chunk], strict=True)]
-        _, cost = mc_estimates(backend, prefixes[chunk], lambda i, s: verifiers[i](0, s), n, sampling)
+        _, cost = mc_estimates(backend, prefixes[chunk], lambda i, s, v=verifiers: v[i](0, s), n, sampling)
         tokens += cost.generated_tokens
     return time.perf_counter() - t0, tokens
 
@@ -74,10 +76,18 @@ def run_naive(backend: TransformersBackend, prefixes, n: int, sampling: Sampling
     for i, p in enumerate(prefixes):
         torch.manual_seed(sampling.seed + i)
         x = torch.tensor([p])
-        out = model.generate(x, attention_mask=torch.ones_like(x), do_sample=True, temperature=sampling.temperature,
-                             top_k=0, max_new_tokens=sampling.max_new_tokens, num_return_sequences=n,
-                             eos_token_id=eos, pad_token_id=pad)
-        gen = out[:, len(p):]
+        out = model.generate(
+            x,
+            attention_mask=torch.ones_like(x),
+            do_sample=True,
+            temperature=sampling.temperature,
+            top_k=0,
+            max_new_tokens=sampling.max_new_tokens,
+            num_return_sequences=n,
+            eos_token_id=eos,
+            pad_token_id=pad,
+        )
+        gen = out[:, len(p) :]
         for row in gen.tolist():  # tokens up to and including EOS
             tokens += row.index(eos) + 1 if eos in row else len(row)
     return time.perf_counter() - t0, tokens
@@ -93,7 +103,9 @@ def main() -> None:
     ap.add_argument("--out", default="reports/bench/rollouts.json")
     args = ap.parse_args()
     if not Path(args.model).is_dir():
-        raise SystemExit(f"error: no policy at '{args.model}': run `make run` (or `dvc repro policy`) first, or pass --model")
+        raise SystemExit(
+            f"error: no policy at '{args.model}': run `make run` (or `dvc repro policy`) first, or pass --model"
+        )
 
     backend = TransformersBackend.from_pretrained(args.model, batch_size=args.batch_size)
     prefixes, texts, answers = workload(backend, args.prefixes, args.seed)
@@ -106,21 +118,40 @@ def main() -> None:
     t_naive, tok_naive = run_naive(backend, prefixes, args.rollouts, sampling)
 
     result = {
-        "workload": {"prefixes": len(prefixes), "rollouts_per_prefix": args.rollouts, "model": args.model,
-                     "mean_prefix_tokens": sum(map(len, prefixes)) / len(prefixes), "batch_size": args.batch_size},
-        "prmflow": {"seconds": t_ours, "generated_tokens": tok_ours, "tokens_per_s": tok_ours / t_ours,
-                    "seconds_per_labeled_step": t_ours / len(prefixes)},
-        "naive_generate": {"seconds": t_naive, "generated_tokens": tok_naive, "tokens_per_s": tok_naive / t_naive,
-                           "seconds_per_labeled_step": t_naive / len(prefixes)},
+        "workload": {
+            "prefixes": len(prefixes),
+            "rollouts_per_prefix": args.rollouts,
+            "model": args.model,
+            "mean_prefix_tokens": sum(map(len, prefixes)) / len(prefixes),
+            "batch_size": args.batch_size,
+        },
+        "prmflow": {
+            "seconds": t_ours,
+            "generated_tokens": tok_ours,
+            "tokens_per_s": tok_ours / t_ours,
+            "seconds_per_labeled_step": t_ours / len(prefixes),
+        },
+        "naive_generate": {
+            "seconds": t_naive,
+            "generated_tokens": tok_naive,
+            "tokens_per_s": tok_naive / t_naive,
+            "seconds_per_labeled_step": t_naive / len(prefixes),
+        },
         "speedup_tokens_per_s": (tok_ours / t_ours) / (tok_naive / t_naive),
         "speedup_seconds_per_step": t_naive / t_ours,
-        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-                    "torch": torch.__version__},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
     }
     write_json(args.out, result)
-    print(f"rollouts: prmflow {result['prmflow']['tokens_per_s']:.0f} tok/s vs naive generate "
-          f"{result['naive_generate']['tokens_per_s']:.0f} tok/s -> {result['speedup_tokens_per_s']:.1f}x tokens/s, "
-          f"{result['speedup_seconds_per_step']:.1f}x per labeled step ({len(prefixes)} prefixes x {args.rollouts}) -> {args.out}")
+    print(
+        f"rollouts: prmflow {result['prmflow']['tokens_per_s']:.0f} tok/s vs naive generate "
+        f"{result['naive_generate']['tokens_per_s']:.0f} tok/s -> {result['speedup_tokens_per_s']:.1f}x tokens/s, "
+        f"{result['speedup_seconds_per_step']:.1f}x per labeled step ({len(prefixes)} prefixes x {args.rollouts}) -> {args.out}"
+    )
     print(json.dumps(result["workload"]))
 
 

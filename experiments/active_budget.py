@@ -34,9 +34,9 @@ import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from prmflow import io  # noqa: E402
-from prmflow.active import FeatureCache, paired_at_budget, summarize  # noqa: E402
-from prmflow.config import ActiveConfig, load_section  # noqa: E402
+from prmflow import io
+from prmflow.active import FeatureCache, paired_at_budget, summarize
+from prmflow.config import ActiveConfig, load_section
 
 
 def parse_cell(text: str) -> dict[str, Any]:
@@ -54,10 +54,16 @@ def parse_cell(text: str) -> dict[str, Any]:
     return out
 
 
-def run_strategies(cfg: ActiveConfig, seeds: Sequence[int], pool: list[dict[str, Any]],
-                   problems: dict[str, dict[str, Any]], eval_rows: list[dict[str, Any]], root: Path,
-                   features: FeatureCache, full_runs: dict[str, dict[str, Any]] | None = None
-                   ) -> dict[str, dict[int, dict[str, Any]]]:
+def run_strategies(
+    cfg: ActiveConfig,
+    seeds: Sequence[int],
+    pool: list[dict[str, Any]],
+    problems: dict[str, dict[str, Any]],
+    eval_rows: list[dict[str, Any]],
+    root: Path,
+    features: FeatureCache,
+    full_runs: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, dict[int, dict[str, Any]]]:
     """Per seed, what stage `active` runs: `full`, `active`, then `random` at active's per-round
     counts (tasks.active.run_strategy, loop state under root/<strategy>-seed<seed>).
 
@@ -74,9 +80,17 @@ def run_strategies(cfg: ActiveConfig, seeds: Sequence[int], pool: list[dict[str,
                 runs["full"][seed] = full_runs[key]
                 continue
             counts = runs["active"][seed]["counts"] if strategy == "random" else None
-            runs[strategy][seed] = run_strategy.fn(cfg, strategy, seed, pool, problems, eval_rows,
-                                                   str(root / f"{strategy}-seed{seed}"), counts=counts,
-                                                   feature_cache=features)
+            runs[strategy][seed] = run_strategy.fn(
+                cfg,
+                strategy,
+                seed,
+                pool,
+                problems,
+                eval_rows,
+                str(root / f"{strategy}-seed{seed}"),
+                counts=counts,
+                feature_cache=features,
+            )
             if strategy == "full" and full_runs is not None:
                 full_runs[key] = runs["full"][seed]
     return runs
@@ -84,8 +98,11 @@ def run_strategies(cfg: ActiveConfig, seeds: Sequence[int], pool: list[dict[str,
 
 def paired_line(paired: dict[str, Any]) -> str:
     """`paired_at_budget` output as one line: each difference with its interval."""
-    return ", ".join(f"{k} {v['mean']:.3f} [{v['lo']:.3f}, {v['hi']:.3f}]"
-                     for k, v in paired.items() if isinstance(v, dict) and v.get("lo") is not None)
+    return ", ".join(
+        f"{k} {v['mean']:.3f} [{v['lo']:.3f}, {v['hi']:.3f}]"
+        for k, v in paired.items()
+        if isinstance(v, dict) and v.get("lo") is not None
+    )
 
 
 def main() -> None:
@@ -94,15 +111,25 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--cells", nargs="+", default=["grad_steps=3", "grad_steps=10", "grad_steps=30",
-                                                   "pool_size=0,grad_steps=3", "pool_size=0,grad_steps=10",
-                                                   "pool_size=0,grad_steps=30"])
+    ap.add_argument(
+        "--cells",
+        nargs="+",
+        default=[
+            "grad_steps=3",
+            "grad_steps=10",
+            "grad_steps=30",
+            "pool_size=0,grad_steps=3",
+            "pool_size=0,grad_steps=10",
+            "pool_size=0,grad_steps=30",
+        ],
+    )
     ap.add_argument("--out", default="reports/sweeps/active_budget.json")
     ap.add_argument("--eval", default="data/eval/synthetic_processbench.jsonl")
     args = ap.parse_args()
 
-    base = replace(load_section(args.params, "active", ActiveConfig), labeler="oracle", freeze_backbone=True,
-                   cache_features=True)
+    base = replace(
+        load_section(args.params, "active", ActiveConfig), labeler="oracle", freeze_backbone=True, cache_features=True
+    )
     problems = {r["id"]: r for r in io.read_jsonl("data/problems/pool.jsonl")}
     eval_rows = load_eval(args.eval, base.eval_size)
     features = FeatureCache()
@@ -114,26 +141,58 @@ def main() -> None:
             cfg = replace(base, **overrides)
             pool = load_pool("data/segments/segments.jsonl", problems, cfg.pool_size)
             t0 = time.perf_counter()
-            runs = run_strategies(cfg, args.seeds, pool, problems, eval_rows, Path(tmp) / f"cell{c}", features,
-                                  full_runs)
+            runs = run_strategies(
+                cfg, args.seeds, pool, problems, eval_rows, Path(tmp) / f"cell{c}", features, full_runs
+            )
             summary = summarize(runs, cfg.match_fractions, cfg.final_window)
             summary["paired"] = paired_at_budget(runs, cfg.final_window)
-            cells.append({"cell": text, "overrides": overrides, "pool": len(pool), "seeds": args.seeds,
-                          "rounds": runs["full"][args.seeds[0]]["rounds"], "seconds": time.perf_counter() - t0,
-                          "summary": summary})
+            cells.append(
+                {
+                    "cell": text,
+                    "overrides": overrides,
+                    "pool": len(pool),
+                    "seeds": args.seeds,
+                    "rounds": runs["full"][args.seeds[0]]["rounds"],
+                    "seconds": time.perf_counter() - t0,
+                    "summary": summary,
+                }
+            )
             line = ", ".join(
                 f"{s} F1 {summary[s]['final_f1']['mean']:.3f}+-{summary[s]['final_f1']['std']:.3f} "
                 f"@{summary[s]['labels_spent']['mean']:.0f}"
-                + (f" (to 0.95 of full's gain: {summary[s]['match']['0.95']['fraction_of_full']['mean']}"
-                   f", {summary[s]['match']['0.95']['fraction_of_full']['reached']}/{len(args.seeds)} seeds)"
-                   if "match" in summary[s] and "0.95" in summary[s]["match"] else "")
-                for s in runs)
+                + (
+                    f" (to 0.95 of full's gain: {summary[s]['match']['0.95']['fraction_of_full']['mean']}"
+                    f", {summary[s]['match']['0.95']['fraction_of_full']['reached']}/{len(args.seeds)} seeds)"
+                    if "match" in summary[s] and "0.95" in summary[s]["match"]
+                    else ""
+                )
+                for s in runs
+            )
             line += "; paired: " + paired_line(summary["paired"])
             print(f"[{text}] pool {len(pool)}: {line} ({cells[-1]['seconds']:.0f} s)", flush=True)
-            io.write_json(args.out, {"params": args.params, "eval_rows": len(eval_rows), "base": {
-                k: getattr(base, k) for k in ("p", "std_threshold", "batch_size", "lr", "grad_steps", "pool_size",
-                                              "num_heads", "head_data_keep", "l2_to_init", "final_window")},
-                "cells": cells})
+            io.write_json(
+                args.out,
+                {
+                    "params": args.params,
+                    "eval_rows": len(eval_rows),
+                    "base": {
+                        k: getattr(base, k)
+                        for k in (
+                            "p",
+                            "std_threshold",
+                            "batch_size",
+                            "lr",
+                            "grad_steps",
+                            "pool_size",
+                            "num_heads",
+                            "head_data_keep",
+                            "l2_to_init",
+                            "final_window",
+                        )
+                    },
+                    "cells": cells,
+                },
+            )
     print(f"wrote {args.out}")
 
 

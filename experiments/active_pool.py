@@ -43,9 +43,9 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from prmflow import io, plots  # noqa: E402
-from prmflow.active import FeatureCache, mean_curve, paired_at_budget, paired_plateau, summarize  # noqa: E402
-from prmflow.config import ActiveConfig, GenerateConfig, ProblemsConfig, SegmentConfig, load_section  # noqa: E402
+from prmflow import io, plots
+from prmflow.active import FeatureCache, mean_curve, paired_at_budget, paired_plateau, summarize
+from prmflow.config import ActiveConfig, GenerateConfig, ProblemsConfig, SegmentConfig, load_section
 
 
 def extra_problems(params: str, pool_path: str, scale: int) -> list[dict[str, Any]]:
@@ -54,13 +54,17 @@ def extra_problems(params: str, pool_path: str, scale: int) -> list[dict[str, An
 
     pcfg = load_section(params, "problems", ProblemsConfig)
     if pcfg.source != "synthetic":
-        raise SystemExit(f"experiments.active_pool: problems.source is {pcfg.source!r}; only the synthetic stream extends")
+        raise SystemExit(
+            f"experiments.active_pool: problems.source is {pcfg.source!r}; only the synthetic stream extends"
+        )
     pool = sample_problems.fn(replace(pcfg, n_pool=pcfg.n_pool * scale))["pool"]
     have = [r["id"] for r in io.read_jsonl(pool_path)]
     if [r["id"] for r in pool[: len(have)]] != have:
-        raise SystemExit(f"experiments.active_pool: {pool_path} is not the prefix of the problem stream params.yaml "
-                         "draws; run `dvc repro problems` first")
-    return pool[len(have):]
+        raise SystemExit(
+            f"experiments.active_pool: {pool_path} is not the prefix of the problem stream params.yaml "
+            "draws; run `dvc repro problems` first"
+        )
+    return pool[len(have) :]
 
 
 def extra_segments(params: str, problems: list[dict[str, Any]], state_root: Path) -> Path:
@@ -111,16 +115,23 @@ def main() -> None:
         raise SystemExit("--scales must be >= 1")
 
     overrides = parse_cell(args.set)
-    cfg = replace(load_section(args.params, "active", ActiveConfig), **overrides, labeler="oracle",
-                  freeze_backbone=True, cache_features=True)
+    cfg = replace(
+        load_section(args.params, "active", ActiveConfig),
+        **overrides,
+        labeler="oracle",
+        freeze_backbone=True,
+        cache_features=True,
+    )
     problems = {r["id"]: r for r in io.read_jsonl(args.pool_problems)}
     base_pool = load_pool(args.segments, problems, 0)
     n_pool = len(problems)
     extra = extra_problems(args.params, args.pool_problems, max(args.scales)) if max(args.scales) > 1 else []
     problems.update((p["id"], p) for p in extra)
-    extra_rows = [r for b in range(0, len(extra), n_pool)
-                  for r in load_pool(str(extra_segments(args.params, extra[b : b + n_pool], Path(args.state))),
-                                     problems, 0)]
+    extra_rows = [
+        r
+        for b in range(0, len(extra), n_pool)
+        for r in load_pool(str(extra_segments(args.params, extra[b : b + n_pool], Path(args.state))), problems, 0)
+    ]
     rank = {p["id"]: i for i, p in enumerate(extra)}
     eval_rows = load_eval(args.eval, cfg.eval_size)
     features = FeatureCache()
@@ -133,24 +144,57 @@ def main() -> None:
             summary = summarize(runs, cfg.match_fractions, cfg.final_window)
             summary["paired"] = paired_at_budget(runs, cfg.final_window)
             summary["plateau"] = paired_plateau(runs)
-            cells.append({"scale": scale, "pool": len(pool), "pool_problems": n_pool * scale, "seeds": args.seeds,
-                          "rounds": runs["full"][args.seeds[0]]["rounds"], "seconds": time.perf_counter() - t0,
-                          "confident_fraction_by_round": _mean_by_round(runs["active"], "confident_fraction"),
-                          "mean_curves": {s: mean_curve([r["curve"] for r in runs[s].values()]) for s in runs},
-                          "summary": summary,
-                          "curves": {s: {str(seed): [{k: p.get(k) for k in ("round", "labels_spent", "f1")}
-                                                     for p in r["curve"]] for seed, r in runs[s].items()}
-                                     for s in runs}})
-            line = ", ".join(f"{s} F1 {summary[s]['final_f1']['mean']:.3f} @{summary[s]['labels_spent']['mean']:.0f}"
-                             for s in runs)
+            cells.append(
+                {
+                    "scale": scale,
+                    "pool": len(pool),
+                    "pool_problems": n_pool * scale,
+                    "seeds": args.seeds,
+                    "rounds": runs["full"][args.seeds[0]]["rounds"],
+                    "seconds": time.perf_counter() - t0,
+                    "confident_fraction_by_round": _mean_by_round(runs["active"], "confident_fraction"),
+                    "mean_curves": {s: mean_curve([r["curve"] for r in runs[s].values()]) for s in runs},
+                    "summary": summary,
+                    "curves": {
+                        s: {
+                            str(seed): [{k: p.get(k) for k in ("round", "labels_spent", "f1")} for p in r["curve"]]
+                            for seed, r in runs[s].items()
+                        }
+                        for s in runs
+                    },
+                }
+            )
+            line = ", ".join(
+                f"{s} F1 {summary[s]['final_f1']['mean']:.3f} @{summary[s]['labels_spent']['mean']:.0f}" for s in runs
+            )
             line += "; paired: " + paired_line(summary["paired"]) + "; plateau: " + paired_line(summary["plateau"])
             print(f"[x{scale}] pool {len(pool)}: {line} ({cells[-1]['seconds']:.0f} s)", flush=True)
-            io.write_json(args.out, {"params": args.params, "overrides": overrides, "eval_rows": len(eval_rows),
-                                     "active": {k: getattr(cfg, k) for k in (
-                                         "p", "std_threshold", "batch_size", "lr", "lr_schedule", "lr_final",
-                                         "grad_steps", "num_heads", "head_data_keep", "l2_to_init", "final_window",
-                                         "eval_every")},
-                                     "cells": cells})
+            io.write_json(
+                args.out,
+                {
+                    "params": args.params,
+                    "overrides": overrides,
+                    "eval_rows": len(eval_rows),
+                    "active": {
+                        k: getattr(cfg, k)
+                        for k in (
+                            "p",
+                            "std_threshold",
+                            "batch_size",
+                            "lr",
+                            "lr_schedule",
+                            "lr_final",
+                            "grad_steps",
+                            "num_heads",
+                            "head_data_keep",
+                            "l2_to_init",
+                            "final_window",
+                            "eval_every",
+                        )
+                    },
+                    "cells": cells,
+                },
+            )
             plot(cells, Path(args.out))
     print(f"wrote {args.out}")
 
@@ -160,18 +204,34 @@ def plot(cells: list[dict[str, Any]], out: Path) -> None:
     95% CI over seeds) and active's label fraction against the pool size; <out>_x<scale>.png: each
     scale's F1-vs-labels curves."""
     by_pool = sorted(cells, key=lambda c: c["pool"])
-    series = {f"active minus {b}, final F1": [(c["pool"], c["summary"]["paired"][f"active_minus_{b}"]) for c in by_pool]
-              for b in ("random", "full")}
+    series = {
+        f"active minus {b}, final F1": [(c["pool"], c["summary"]["paired"][f"active_minus_{b}"]) for c in by_pool]
+        for b in ("random", "full")
+    }
     if all("plateau" in c["summary"] for c in by_pool):
-        series.update({f"active minus {b}, plateau mean": [(c["pool"], c["summary"]["plateau"][f"active_minus_{b}"])
-                                                           for c in by_pool] for b in ("random", "full")})
+        series.update(
+            {
+                f"active minus {b}, plateau mean": [
+                    (c["pool"], c["summary"]["plateau"][f"active_minus_{b}"]) for c in by_pool
+                ]
+                for b in ("random", "full")
+            }
+        )
     fractions = ", ".join(f"{c['pool']}: {c['summary']['paired']['label_fraction']['mean']:.0%}" for c in by_pool)
-    plots.ci_lines(series, out.with_suffix(".png"), "pool size (solutions streamed once)",
-                   "F1 difference (95% CI over seeds)",
-                   f"ActPRM vs the baselines as the pool grows\nactive's labels / full's: {fractions}", hline=0.0)
+    plots.ci_lines(
+        series,
+        out.with_suffix(".png"),
+        "pool size (solutions streamed once)",
+        "F1 difference (95% CI over seeds)",
+        f"ActPRM vs the baselines as the pool grows\nactive's labels / full's: {fractions}",
+        hline=0.0,
+    )
     for c in (c for c in by_pool if "mean_curves" in c):
-        plots.active_curves(c["mean_curves"], out.with_name(f"{out.stem}_x{c['scale']}.png"),
-                            title=f"pool {c['pool']} (x{c['scale']}), {len(c['seeds'])} seeds")
+        plots.active_curves(
+            c["mean_curves"],
+            out.with_name(f"{out.stem}_x{c['scale']}.png"),
+            title=f"pool {c['pool']} (x{c['scale']}), {len(c['seeds'])} seeds",
+        )
 
 
 def _mean_by_round(runs: dict[int, dict[str, Any]], key: str) -> list[float]:

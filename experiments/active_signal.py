@@ -28,11 +28,11 @@ from dataclasses import replace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from prmflow import io  # noqa: E402
-from prmflow.active import CachedHeads, FeatureCache, OracleLabeler, pool_order, run_active_learning  # noqa: E402
-from prmflow.active.uncertainty import solution_uncertainty  # noqa: E402
-from prmflow.config import ActiveConfig, load_section  # noqa: E402
-from prmflow.label.quality import first_error_of  # noqa: E402
+from prmflow import io
+from prmflow.active import CachedHeads, FeatureCache, OracleLabeler, pool_order, run_active_learning
+from prmflow.active.uncertainty import solution_uncertainty
+from prmflow.config import ActiveConfig, load_section
+from prmflow.label.quality import first_error_of
 
 
 def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float | None:
@@ -73,9 +73,12 @@ def main() -> None:
         seen, unseen = [pool[i] for i in order[: args.train]], [pool[i] for i in order[args.train :]]
         prm = build_prm(cfg, seed)  # cfg.freeze_backbone is forced on above
         with tempfile.TemporaryDirectory() as tmp:
-            run_active_learning(prm, seen, problems, OracleLabeler(), loop_config(cfg, "full", seed), tmp,
-                                feature_cache=features)
-        scored = CachedHeads(prm, features).score_batch([r["prompt"] for r in unseen], [r["steps"] for r in unseen], 256)
+            run_active_learning(
+                prm, seen, problems, OracleLabeler(), loop_config(cfg, "full", seed), tmp, feature_cache=features
+            )
+        scored = CachedHeads(prm, features).score_batch(
+            [r["prompt"] for r in unseen], [r["steps"] for r in unseen], 256
+        )
         wrong, confident, scores = [], [], {"margin": [], "std": [], "n_steps": []}
         for row, sc in zip(unseen, scored):
             u = solution_uncertainty(sc.per_head, cfg.p, cfg.std_threshold)
@@ -85,17 +88,35 @@ def main() -> None:
             scores["margin"].append(-min(abs(u.head_mean[k] - 0.5) for k in judged))
             scores["std"].append(max(u.head_std[k] for k in judged))
             scores["n_steps"].append(float(len(row["steps"])))
-        rec = {"seed": seed, "unseen": len(unseen), "wrong_rate": statistics.fmean(wrong),
-               "confident_fraction": statistics.fmean(confident),
-               "wrong_rate_confident": statistics.fmean([w for w, c in zip(wrong, confident) if c] or [float("nan")]),
-               "wrong_rate_uncertain": statistics.fmean([w for w, c in zip(wrong, confident) if not c] or [float("nan")]),
-               "auroc": {k: auroc(v, wrong) for k, v in scores.items()}}
+        rec = {
+            "seed": seed,
+            "unseen": len(unseen),
+            "wrong_rate": statistics.fmean(wrong),
+            "confident_fraction": statistics.fmean(confident),
+            "wrong_rate_confident": statistics.fmean([w for w, c in zip(wrong, confident) if c] or [float("nan")]),
+            "wrong_rate_uncertain": statistics.fmean([w for w, c in zip(wrong, confident) if not c] or [float("nan")]),
+            "auroc": {k: auroc(v, wrong) for k, v in scores.items()},
+        }
         per_seed.append(rec)
-        print(f"seed {seed}: wrong {rec['wrong_rate']:.3f}, AUROC " + ", ".join(
-            f"{k} {v:.3f}" for k, v in rec["auroc"].items() if v is not None), flush=True)
-    mean = {k: statistics.fmean(r["auroc"][k] for r in per_seed if r["auroc"][k] is not None) for k in per_seed[0]["auroc"]}
-    io.write_json(args.out, {"params": args.params, "train": args.train, "p": cfg.p, "std_threshold": cfg.std_threshold,
-                             "mean_auroc": mean, "per_seed": per_seed})
+        print(
+            f"seed {seed}: wrong {rec['wrong_rate']:.3f}, AUROC "
+            + ", ".join(f"{k} {v:.3f}" for k, v in rec["auroc"].items() if v is not None),
+            flush=True,
+        )
+    mean = {
+        k: statistics.fmean(r["auroc"][k] for r in per_seed if r["auroc"][k] is not None) for k in per_seed[0]["auroc"]
+    }
+    io.write_json(
+        args.out,
+        {
+            "params": args.params,
+            "train": args.train,
+            "p": cfg.p,
+            "std_threshold": cfg.std_threshold,
+            "mean_auroc": mean,
+            "per_seed": per_seed,
+        },
+    )
     print(f"mean AUROC {mean}; wrote {args.out}")
 
 

@@ -28,14 +28,18 @@ from prmflow.summaries import DegenerateRun
 def _flow_options(flow: Callable[..., Any]) -> dict[str, Any]:
     """The flow's keyword arguments other than `params`, with their defaults."""
     fn = getattr(flow, "fn", flow)
-    return {name: p.default for name, p in inspect.signature(fn).parameters.items()
-            if name != "params" and p.default is not inspect.Parameter.empty}
+    return {
+        name: p.default
+        for name, p in inspect.signature(fn).parameters.items()
+        if name != "params" and p.default is not inspect.Parameter.empty
+    }
 
 
 def parse_args(flow: Callable[..., Any], doc: str | None, argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0] if doc else None)
-    parser.add_argument("--params", action="append", default=None,
-                        help="params file; repeat to add overlays (default: params.yaml)")
+    parser.add_argument(
+        "--params", action="append", default=None, help="params file; repeat to add overlays (default: params.yaml)"
+    )
     parser.add_argument("--run-info", default=None, help="write wall time and peak RSS of this stage here (JSON)")
     for name, default in _flow_options(flow).items():
         opt = "--" + name.replace("_", "-")
@@ -69,9 +73,14 @@ def main(flow: Callable[..., Any], doc: str | None, argv: list[str] | None = Non
         print(f"error: {e}", file=sys.stderr)
         sys.exit(3)
     if args.run_info:
-        write_json(args.run_info, {"stage": getattr(flow, "name", getattr(flow, "__name__", "?")),
-                                   "wall_s": round(time.perf_counter() - start, 1),
-                                   "peak_rss_mib": round(peak_rss_mib(), 1)})
+        write_json(
+            args.run_info,
+            {
+                "stage": getattr(flow, "name", getattr(flow, "__name__", "?")),
+                "wall_s": round(time.perf_counter() - start, 1),
+                "peak_rss_mib": round(peak_rss_mib(), 1),
+            },
+        )
 
 
 def params_arg(doc: str | None) -> str | list[str]:

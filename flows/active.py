@@ -43,10 +43,14 @@ from tasks.active import run_dir, run_seed
 
 
 @flow(name="active", log_prints=True)
-def active_flow(params: str | list[str] = "params.yaml", segments_path: str = "data/segments/segments.jsonl",
-                problems_path: str = "data/problems/pool.jsonl",
-                eval_path: str = "data/eval/synthetic_processbench.jsonl", reports_dir: str = "reports",
-                state_root: str = "checkpoints/active") -> dict:
+def active_flow(
+    params: str | list[str] = "params.yaml",
+    segments_path: str = "data/segments/segments.jsonl",
+    problems_path: str = "data/problems/pool.jsonl",
+    eval_path: str = "data/eval/synthetic_processbench.jsonl",
+    reports_dir: str = "reports",
+    state_root: str = "checkpoints/active",
+) -> dict:
     cfg = load_section(params, "active", ActiveConfig)
     out = Path(reports_dir) / "active"
     strategies = rep.strategy_order(cfg.strategies)
@@ -63,11 +67,26 @@ def active_flow(params: str | list[str] = "params.yaml", segments_path: str = "d
         features = FeatureCache() if cfg.cache_features and cfg.task_runner == "thread" else None
         state = str(runners.shard_root(cfg, state_root, "active"))
         task_cfg = runners.for_workers(cfg, backbone=cfg.backbone, mc_model=cfg.mc_model)
-        done = runners.run_shards(run_seed, cfg, "active", [
-            {"cfg": task_cfg, "strategies": strategies, "seed": seed, "pool": pool, "problems": problems,
-             "eval_rows": eval_rows, "state_dirs": {s: str(run_dir(cfg, s, seed, inputs, state)) for s in strategies},
-             "parent_run_id": stage.run_id, "tracking_uri": tracking.absolute_uri(), "feature_cache": features}
-            for seed in cfg.seeds])
+        done = runners.run_shards(
+            run_seed,
+            cfg,
+            "active",
+            [
+                {
+                    "cfg": task_cfg,
+                    "strategies": strategies,
+                    "seed": seed,
+                    "pool": pool,
+                    "problems": problems,
+                    "eval_rows": eval_rows,
+                    "state_dirs": {s: str(run_dir(cfg, s, seed, inputs, state)) for s in strategies},
+                    "parent_run_id": stage.run_id,
+                    "tracking_uri": tracking.absolute_uri(),
+                    "feature_cache": features,
+                }
+                for seed in cfg.seeds
+            ],
+        )
         runs = {s: {seed: d["runs"][s] for seed, d in zip(cfg.seeds, done)} for s in strategies}
         seconds = {s: [d["seconds"][s] for d in done] for s in strategies}
         passes = sum(d["backbone_passes"] for d in done) if cfg.cache_features else None  # summed over tasks
@@ -79,8 +98,11 @@ def active_flow(params: str | list[str] = "params.yaml", segments_path: str = "d
         summary = rep.stage_summary(runs, seconds, cfg.match_fractions, cfg.final_window, data)
         io.write_json(out / "summary.json", summary)
         io.write_json(out / "curves.json", rep.curves(runs))
-        plots.active_curves({s: mean_curve([r["curve"] for r in runs[s].values()]) for s in strategies},
-                            out / "curve.png", rep.gain_targets(summary, runs, cfg.match_fractions))
+        plots.active_curves(
+            {s: mean_curve([r["curve"] for r in runs[s].values()]) for s in strategies},
+            out / "curve.png",
+            rep.gain_targets(summary, runs, cfg.match_fractions),
+        )
         batches = rep.stage_metrics(summary, strategies)
         for metrics in batches:
             stage.metrics(metrics)

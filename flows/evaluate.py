@@ -50,8 +50,17 @@ from prmflow.evaluate.verdict import problem_kind
 from prmflow.io import DataError
 from prmflow.prompts import PromptConfig, read_examples
 from prmflow.summaries import metrics_file
-from tasks.evaluate import (bon_candidates, bon_candidates_verified, entropy_scores, likelihood_scores,
-                            load_named_processbench, pedu_compare, prm_scores, prm_scores_by_length, sample)
+from tasks.evaluate import (
+    bon_candidates,
+    bon_candidates_verified,
+    entropy_scores,
+    likelihood_scores,
+    load_named_processbench,
+    pedu_compare,
+    prm_scores,
+    prm_scores_by_length,
+    sample,
+)
 
 
 def named_processbench(cfg: EvaluateConfig, out: Path) -> dict:
@@ -64,10 +73,17 @@ def named_processbench(cfg: EvaluateConfig, out: Path) -> dict:
         print(f"  skipped {s['id']} ({s['subset']}): {s['reason']}")
     for name, path in cfg.processbench_files.items():
         if counts[name]["scored"] == 0:
-            raise DataError(path, None, "steps", f"0 usable rows: all {counts[name]['rows']} have a first step over "
-                            f"max_len={info['max_len']} tokens (raise evaluate.processbench_max_len)")
+            raise DataError(
+                path,
+                None,
+                "steps",
+                f"0 usable rows: all {counts[name]['rows']} have a first step over "
+                f"max_len={info['max_len']} tokens (raise evaluate.processbench_max_len)",
+            )
     scored = [r for r in rows if r["id"] in scores]
-    results = report.named_results(scored, scores, cfg.processbench_calibrate, cfg.threshold, cfg.calib_fraction, cfg.seed)
+    results = report.named_results(
+        scored, scores, cfg.processbench_calibrate, cfg.threshold, cfg.calib_fraction, cfg.seed
+    )
     named = report.named_report(results, cfg.processbench_files, counts, info, cfg.processbench_step_sep)
     io.write_json(out / "processbench_files.json", named)
     io.write_jsonl(out / "processbench_files_predictions.jsonl", report.prediction_rows(results["prm"]))
@@ -85,29 +101,44 @@ def synthetic_processbench(cfg: EvaluateConfig, pb_problems: list, data_dir: str
     io.write_jsonl(Path(data_dir) / "synthetic_processbench.jsonl", rows)
 
     scores_prm, info = prm_scores(cfg, rows)
-    scorers = {"prm": (scores_prm, {"calibrate_on": "calib"}), "prm_fixed": (scores_prm, {"threshold": cfg.threshold}),
-               "all_ones": (report.ones_scores(rows), {"threshold": cfg.threshold}),
-               "entropy": (entropy_scores(rows, by_id), {"calibrate_on": "calib"}),
-               "likelihood": (likelihood_scores(cfg, rows, by_id), {"calibrate_on": "calib"})}
-    results = {name: report.assess_or_fixed(rows, scores, how, cfg.threshold) for name, (scores, how) in scorers.items()}
+    scorers = {
+        "prm": (scores_prm, {"calibrate_on": "calib"}),
+        "prm_fixed": (scores_prm, {"threshold": cfg.threshold}),
+        "all_ones": (report.ones_scores(rows), {"threshold": cfg.threshold}),
+        "entropy": (entropy_scores(rows, by_id), {"calibrate_on": "calib"}),
+        "likelihood": (likelihood_scores(cfg, rows, by_id), {"calibrate_on": "calib"}),
+    }
+    results = {
+        name: report.assess_or_fixed(rows, scores, how, cfg.threshold) for name, (scores, how) in scorers.items()
+    }
     summary = report.synthetic_summary(results, rows, len(all_rows), left_out, info)
     io.write_json(out / "synthetic_processbench.json", summary)
     io.write_jsonl(out / "predictions.jsonl", report.prediction_rows(results["prm"]))
     test = [r for r in rows if r["subset"] == "test"]
     if test:
-        curves = {name: f1_curve([r["label"] for r in test], [scorers[name][0][r["id"]] for r in test],
-                                 [i / 50 for i in range(51)]) for name in ("prm", "entropy", "likelihood")}
+        curves = {
+            name: f1_curve(
+                [r["label"] for r in test], [scorers[name][0][r["id"]] for r in test], [i / 50 for i in range(51)]
+            )
+            for name in ("prm", "entropy", "likelihood")
+        }
         plots.f1_vs_threshold(curves, {n: summary[n]["threshold"] for n in curves}, out / "f1_threshold.png")
     else:
-        print(f"WARNING: the synthetic ProcessBench has no test rows ({len(rows)} rows from {len(all_rows)} solutions "
-              "after balancing correct and erroneous ones): its metrics are None")
+        print(
+            f"WARNING: the synthetic ProcessBench has no test rows ({len(rows)} rows from {len(all_rows)} solutions "
+            "after balancing correct and erroneous ones): its metrics are None"
+        )
     return summary
 
 
 @flow(name="evaluate", log_prints=True)
-def evaluate_flow(params: str | list[str] = "params.yaml", problems_path: str = "data/problems/eval.jsonl",
-                  data_dir: str = "data/eval", reports_dir: str = "reports",
-                  fewshot_path: str = "data/problems/train.jsonl") -> dict:
+def evaluate_flow(
+    params: str | list[str] = "params.yaml",
+    problems_path: str = "data/problems/eval.jsonl",
+    data_dir: str = "data/eval",
+    reports_dir: str = "reports",
+    fewshot_path: str = "data/problems/train.jsonl",
+) -> dict:
     cfg = load_section(params, "evaluate", EvaluateConfig)
     prompt_cfg = load_section(params, "prompt", PromptConfig)
     out = Path(reports_dir) / "eval"
@@ -117,7 +148,8 @@ def evaluate_flow(params: str | list[str] = "params.yaml", problems_path: str = 
         run.params(prompt_cfg, "prompt.")
         real = problem_kind(problems, problems_path) == "real"
         pb_problems, bon_problems, pedu_problems = report.problem_slices(
-            problems, real, cfg.n_problems, cfg.bon_problems, cfg.pedu_problems)
+            problems, real, cfg.n_problems, cfg.bon_problems, cfg.pedu_problems
+        )
         skipped = dict(report.REAL_SKIPS) if real else {}
 
         # ---- synthetic ProcessBench (synthetic problems only: its labels come from the exact checker)
@@ -130,9 +162,14 @@ def evaluate_flow(params: str | list[str] = "params.yaml", problems_path: str = 
         named = named_processbench(cfg, out) if cfg.processbench_files else None
         n_rows = report.count_rows(summary, named, len(bon_problems))
         if sum(n_rows.values()) == 0:
-            raise DataError(problems_path, None, None, f"the evaluate stage has 0 evaluation rows ({n_rows}; "
-                            f"{len(problems)} eval problems, real={real}): name ProcessBench files in "
-                            "evaluate.processbench_files or give Best-of-N problems (evaluate.bon_problems)")
+            raise DataError(
+                problems_path,
+                None,
+                None,
+                f"the evaluate stage has 0 evaluation rows ({n_rows}; "
+                f"{len(problems)} eval problems, real={real}): name ProcessBench files in "
+                "evaluate.processbench_files or give Best-of-N problems (evaluate.bon_problems)",
+            )
 
         # ---- Best-of-N (real problems: verified answers, votes over verified-equivalence classes)
         bon, meaningless = {}, None
@@ -141,15 +178,17 @@ def evaluate_flow(params: str | list[str] = "params.yaml", problems_path: str = 
             cands = (bon_candidates_verified if real else bon_candidates)(cfg, bon_problems, completions)
             if real:
                 io.write_jsonl(Path(data_dir) / "bon_candidates.jsonl", cands)
-            bon, meaningless = report.bon_report(bon_accuracy(cands, ns=report.bon_ns(cfg.bon_max_n)), cands, real,
-                                                 cfg.allow_zero_oracle)
+            bon, meaningless = report.bon_report(
+                bon_accuracy(cands, ns=report.bon_ns(cfg.bon_max_n)), cands, real, cfg.allow_zero_oracle
+            )
             if meaningless and cfg.allow_zero_oracle:
                 print(f"WARNING: {meaningless}")
             io.write_json(out / "bon.json", bon)
             plots.bon_curves(bon, out / "bon.png")
         if meaningless and not cfg.allow_zero_oracle:  # after writing, so the candidates can be looked at
-            run.flag_degenerate("evaluate", [f"{meaningless}; see {out / 'bon.json'} and "
-                                             f"{Path(data_dir) / 'bon_candidates.jsonl'}"])
+            run.flag_degenerate(
+                "evaluate", [f"{meaningless}; see {out / 'bon.json'} and {Path(data_dir) / 'bon_candidates.jsonl'}"]
+            )
         for line in report.bon_lines(bon):
             print(line)
 

@@ -31,22 +31,34 @@ from prefect import flow
 
 from prmflow import experiment_report as rep
 from prmflow import io, plots, tracking
-from prmflow.config import (ExperimentsConfig, LabelConfig, LabelQualityConfig, SegmentConfig, TrainConfig,
-                            load_section)
-from prmflow.stats import mean_ci
+from prmflow.config import ExperimentsConfig, LabelConfig, LabelQualityConfig, SegmentConfig, TrainConfig, load_section
 from tasks.experiments import budget_subset, label_efficiency, label_with, problem_subset, train_and_score
 
-SMOKE = {"seeds": [0, 1], "label_problems": 2, "data_fractions": [0.25, 1.0], "thresholds": [1.0],
-         "ablation_problems": 4, "static_rollouts": 2}
+SMOKE = {
+    "seeds": [0, 1],
+    "label_problems": 2,
+    "data_fractions": [0.25, 1.0],
+    "thresholds": [1.0],
+    "ablation_problems": 4,
+    "static_rollouts": 2,
+}
 
 
-def run_label_efficiency(cfg: ExperimentsConfig, lq: LabelQualityConfig, pool: list[dict[str, Any]],
-                         samples: list[dict[str, Any]], tree: list[dict[str, Any]], out: Path) -> dict[str, Any]:
+def run_label_efficiency(
+    cfg: ExperimentsConfig,
+    lq: LabelQualityConfig,
+    pool: list[dict[str, Any]],
+    samples: list[dict[str, Any]],
+    tree: list[dict[str, Any]],
+    out: Path,
+) -> dict[str, Any]:
     answers = {p["id"]: p["answer"] for p in pool}
     per_seed = {}
     for seed in cfg.seeds:
         problems = problem_subset(pool, cfg.label_problems, seed)
-        per_seed[seed] = label_efficiency(lq, rep.by_problem(samples, problems), rep.by_problem(tree, problems), answers, seed)
+        per_seed[seed] = label_efficiency(
+            lq, rep.by_problem(samples, problems), rep.by_problem(tree, problems), answers, seed
+        )
         for scheme, r in per_seed[seed].items():
             tracking.arm_run("label_efficiency", scheme, seed, {"problems": len(problems)}, r)
     section = rep.label_efficiency(per_seed, cfg.level)
@@ -54,13 +66,22 @@ def run_label_efficiency(cfg: ExperimentsConfig, lq: LabelQualityConfig, pool: l
     return section
 
 
-def run_data_efficiency(cfg: ExperimentsConfig, seg_cfg: SegmentConfig, label_cfg: LabelConfig, train_cfg: TrainConfig,
-                        edu_rows: list[dict[str, Any]], samples: list[dict[str, Any]], pool: list[dict[str, Any]],
-                        pb_rows: list[dict[str, Any]], out: Path) -> dict[str, Any]:
+def run_data_efficiency(
+    cfg: ExperimentsConfig,
+    seg_cfg: SegmentConfig,
+    label_cfg: LabelConfig,
+    train_cfg: TrainConfig,
+    edu_rows: list[dict[str, Any]],
+    samples: list[dict[str, Any]],
+    pool: list[dict[str, Any]],
+    pb_rows: list[dict[str, Any]],
+    out: Path,
+) -> dict[str, Any]:
     answers = {p["id"]: p["answer"] for p in pool}
     static_cfg = replace(label_cfg, num_rollouts=cfg.static_rollouts)
-    static_rows, static_stats = label_with(replace(seg_cfg, strategy="newline"), static_cfg, samples, answers,
-                                           "checkpoints/experiments/label")
+    static_rows, static_stats = label_with(
+        replace(seg_cfg, strategy="newline"), static_cfg, samples, answers, "checkpoints/experiments/label"
+    )
     edu: dict[float, dict[int, dict[str, Any]]] = {f: {} for f in cfg.data_fractions}
     static: dict[int, dict[str, Any]] = {}
     for seed in cfg.seeds:
@@ -75,9 +96,16 @@ def run_data_efficiency(cfg: ExperimentsConfig, seg_cfg: SegmentConfig, label_cf
     return section
 
 
-def run_threshold_ablation(cfg: ExperimentsConfig, seg_cfg: SegmentConfig, label_cfg: LabelConfig, train_cfg: TrainConfig,
-                           samples: list[dict[str, Any]], pool: list[dict[str, Any]], pb_rows: list[dict[str, Any]],
-                           out: Path) -> dict[str, Any]:
+def run_threshold_ablation(
+    cfg: ExperimentsConfig,
+    seg_cfg: SegmentConfig,
+    label_cfg: LabelConfig,
+    train_cfg: TrainConfig,
+    samples: list[dict[str, Any]],
+    pool: list[dict[str, Any]],
+    pb_rows: list[dict[str, Any]],
+    out: Path,
+) -> dict[str, Any]:
     answers = {p["id"]: p["answer"] for p in pool}
     arms = {f"fixed@{t:g}": replace(seg_cfg, strategy="fixed", entropy_threshold=t) for t in cfg.thresholds}
     arms["calibrated"] = replace(seg_cfg, strategy="calibrated")
@@ -85,10 +113,17 @@ def run_threshold_ablation(cfg: ExperimentsConfig, seg_cfg: SegmentConfig, label
     for seed in cfg.seeds:
         gens = rep.by_problem(samples, problem_subset(pool, cfg.ablation_problems, 1000 + seed))
         for arm, scfg in arms.items():
-            rows, stats = label_with(scfg, replace(label_cfg, seed=seed), gens, answers, "checkpoints/experiments/label")
+            rows, stats = label_with(
+                scfg, replace(label_cfg, seed=seed), gens, answers, "checkpoints/experiments/label"
+            )
             per_arm[arm][seed] = {**stats, **train_and_score(train_cfg, rows, pb_rows, seed)}
-            tracking.arm_run("threshold_ablation", arm, seed, {"strategy": scfg.strategy,
-                             "entropy_threshold": scfg.entropy_threshold}, per_arm[arm][seed])
+            tracking.arm_run(
+                "threshold_ablation",
+                arm,
+                seed,
+                {"strategy": scfg.strategy, "entropy_threshold": scfg.entropy_threshold},
+                per_arm[arm][seed],
+            )
     section = rep.threshold_ablation(per_arm, cfg.level)
     plots.threshold_ablation(section["numbers"], cfg.thresholds, out / "experiments")
     return section
@@ -109,7 +144,9 @@ def collect_edu_sampling(cfg: ExperimentsConfig, reports: Path) -> dict[str, Any
 
 
 @flow(name="experiments", log_prints=True)
-def experiments_flow(params: str | list[str] = "params.yaml", smoke: bool = False, reports_dir: str = "reports") -> dict:
+def experiments_flow(
+    params: str | list[str] = "params.yaml", smoke: bool = False, reports_dir: str = "reports"
+) -> dict:
     cfg = load_section(params, "experiments", ExperimentsConfig)
     if smoke:
         cfg = replace(cfg, **SMOKE)
@@ -128,10 +165,12 @@ def experiments_flow(params: str | list[str] = "params.yaml", smoke: bool = Fals
         edu_rows = io.read_jsonl("data/labels/labels.jsonl")
         experiments = {
             "label_efficiency": lambda: run_label_efficiency(cfg, lq, pool, samples, tree, out),
-            "data_efficiency": lambda: run_data_efficiency(cfg, seg_cfg, label_cfg, train_cfg, edu_rows, samples, pool,
-                                                           pb_rows, out),
-            "threshold_ablation": lambda: run_threshold_ablation(cfg, seg_cfg, label_cfg, train_cfg, samples, pool,
-                                                                 pb_rows, out),
+            "data_efficiency": lambda: run_data_efficiency(
+                cfg, seg_cfg, label_cfg, train_cfg, edu_rows, samples, pool, pb_rows, out
+            ),
+            "threshold_ablation": lambda: run_threshold_ablation(
+                cfg, seg_cfg, label_cfg, train_cfg, samples, pool, pb_rows, out
+            ),
             "active_learning": lambda: collect_active_learning(cfg, out),
             "edu_sampling": lambda: collect_edu_sampling(cfg, out),
         }
@@ -144,10 +183,13 @@ def experiments_flow(params: str | list[str] = "params.yaml", smoke: bool = Fals
                 print(f"{name}: {seconds[name] / 60:.1f} min")
 
         command = "python -m flows.experiments" + (" --smoke" if smoke else "")
-        io.write_json(out / "experiments.json", {"config": asdict(cfg), "smoke": smoke, "sections": sections,
-                                                 "seconds": seconds})
-        io.write_text(out / "REPORT.md", rep.render(sections, {"command": command, "seeds": cfg.seeds, "level": cfg.level,
-                                                               "seconds": seconds}))
+        io.write_json(
+            out / "experiments.json", {"config": asdict(cfg), "smoke": smoke, "sections": sections, "seconds": seconds}
+        )
+        io.write_text(
+            out / "REPORT.md",
+            rep.render(sections, {"command": command, "seeds": cfg.seeds, "level": cfg.level, "seconds": seconds}),
+        )
         for metrics in rep.suite_metrics(sections, seconds):
             run.metrics(metrics)
         run.artifact(out / "REPORT.md")

@@ -28,9 +28,14 @@ from tasks.generate import sample_solutions
 
 
 @flow(name="generate", log_prints=True)
-def generate(params: str | list[str] = "params.yaml", problems_path: str = "data/problems/pool.jsonl",
-             out_path: str = "data/generations/generations.jsonl", reports_dir: str = "reports",
-             work_root: str = "checkpoints/generate", fewshot_path: str = "data/problems/train.jsonl") -> dict:
+def generate(
+    params: str | list[str] = "params.yaml",
+    problems_path: str = "data/problems/pool.jsonl",
+    out_path: str = "data/generations/generations.jsonl",
+    reports_dir: str = "reports",
+    work_root: str = "checkpoints/generate",
+    fewshot_path: str = "data/problems/train.jsonl",
+) -> dict:
     cfg = load_section(params, "generate", GenerateConfig)
     prompt_cfg = load_section(params, "prompt", PromptConfig)
     reports = Path(reports_dir)
@@ -49,13 +54,19 @@ def generate(params: str | list[str] = "params.yaml", problems_path: str = "data
         problem = solve_rate_problem(stats["solve_rate"], len(rows)) if is_real(problems) else None
         io.write_json(reports / "generate.json", stats)
         ents = token_entropies(rows)
-        plots.entropy_hist(ents, reports / "generate" / "entropy.png", f"token entropy over {len(ents)} generated tokens",
-                           threshold=1.0)
+        plots.entropy_hist(
+            ents,
+            reports / "generate" / "entropy.png",
+            f"token entropy over {len(ents)} generated tokens",
+            threshold=1.0,
+        )
         run.metrics({f"generate/{k}": v for k, v in stats.items()})
         run.metrics({f"generate/run_{k}": v for k, v in out["info"].items()})  # this process only
         run.artifact(reports / "generate", "plots")
         print(f"generate: {stats}")
-        print(f"generate: {out['info']['shards_run']} shards run now, {out['info']['shards_skipped']} resumed from checkpoint")
+        print(
+            f"generate: {out['info']['shards_run']} shards run now, {out['info']['shards_skipped']} resumed from checkpoint"
+        )
         run.flag_degenerate("generate", [problem])  # real data: tags the run and fails the stage
     return stats
 

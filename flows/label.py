@@ -26,9 +26,14 @@ from tasks.label import label_sharded, total_cost
 
 
 @flow(name="label", log_prints=True)
-def label_flow(params: str | list[str] = "params.yaml", segments_path: str = "data/segments/segments.jsonl",
-               problems_path: str = "data/problems/pool.jsonl", out_path: str = "data/labels/labels.jsonl",
-               reports_dir: str = "reports", checkpoint_root: str = "checkpoints/label") -> dict:
+def label_flow(
+    params: str | list[str] = "params.yaml",
+    segments_path: str = "data/segments/segments.jsonl",
+    problems_path: str = "data/problems/pool.jsonl",
+    out_path: str = "data/labels/labels.jsonl",
+    reports_dir: str = "reports",
+    checkpoint_root: str = "checkpoints/label",
+) -> dict:
     cfg = load_section(params, "label", LabelConfig)
     with tracking.stage_run("label", cfg) as run:
         rows = io.read_jsonl(segments_path)
@@ -40,12 +45,17 @@ def label_flow(params: str | list[str] = "params.yaml", segments_path: str = "da
 
         stats = label_stats(labeled, total_cost(labeled).to_dict())
         io.write_json(Path(reports_dir) / "labeling" / "label.json", stats)
-        plots.label_balance(label_balance(labeled), Path(reports_dir) / "labeling" / "labels.png",
-                            f"label: {len(labeled)} solutions, {stats['frac_labels_true']:.1%} of steps right")
+        plots.label_balance(
+            label_balance(labeled),
+            Path(reports_dir) / "labeling" / "labels.png",
+            f"label: {len(labeled)} solutions, {stats['frac_labels_true']:.1%} of steps right",
+        )
         run.metrics(numeric(stats, "label/"))
         run.metrics({f"label/run_{k}": v for k, v in info.items()})  # this process only, not the artifact
         print(f"label: {stats}")
-        print(f"label: {info['rollouts_run']} rollouts run now, {info['resumed_prefixes']} prefixes resumed from checkpoint")
+        print(
+            f"label: {info['rollouts_run']} rollouts run now, {info['resumed_prefixes']} prefixes resumed from checkpoint"
+        )
         print(f"label: {info['shards_run']} shards run now, {info['shards_skipped']} resumed from checkpoint")
         if is_real(problems):  # all-one-class labels train a constant PRM: fail loudly
             run.flag_degenerate("label", [label_balance_problem([r["labels"] for r in labeled])])

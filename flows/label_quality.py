@@ -22,8 +22,12 @@ from tasks.label_quality import compare_schemes
 
 
 @flow(name="label_quality", log_prints=True)
-def label_quality_flow(params: str | list[str] = "params.yaml", generations_dir: str = "data/generations",
-                       problems_path: str = "data/problems/pool.jsonl", reports_dir: str = "reports") -> dict:
+def label_quality_flow(
+    params: str | list[str] = "params.yaml",
+    generations_dir: str = "data/generations",
+    problems_path: str = "data/problems/pool.jsonl",
+    reports_dir: str = "reports",
+) -> dict:
     cfg = load_section(params, "label_quality", LabelQualityConfig)
     out_dir = Path(reports_dir) / "labeling"
     with tracking.stage_run("label_quality", cfg) as run:
@@ -31,7 +35,9 @@ def label_quality_flow(params: str | list[str] = "params.yaml", generations_dir:
         keep = {p["id"] for p in problems}
         answers = {p["id"]: p["answer"] for p in problems}
         samples = [r for r in io.read_jsonl(Path(generations_dir) / "generations.jsonl") if r["problem_id"] in keep]
-        tree = [r for r in io.read_jsonl(Path(generations_dir) / "tree.jsonl", allow_empty=True) if r["problem_id"] in keep]
+        tree = [
+            r for r in io.read_jsonl(Path(generations_dir) / "tree.jsonl", allow_empty=True) if r["problem_id"] in keep
+        ]
         results = compare_schemes(cfg, samples, tree, answers)
 
         step_tokens = {name: r.pop("step_tokens") for name, r in results.items()}
@@ -39,11 +45,19 @@ def label_quality_flow(params: str | list[str] = "params.yaml", generations_dir:
         plots.pareto(results, out_dir / "pareto.png")
         plots.step_lengths(step_tokens, out_dir / "step_lengths.png")
         for name, r in results.items():
-            run.metrics({f"label_quality/{name}/{k}": v for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+            run.metrics(
+                {
+                    f"label_quality/{name}/{k}": v
+                    for k, v in r.items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool)
+                }
+            )
         run.artifact(out_dir, "label_quality")
         for name, r in results.items():
-            print(f"{name:>18}: step_acc {r['step_acc']:.3f}  first_error_acc {r['first_error_acc']:.3f}  "
-                  f"tokens/solution {r['tokens_per_solution']:.0f}  steps {r['mean_steps']:.2f}")
+            print(
+                f"{name:>18}: step_acc {r['step_acc']:.3f}  first_error_acc {r['first_error_acc']:.3f}  "
+                f"tokens/solution {r['tokens_per_solution']:.0f}  steps {r['mean_steps']:.2f}"
+            )
     return results
 
 

@@ -51,7 +51,9 @@ def accelerate_available(python: str = sys.executable) -> bool:
     return probe.returncode == 0
 
 
-def stage_command(stage: str, params: str | Sequence[str], cfg: LaunchConfig, python: str = sys.executable) -> list[str]:
+def stage_command(
+    stage: str, params: str | Sequence[str], cfg: LaunchConfig, python: str = sys.executable
+) -> list[str]:
     """The argv that runs `flows.<stage>` with `params` (a file, or a base file and overlays) under `cfg`.
 
     >>> stage_command("train", "params.yaml", LaunchConfig(), python="py")
@@ -66,9 +68,19 @@ def stage_command(stage: str, params: str | Sequence[str], cfg: LaunchConfig, py
     if cfg.launcher == "python":
         return [python, "-m", module, *flags]
     # `python -m accelerate.commands.launch` == `accelerate launch`, from the same interpreter
-    cmd = [python, "-m", "accelerate.commands.launch", "--num_machines", "1",
-           "--num_processes", str(cfg.num_processes), "--mixed_precision", cfg.mixed_precision,
-           "--dynamo_backend", "no"]
+    cmd = [
+        python,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_machines",
+        "1",
+        "--num_processes",
+        str(cfg.num_processes),
+        "--mixed_precision",
+        cfg.mixed_precision,
+        "--dynamo_backend",
+        "no",
+    ]
     if cfg.num_processes > 1:
         # torchrun, one process per device; on CPU (launch_env) the processes form a gloo group
         cmd.append("--multi_gpu")
@@ -87,7 +99,9 @@ def launch_env(cfg: LaunchConfig) -> dict[str, str]:
 def from_params(params: str | Sequence[str], section: str = "train", **overrides: object) -> LaunchConfig:
     """LaunchConfig from `section` of the params file and overlays (fields it has), then non-None overrides."""
     data, _ = read_layered(params)
-    values = {k: v for k, v in (data.get(section) or {}).items() if k in ("launcher", "num_processes", "mixed_precision")}
+    values = {
+        k: v for k, v in (data.get(section) or {}).items() if k in ("launcher", "num_processes", "mixed_precision")
+    }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return LaunchConfig(**values)
 
@@ -103,8 +117,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the command, do not run it")
     args = parser.parse_args(argv)
     args.params = args.params or ["params.yaml"]
-    cfg = from_params(args.params, launcher=args.launcher, num_processes=args.num_processes,
-                      mixed_precision=args.mixed_precision, cpu=args.cpu)
+    cfg = from_params(
+        args.params,
+        launcher=args.launcher,
+        num_processes=args.num_processes,
+        mixed_precision=args.mixed_precision,
+        cpu=args.cpu,
+    )
     cmd = stage_command(args.stage, args.params, cfg)
     print(" ".join(cmd), flush=True)
     if args.dry_run:

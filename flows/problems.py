@@ -24,7 +24,9 @@ def problems(params: str | list[str] = "params.yaml", out_dir: str = "data/probl
         counts = {}
         for name in ("train", "eval", "pool"):
             counts[name] = io.write_jsonl(Path(out_dir) / f"{name}.jsonl", splits[name])
-        run.metrics({f"problems/n_{k}": v for k, v in counts.items()} | {"problems/dropped_overlap": splits["dropped_overlap"]})
+        run.metrics(
+            {f"problems/n_{k}": v for k, v in counts.items()} | {"problems/dropped_overlap": splits["dropped_overlap"]}
+        )
         print(f"problems: {counts} (dropped {splits['dropped_overlap']} overlapping with train)")
     return counts
 

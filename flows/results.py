@@ -1,6 +1,6 @@
 """Stage `results`: reports/RESULTS.md, rendered from every default stage's metrics file.
 
-    python -m flows.results [--reports-dir reports]
+python -m flows.results [--reports-dir reports]
 """
 
 from __future__ import annotations

@@ -22,8 +22,12 @@ from tasks.segment import segment
 
 
 @flow(name="segment", log_prints=True)
-def segment_flow(params: str | list[str] = "params.yaml", generations_dir: str = "data/generations",
-                 out_path: str = "data/segments/segments.jsonl", reports_dir: str = "reports") -> dict:
+def segment_flow(
+    params: str | list[str] = "params.yaml",
+    generations_dir: str = "data/generations",
+    out_path: str = "data/segments/segments.jsonl",
+    reports_dir: str = "reports",
+) -> dict:
     cfg = load_section(params, "segment", SegmentConfig)
     reports = Path(reports_dir)
     with tracking.stage_run("segment", cfg) as run:
@@ -36,9 +40,12 @@ def segment_flow(params: str | list[str] = "params.yaml", generations_dir: str =
         seg = out["rows"]
         io.write_jsonl(out_path, seg)
 
-        stats = segment_stats(seg, out["skipped_empty"],
-                              out["threshold"] if out["threshold"] is not None else cfg.entropy_threshold,
-                              out["calibration"])
+        stats = segment_stats(
+            seg,
+            out["skipped_empty"],
+            out["threshold"] if out["threshold"] is not None else cfg.entropy_threshold,
+            out["calibration"],
+        )
         if warning := calibration_warning(out["calibration"]):
             run.tags({"segment/calibration_warning": warning})
             print(f"segment: WARNING: {warning}")
@@ -47,12 +54,24 @@ def segment_flow(params: str | list[str] = "params.yaml", generations_dir: str =
         n_steps, lengths = step_lengths(seg)
         ents = token_entropies(rows)
         threshold = stats["threshold"] if cfg.strategy in ("fixed", "calibrated") else None
-        plots.entropy_hist(ents, reports / "segment" / "entropy.png",
-                           f"token entropy ({len(ents)} tokens), strategy {cfg.strategy}", threshold=threshold)
-        plots.histogram(n_steps, reports / "segment" / "steps_per_solution.png", "steps per solution",
-                        f"{cfg.strategy}: {stats['mean_steps']:.2f} steps per solution on average")
-        plots.histogram(lengths, reports / "segment" / "step_tokens.png", "tokens per step",
-                        f"{cfg.strategy}: step lengths (min_len {cfg.min_len}, max_len {cfg.max_len})")
+        plots.entropy_hist(
+            ents,
+            reports / "segment" / "entropy.png",
+            f"token entropy ({len(ents)} tokens), strategy {cfg.strategy}",
+            threshold=threshold,
+        )
+        plots.histogram(
+            n_steps,
+            reports / "segment" / "steps_per_solution.png",
+            "steps per solution",
+            f"{cfg.strategy}: {stats['mean_steps']:.2f} steps per solution on average",
+        )
+        plots.histogram(
+            lengths,
+            reports / "segment" / "step_tokens.png",
+            "tokens per step",
+            f"{cfg.strategy}: step lengths (min_len {cfg.min_len}, max_len {cfg.max_len})",
+        )
         run.metrics(numeric(stats, "segment/"))
         run.artifact(reports / "segment", "plots")
         print(f"segment: {stats}")

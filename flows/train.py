@@ -27,8 +27,12 @@ from tasks.train import fit_prm
 
 
 @flow(name="train", log_prints=True)
-def train_flow(params: str | list[str] = "params.yaml", labels_path: str = "data/labels/labels.jsonl",
-               out_dir: str = "models/prm", reports_dir: str = "reports") -> dict:
+def train_flow(
+    params: str | list[str] = "params.yaml",
+    labels_path: str = "data/labels/labels.jsonl",
+    out_dir: str = "models/prm",
+    reports_dir: str = "reports",
+) -> dict:
     cfg = load_section(params, "train", TrainConfig)
     reports = Path(reports_dir)
     with tracking.stage_run("train", cfg) as run:

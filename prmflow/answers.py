@@ -52,8 +52,9 @@ REAL_SOURCES = ("gsm8k", "math")
 SYNTHETIC_SOURCE = "synthetic"
 """an explicit synthetic source; synthetic rows normally carry no `source` key at all"""
 
-_ANSWER_IS = re.compile(r"final answer(?:\s+is\b)?|answer is\b|^[^\S\n]*[*_]*answer[*_]*:",
-                        re.IGNORECASE | re.MULTILINE)
+_ANSWER_IS = re.compile(
+    r"final answer(?:\s+is\b)?|answer is\b|^[^\S\n]*[*_]*answer[*_]*:", re.IGNORECASE | re.MULTILINE
+)
 _FBOX = "\\fbox{"
 _NUMBER = re.compile(r"[-−]?(?:(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.[0-9]+)?|\.[0-9]+)(?:/[0-9]+)?")
 _PLAIN_GOLD = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:/[0-9]+)?")
@@ -73,8 +74,10 @@ def is_real(row: Mapping[str, Any]) -> bool:
     if source is None or source == SYNTHETIC_SOURCE:
         return False
     if source not in REAL_SOURCES:
-        raise ValueError(f"row {row.get('id', '?')!r}: field 'source' must be one of "
-                         f"{(SYNTHETIC_SOURCE, *REAL_SOURCES)}, got {source!r}")
+        raise ValueError(
+            f"row {row.get('id', '?')!r}: field 'source' must be one of "
+            f"{(SYNTHETIC_SOURCE, *REAL_SOURCES)}, got {source!r}"
+        )
     return True
 
 
@@ -205,7 +208,7 @@ def answer_key(pred: str) -> str:
     s = clean_answer(pred)
     value = parse_number(s)
     m = _NUMBER.search(s)
-    if value is not None and m and "=" not in s and not any(ch.isdigit() for ch in s[m.end():] + s[: m.start()]):
+    if value is not None and m and "=" not in s and not any(ch.isdigit() for ch in s[m.end() :] + s[: m.start()]):
         return str(value)
     return normalize_answer(s)
 

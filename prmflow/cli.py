@@ -44,35 +44,51 @@ def processbench(args: argparse.Namespace) -> int:
     if args.max_len is not None and args.max_len < 2:
         raise ValueError(f"--max-len must be >= 2 tokens, got {args.max_len}")
     prm = PRM.from_pretrained(args.prm)
-    scores, info = score_rows_by_length(prm, rows, batch_size=args.batch_size, sep=args.step_sep,
-                                        max_len=args.max_len, progress=True)
+    scores, info = score_rows_by_length(
+        prm, rows, batch_size=args.batch_size, sep=args.step_sep, max_len=args.max_len, progress=True
+    )
     for s in info["skipped"]:
         print(f"skipped {s['id']} ({s['subset']}): {s['reason']}", file=sys.stderr)
     counts = usable_counts(rows, info)
     scored = [r for r in rows if r["id"] in scores]
     if not scored:
-        raise ValueError(f"every one of the {len(rows)} rows was skipped: its first step exceeds max_len="
-                         f"{info['max_len']} (raise --max-len)")
+        raise ValueError(
+            f"every one of the {len(rows)} rows was skipped: its first step exceeds max_len="
+            f"{info['max_len']} (raise --max-len)"
+        )
     if args.calibrate:
         result = assess(scored, scores, calibrate_on=args.calibrate)
     else:
         result = assess(scored, scores, threshold=args.threshold if args.threshold is not None else 0.5)
     out = Path(args.out)
-    io.write_jsonl(out / "predictions.jsonl", [
-        {"id": p["id"], "subset": p["subset"], "pred": p["pred"], "label": p["label"], "scores": p["scores"]}
-        for p in result["predictions"]])
+    io.write_jsonl(
+        out / "predictions.jsonl",
+        [
+            {"id": p["id"], "subset": p["subset"], "pred": p["pred"], "label": p["label"], "scores": p["scores"]}
+            for p in result["predictions"]
+        ],
+    )
     metrics = {k: v for k, v in result.items() if k != "predictions"}
     metrics["truncated_rows"], metrics["truncated_steps"] = info["truncated_rows"], info["truncated_steps"]
-    metrics.update(max_len=info["max_len"], counts=counts, skipped=info["skipped"],
-                   skipped_too_long=counts["all"]["skipped_too_long"], truncated=counts["all"]["truncated"])
+    metrics.update(
+        max_len=info["max_len"],
+        counts=counts,
+        skipped=info["skipped"],
+        skipped_too_long=counts["all"]["skipped_too_long"],
+        truncated=counts["all"]["truncated"],
+    )
     io.write_json(out / "metrics.json", metrics)
     for name, m in result["subsets"].items():
         c = counts[name]
-        print(f"{name}: error_acc {m['error_acc']}  correct_acc {m['correct_acc']}  f1 {m['f1']}  "
-              f"({c['scored']} rows scored, {c['skipped_too_long']} skipped as too long, {c['truncated']} truncated)")
-    print(f"mean_f1 {result['mean_f1']}  threshold {result['threshold']:.4f} ({result['threshold_mode']})  "
-          f"skipped_too_long {counts['all']['skipped_too_long']}  truncated {counts['all']['truncated']}  "
-          f"(max_len {info['max_len']}) -> {out}")
+        print(
+            f"{name}: error_acc {m['error_acc']}  correct_acc {m['correct_acc']}  f1 {m['f1']}  "
+            f"({c['scored']} rows scored, {c['skipped_too_long']} skipped as too long, {c['truncated']} truncated)"
+        )
+    print(
+        f"mean_f1 {result['mean_f1']}  threshold {result['threshold']:.4f} ({result['threshold_mode']})  "
+        f"skipped_too_long {counts['all']['skipped_too_long']}  truncated {counts['all']['truncated']}  "
+        f"(max_len {info['max_len']}) -> {out}"
+    )
     return 0
 
 
@@ -87,10 +103,18 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--calibrate", metavar="SUBSET", help="fit the threshold on SUBSET, apply it to the others")
     pb.add_argument("--out", required=True, help="output directory")
     pb.add_argument("--batch-size", type=int, default=16)
-    pb.add_argument("--max-len", type=int, default=None, help="token limit per row (default: the PRM's max_len); "
-                    "rows whose first step alone exceeds it are skipped and counted, later steps past it are cut")
-    pb.add_argument("--step-sep", default="\n\n", help="separator restored after each step but the last "
-                    "(ProcessBench steps are paragraphs; default: blank line)")
+    pb.add_argument(
+        "--max-len",
+        type=int,
+        default=None,
+        help="token limit per row (default: the PRM's max_len); "
+        "rows whose first step alone exceeds it are skipped and counted, later steps past it are cut",
+    )
+    pb.add_argument(
+        "--step-sep",
+        default="\n\n",
+        help="separator restored after each step but the last (ProcessBench steps are paragraphs; default: blank line)",
+    )
     args = parser.parse_args(argv)
     try:
         return processbench(args)

@@ -17,16 +17,16 @@ import os
 import re
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
+from prmflow.edu.partition import PartitionConfig
 from prmflow.io import DataError
 from prmflow.options import ActiveLoopOptions, HeadOptions, PRMOptions, TrainOptions
-from prmflow.edu.partition import PartitionConfig
 from prmflow.policy import BACKENDS
 from prmflow.prompts import PromptConfig
 
@@ -35,7 +35,15 @@ if TYPE_CHECKING:
 
 C = TypeVar("C", bound="DataclassInstance")
 
-_WHERE_SHARDS_RUN = ("num_shards", "task_retries", "task_runner", "ray_address", "num_cpus", "num_gpus", "shard_storage")
+_WHERE_SHARDS_RUN = (
+    "num_shards",
+    "task_retries",
+    "task_runner",
+    "ray_address",
+    "num_cpus",
+    "num_gpus",
+    "shard_storage",
+)
 
 SPEED_ONLY: dict[str, frozenset[str]] = {
     "generate": frozenset(_WHERE_SHARDS_RUN + ("concurrency",)),
@@ -98,8 +106,14 @@ class EngineOptions:
             raise ValueError("tensor_parallel_size and concurrency must be >= 1, max_model_len >= 0")
         if self.entropy_top_k < 1 and self.entropy_top_k != -1:
             raise ValueError(f"entropy_top_k must be >= 1 (or -1: the full vocabulary, vllm), got {self.entropy_top_k}")
-        readers = {"dtype": "vllm", "tensor_parallel_size": "vllm", "max_model_len": "vllm", "enforce_eager": "vllm",
-                   "base_url": "openai", "concurrency": "openai"}
+        readers = {
+            "dtype": "vllm",
+            "tensor_parallel_size": "vllm",
+            "max_model_len": "vllm",
+            "enforce_eager": "vllm",
+            "base_url": "openai",
+            "concurrency": "openai",
+        }
         defaults = {f.name: f.default for f in dataclasses.fields(EngineOptions)}
         for name, reader in readers.items():
             if getattr(self, name) != defaults[name] and self.backend != reader:
@@ -108,12 +122,19 @@ class EngineOptions:
     def backend_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of `prmflow.policy.load_backend(self.backend, model, ...)`."""
         if self.backend == "vllm":
-            return {"dtype": self.dtype, "tensor_parallel_size": self.tensor_parallel_size,
-                    "max_model_len": self.max_model_len or None, "enforce_eager": self.enforce_eager,
-                    "entropy_top_k": self.entropy_top_k}
+            return {
+                "dtype": self.dtype,
+                "tensor_parallel_size": self.tensor_parallel_size,
+                "max_model_len": self.max_model_len or None,
+                "enforce_eager": self.enforce_eager,
+                "entropy_top_k": self.entropy_top_k,
+            }
         if self.backend == "openai":
-            return {"top_logprobs": self.entropy_top_k, "concurrency": self.concurrency,
-                    **({"base_url": self.base_url} if self.base_url else {})}
+            return {
+                "top_logprobs": self.entropy_top_k,
+                "concurrency": self.concurrency,
+                **({"base_url": self.base_url} if self.base_url else {}),
+            }
         return {}
 
 
@@ -172,18 +193,24 @@ class RunnerOptions:
         ValueError: task_runner must be one of thread, ray (label.task_runner), got 'dask'
         """
         if self.task_runner not in TASK_RUNNERS:
-            raise ValueError(f"task_runner must be one of {', '.join(TASK_RUNNERS)} ({section}.task_runner), "
-                             f"got {self.task_runner!r}")
+            raise ValueError(
+                f"task_runner must be one of {', '.join(TASK_RUNNERS)} ({section}.task_runner), "
+                f"got {self.task_runner!r}"
+            )
         if self.num_cpus < 0 or self.num_gpus < 0:
             raise ValueError(f"num_cpus and num_gpus must be >= 0 ({section}), got {self.num_cpus}, {self.num_gpus}")
         defaults = {f.name: f.default for f in dataclasses.fields(RunnerOptions)}
         for name in ("ray_address", "num_cpus", "num_gpus"):
             if getattr(self, name) != defaults[name] and self.task_runner != "ray":
-                raise ValueError(f"{name} is read by task_runner: ray only ({section}.{name}), "
-                                 f"but task_runner is {self.task_runner!r}")
+                raise ValueError(
+                    f"{name} is read by task_runner: ray only ({section}.{name}), "
+                    f"but task_runner is {self.task_runner!r}"
+                )
         if "://" in self.shard_storage and not self.shard_storage.startswith("file://"):
-            raise ValueError(f"shard_storage must be a directory path (mounted on every node) or file:// URL "
-                             f"({section}.shard_storage), got {self.shard_storage!r}")
+            raise ValueError(
+                f"shard_storage must be a directory path (mounted on every node) or file:// URL "
+                f"({section}.shard_storage), got {self.shard_storage!r}"
+            )
 
 
 RUNNER_FIELDS = tuple(f.name for f in dataclasses.fields(RunnerOptions))
@@ -497,9 +524,13 @@ class EvaluateConfig:
                 raise ValueError(f"processbench_files must map subset names to file paths, got {name!r}: {path!r}")
         modes = ("split", "fixed", *self.processbench_files)
         if self.processbench_files and self.processbench_calibrate not in modes:
-            raise ValueError(f"processbench_calibrate must be one of {', '.join(modes)}, got {self.processbench_calibrate!r}")
+            raise ValueError(
+                f"processbench_calibrate must be one of {', '.join(modes)}, got {self.processbench_calibrate!r}"
+            )
         if self.processbench_calibrate in self.processbench_files and len(self.processbench_files) < 2:
-            raise ValueError(f"processbench_calibrate {self.processbench_calibrate!r} leaves no other file to report on")
+            raise ValueError(
+                f"processbench_calibrate {self.processbench_calibrate!r} leaves no other file to report on"
+            )
         if self.processbench_max_len < 0:
             raise ValueError(f"processbench_max_len must be >= 0, got {self.processbench_max_len}")
 
@@ -583,7 +614,9 @@ class ActiveConfig(RunnerOptions, ActiveLoopOptions, HeadOptions):
         if self.labeler not in ("oracle", "mc", "judge", "consensus"):
             raise ValueError(f"active.labeler must be oracle, mc, judge or consensus, got {self.labeler!r}")
         if self.cache_features and not self.freeze_backbone:
-            raise ValueError("active.cache_features needs active.freeze_backbone: true (a trained backbone changes the features)")
+            raise ValueError(
+                "active.cache_features needs active.freeze_backbone: true (a trained backbone changes the features)"
+            )
 
 
 EXPERIMENTS = ("label_efficiency", "data_efficiency", "threshold_ablation", "active_learning", "edu_sampling")
@@ -711,8 +744,9 @@ _Yaml12Loader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                                    list("tTfF"))
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 def _key_lines(path: Path, text: str) -> dict[tuple[str, ...], int]:
@@ -730,7 +764,9 @@ def _key_lines(path: Path, text: str) -> dict[tuple[str, ...], int]:
         root = yaml.compose(text, _Yaml12Loader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        raise DataError(path, mark.line + 1 if mark else None, None, f"invalid YAML: {getattr(e, 'problem', e)}") from None
+        raise DataError(
+            path, mark.line + 1 if mark else None, None, f"invalid YAML: {getattr(e, 'problem', e)}"
+        ) from None
     if root is not None:
         walk(root, ())
     return lines
@@ -743,7 +779,7 @@ def read_params(path: str | os.PathLike[str] = "params.yaml") -> tuple[dict[str,
         raise DataError(p, None, None, "params file not found")
     text = p.read_text(encoding="utf-8")
     lines = _key_lines(p, text)
-    data = yaml.load(text, _Yaml12Loader) or {}  # noqa: S506 (a SafeLoader)
+    data = yaml.load(text, _Yaml12Loader) or {}
     if not isinstance(data, dict):
         raise DataError(p, 1, None, "expected a mapping of stage sections")
     return data, lines
@@ -781,13 +817,22 @@ def read_layered(paths: ParamsFiles) -> tuple[dict[str, Any], dict[tuple[str, ..
         for section, values in o_data.items():
             at = o_lines.get((str(section),))
             if section not in merged:
-                raise DataError(overlay, at, str(section), f"section not in the base file {files[0]}; an overlay only overrides keys it has")
+                raise DataError(
+                    overlay,
+                    at,
+                    str(section),
+                    f"section not in the base file {files[0]}; an overlay only overrides keys it has",
+                )
             if not isinstance(values, dict) or not isinstance(merged[section], dict):
                 raise DataError(overlay, at, str(section), "expected a mapping of keys to override")
             for key, value in values.items():
                 if key not in merged[section]:
-                    raise DataError(overlay, o_lines.get((str(section), str(key)), at), f"{section}.{key}",
-                                    f"not in the base file {files[0]}; an overlay only overrides keys it has")
+                    raise DataError(
+                        overlay,
+                        o_lines.get((str(section), str(key)), at),
+                        f"{section}.{key}",
+                        f"not in the base file {files[0]}; an overlay only overrides keys it has",
+                    )
                 merged[section][key] = value
                 where[(str(section), str(key))] = (overlay, o_lines.get((str(section), str(key)), at or 0))
     return merged, where
@@ -810,9 +855,15 @@ def _check_type(value: Any, tp: Any) -> bool:
     return isinstance(value, tp)
 
 
-def build_config(cls: type[C], values: dict[str, Any], *, path: str | os.PathLike[str] = "<params>",
-                 section: str = "", lines: dict[tuple[str, ...], int] | None = None,
-                 files: dict[tuple[str, ...], Path] | None = None) -> C:
+def build_config(
+    cls: type[C],
+    values: dict[str, Any],
+    *,
+    path: str | os.PathLike[str] = "<params>",
+    section: str = "",
+    lines: dict[tuple[str, ...], int] | None = None,
+    files: dict[tuple[str, ...], Path] | None = None,
+) -> C:
     """Build dataclass `cls` from `values`, rejecting unknown keys and wrong types by name.
 
     `lines` maps key paths to their line; `files` names the file of a key that an overlay set
@@ -835,7 +886,9 @@ def build_config(cls: type[C], values: dict[str, Any], *, path: str | os.PathLik
             raise DataError(*at(key), name, f"unknown param (known keys: {hint})")
         tp = hints[key]
         if not _check_type(value, tp):
-            raise DataError(*at(key), name, f"expected {getattr(tp, '__name__', tp)}, got {type(value).__name__} {value!r}")
+            raise DataError(
+                *at(key), name, f"expected {getattr(tp, '__name__', tp)}, got {type(value).__name__} {value!r}"
+            )
         kwargs[key] = float(value) if tp is float else value
     try:
         return cls(**kwargs)
@@ -847,16 +900,21 @@ def build_config(cls: type[C], values: dict[str, Any], *, path: str | os.PathLik
         raise DataError(*at(None), section or None, str(e)) from None
 
 
-def _section(data: dict[str, Any], where: dict[tuple[str, ...], tuple[Path, int]], base: Path, section: str,
-             cls: type[C]) -> C:
+def _section(
+    data: dict[str, Any], where: dict[tuple[str, ...], tuple[Path, int]], base: Path, section: str, cls: type[C]
+) -> C:
     if section not in data:
         raise DataError(base, None, section, "section missing from params file")
     values = data[section] or {}
     lines = {k: line for k, (_, line) in where.items()}
     files = {k: f for k, (f, _) in where.items()}
     if not isinstance(values, dict):
-        raise DataError(files.get((section,), base), lines.get((section,)), section,
-                        f"expected a mapping, got {type(values).__name__}")
+        raise DataError(
+            files.get((section,), base),
+            lines.get((section,)),
+            section,
+            f"expected a mapping, got {type(values).__name__}",
+        )
     return build_config(cls, values, path=base, section=section, lines=lines, files=files)
 
 

@@ -211,8 +211,10 @@ def ensure_free_space(path: str | os.PathLike[str], need_bytes: int, what: str) 
     probe = p if p.exists() else next((q for q in p.parents if q.exists()), Path("."))
     free = shutil.disk_usage(probe).free
     if free < 2 * need_bytes:
-        raise OSError(f"not enough disk space for {what} at {p}: need about {_human(2 * need_bytes)} free "
-                      f"(estimated output {_human(need_bytes)}, written atomically), have {_human(free)}")
+        raise OSError(
+            f"not enough disk space for {what} at {p}: need about {_human(2 * need_bytes)} free "
+            f"(estimated output {_human(need_bytes)}, written atomically), have {_human(free)}"
+        )
 
 
 def _human(n: float) -> str:

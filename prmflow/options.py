@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prmflow.schedule import SCHEDULES
+
 STEP_TOKENIZATIONS = ("pieces", "joined")
 
 
@@ -157,7 +158,10 @@ class ActiveLoopOptions:
     only; the same numbers up to float rounding, one backbone pass per solution)"""
 
     def check_loop(self) -> None:
-        if min(self.batch_size, self.grad_steps, self.micro_batch_size, self.checkpoint_every) < 1 or self.eval_every < 0:
+        if (
+            min(self.batch_size, self.grad_steps, self.micro_batch_size, self.checkpoint_every) < 1
+            or self.eval_every < 0
+        ):
             raise ValueError("batch_size, grad_steps, micro_batch_size, checkpoint_every must be >= 1, eval_every >= 0")
         if not 0 <= self.select_fraction <= 1:
             raise ValueError(f"select_fraction must be in [0, 1], got {self.select_fraction}")

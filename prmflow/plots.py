@@ -9,9 +9,9 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from prmflow.io import atomic_path  # noqa: E402
+from prmflow.io import atomic_path
 
 
 def _save(fig: plt.Figure, path: str | os.PathLike[str]) -> None:
@@ -38,15 +38,19 @@ def first_error_hist(hist: Mapping[str, int], path: str | os.PathLike[str], titl
     """Bar chart of first-error positions; -1 (no error) drawn in green."""
     keys = sorted(hist, key=int)
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.bar([str(k) if k != "-1" else "none" for k in keys], [hist[k] for k in keys],
-           color=["tab:green" if k == "-1" else "tab:red" for k in keys])
+    ax.bar(
+        [str(k) if k != "-1" else "none" for k in keys],
+        [hist[k] for k in keys],
+        color=["tab:green" if k == "-1" else "tab:red" for k in keys],
+    )
     ax.set(xlabel="first wrong step (0-based)", ylabel="solutions", title=title)
     ax.grid(alpha=0.3, axis="y")
     _save(fig, path)
 
 
-def entropy_hist(values: Sequence[float], path: str | os.PathLike[str], title: str,
-                 threshold: float | None = None) -> None:
+def entropy_hist(
+    values: Sequence[float], path: str | os.PathLike[str], title: str, threshold: float | None = None
+) -> None:
     """Histogram of per-token entropies (log count), with an optional threshold line."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.hist(values, bins=60, color="tab:blue", alpha=0.8)
@@ -77,8 +81,12 @@ def label_balance(balance: Mapping[str, Sequence[float]], path: str | os.PathLik
     ax.bar(xs, balance["frac_true"], color="tab:green", alpha=0.8)
     for x, n in zip(xs, balance["steps"]):
         ax.annotate(f"{n:g}", (x, 0), xytext=(0, 2), textcoords="offset points", ha="center", fontsize=7)
-    ax.set(xlabel="step position (0-based; the number = steps there)", ylabel="fraction labeled right",
-           ylim=(0, 1.05), title=title)
+    ax.set(
+        xlabel="step position (0-based; the number = steps there)",
+        ylabel="fraction labeled right",
+        ylim=(0, 1.05),
+        title=title,
+    )
     ax.grid(alpha=0.3, axis="y")
     _save(fig, path)
 
@@ -90,17 +98,24 @@ def pareto(results: Mapping[str, Mapping[str, Any]], path: str | os.PathLike[str
     for name, r in results.items():
         fam = name.rstrip("0123456789")
         families.setdefault(fam, []).append(
-            (float(r["tokens_per_solution"]), float(r["step_acc"] or 0), float(r["first_error_acc"] or 0), name))
+            (float(r["tokens_per_solution"]), float(r["step_acc"] or 0), float(r["first_error_acc"] or 0), name)
+        )
     for fam, pts in sorted(families.items()):
         pts.sort()
         for ax, idx in ((axes[0], 1), (axes[1], 2)):
             ax.plot([p[0] for p in pts], [p[idx] for p in pts], "o-", label=fam)
             for p in pts:
                 ax.annotate(p[3], (p[0], p[idx]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    axes[0].set(xlabel="generated rollout tokens per solution", ylabel="step label accuracy vs gold",
-                title="step accuracy vs cost")
-    axes[1].set(xlabel="generated rollout tokens per solution", ylabel="first-error accuracy vs gold",
-                title="first-error accuracy vs cost")
+    axes[0].set(
+        xlabel="generated rollout tokens per solution",
+        ylabel="step label accuracy vs gold",
+        title="step accuracy vs cost",
+    )
+    axes[1].set(
+        xlabel="generated rollout tokens per solution",
+        ylabel="first-error accuracy vs gold",
+        title="first-error accuracy vs cost",
+    )
     for ax in axes:
         ax.set_xscale("symlog")
         ax.grid(alpha=0.3)
@@ -119,8 +134,9 @@ def step_lengths(step_tokens: Mapping[str, Sequence[int]], path: str | os.PathLi
     _save(fig, path)
 
 
-def f1_vs_threshold(curves: Mapping[str, Sequence[Mapping[str, Any]]], chosen: Mapping[str, float],
-                    path: str | os.PathLike[str]) -> None:
+def f1_vs_threshold(
+    curves: Mapping[str, Sequence[Mapping[str, Any]]], chosen: Mapping[str, float], path: str | os.PathLike[str]
+) -> None:
     """ProcessBench F1 (and its two accuracies) against the threshold, one panel per scorer."""
     fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 3.8), squeeze=False)
     for ax, (name, pts) in zip(axes[0], curves.items()):
@@ -143,8 +159,11 @@ def bon_curves(bon: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
         style = ":" if method in ("oracle", "first") else "-"
         ax.plot(ns, accs, style, marker="o", ms=3, label=method)
     ax.set_xscale("log", base=2)
-    ax.set(xlabel="N (solutions sampled per problem)", ylabel="accuracy",
-           title=f"Best-of-N on {bon['n_problems']} held-out problems")
+    ax.set(
+        xlabel="N (solutions sampled per problem)",
+        ylabel="accuracy",
+        title=f"Best-of-N on {bon['n_problems']} held-out problems",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     _save(fig, path)
@@ -156,17 +175,30 @@ def accuracy_vs_tokens(pedu: Mapping[str, Any], path: str | os.PathLike[str]) ->
     for arm, color in (("standard", "tab:blue"), ("p_edu", "tab:orange")):
         vals = pedu[arm]
         for key, marker in (("acc_prm", "o"), ("acc_majority", "s")):
-            ax.scatter(vals["tokens"]["per_seed"], vals[key]["per_seed"], color=color, marker=marker,
-                       label=f"{arm} ({key.removeprefix('acc_')} pick)", alpha=0.8)
-    ax.set(xlabel="generated tokens (all problems)", ylabel="accuracy",
-           title=f"EDU-guided vs standard sampling, N={pedu['n']}, one point per seed")
+            ax.scatter(
+                vals["tokens"]["per_seed"],
+                vals[key]["per_seed"],
+                color=color,
+                marker=marker,
+                label=f"{arm} ({key.removeprefix('acc_')} pick)",
+                alpha=0.8,
+            )
+    ax.set(
+        xlabel="generated tokens (all problems)",
+        ylabel="accuracy",
+        title=f"EDU-guided vs standard sampling, N={pedu['n']}, one point per seed",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     _save(fig, path)
 
 
-def active_curves(curves: Mapping[str, Sequence[Mapping[str, float]]], path: str | os.PathLike[str],
-                  targets: Mapping[str, float] | None = None, title: str = "ProcessBench F1 vs labels spent") -> None:
+def active_curves(
+    curves: Mapping[str, Sequence[Mapping[str, float]]],
+    path: str | os.PathLike[str],
+    targets: Mapping[str, float] | None = None,
+    title: str = "ProcessBench F1 vs labels spent",
+) -> None:
     """ActPRM: F1 against labels spent, one mean line and min-max band per strategy, optional target lines.
 
     `curves[strategy]` is `prmflow.active.mean_curve` output (labels_spent, f1_mean, f1_min, f1_max).
@@ -183,8 +215,9 @@ def active_curves(curves: Mapping[str, Sequence[Mapping[str, float]]], path: str
     for label, y in (targets or {}).items():
         ax.axhline(y, color="black", ls=":", lw=1)
         ax.annotate(label, (0, y), fontsize=7, xytext=(2, 2), textcoords="offset points")
-    ax.set(xlabel="labels spent (solutions sent to the labeler)", ylabel="F1 (synthetic ProcessBench, test)",
-           title=title)
+    ax.set(
+        xlabel="labels spent (solutions sent to the labeler)", ylabel="F1 (synthetic ProcessBench, test)", title=title
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, title="mean, band = min-max over seeds", title_fontsize=7)
     _save(fig, path)
@@ -197,8 +230,9 @@ def _ci_err(ci: Mapping[str, Any]) -> list[list[float]] | None:
     return [[ci["mean"] - ci["lo"]], [ci["hi"] - ci["mean"]]]
 
 
-def _finish_ci(fig: plt.Figure, ax: plt.Axes, path: str | os.PathLike[str], xlabel: str, ylabel: str, title: str,
-               logx: bool) -> None:
+def _finish_ci(
+    fig: plt.Figure, ax: plt.Axes, path: str | os.PathLike[str], xlabel: str, ylabel: str, title: str, logx: bool
+) -> None:
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     if logx:
         ax.set_xscale("log")
@@ -207,10 +241,16 @@ def _finish_ci(fig: plt.Figure, ax: plt.Axes, path: str | os.PathLike[str], xlab
     _save(fig, path)
 
 
-def ci_lines(series: Mapping[str, Sequence[tuple[float, Mapping[str, Any]]]], path: str | os.PathLike[str],
-             xlabel: str, ylabel: str, title: str, logx: bool = False,
-             points: Mapping[str, tuple[float, Mapping[str, Any]]] | None = None,
-             hline: float | None = None) -> None:
+def ci_lines(
+    series: Mapping[str, Sequence[tuple[float, Mapping[str, Any]]]],
+    path: str | os.PathLike[str],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    logx: bool = False,
+    points: Mapping[str, tuple[float, Mapping[str, Any]]] | None = None,
+    hline: float | None = None,
+) -> None:
     """One line per series through (x, mean) with a shaded CI band; `points` are single arms
     drawn as a marker with an error bar (e.g. a baseline at one budget); `hline` a dashed
     reference level (e.g. 0 for differences). CI dicts: prmflow.stats."""
@@ -228,18 +268,26 @@ def ci_lines(series: Mapping[str, Sequence[tuple[float, Mapping[str, Any]]]], pa
     _finish_ci(fig, ax, path, xlabel, ylabel, title, logx)
 
 
-def ci_scatter(points: Mapping[str, tuple[Mapping[str, Any], Mapping[str, Any]]], path: str | os.PathLike[str],
-               xlabel: str, ylabel: str, title: str, logx: bool = False) -> None:
+def ci_scatter(
+    points: Mapping[str, tuple[Mapping[str, Any], Mapping[str, Any]]],
+    path: str | os.PathLike[str],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    logx: bool = False,
+) -> None:
     """One labelled marker per arm at (x mean, y mean) with CI error bars on both axes."""
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for name, (x, y) in points.items():
-        ax.errorbar([x["mean"]], [y["mean"]], xerr=_ci_err(x), yerr=_ci_err(y), marker="o", capsize=3, ls="none",
-                    label=name)
+        ax.errorbar(
+            [x["mean"]], [y["mean"]], xerr=_ci_err(x), yerr=_ci_err(y), marker="o", capsize=3, ls="none", label=name
+        )
     _finish_ci(fig, ax, path, xlabel, ylabel, title, logx)
 
 
-def stage_costs(wall_s: Mapping[str, float], peak_rss_mib: Mapping[str, float], path: str | os.PathLike[str],
-                title: str) -> None:
+def stage_costs(
+    wall_s: Mapping[str, float], peak_rss_mib: Mapping[str, float], path: str | os.PathLike[str], title: str
+) -> None:
     """Two bar charts side by side: wall time and peak RSS of each stage, in pipeline order."""
     stages = list(wall_s)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
@@ -268,32 +316,57 @@ def scale_ci(ci: Mapping[str, Any], k: float) -> dict[str, Any]:
 
 def label_efficiency(numbers: Mapping[str, Mapping[str, Mapping[str, Any]]], path: str | os.PathLike[str]) -> None:
     """Experiment 1: first-error accuracy against rollout tokens per solution, one marker per scheme."""
-    ci_scatter({s: (n["tokens_per_solution"], n["first_error_acc"]) for s, n in numbers.items()}, path,
-               "rollout tokens per solution", "first-error accuracy vs gold",
-               "label quality vs cost (mean, 95% CI over seeds)", logx=True)
+    ci_scatter(
+        {s: (n["tokens_per_solution"], n["first_error_acc"]) for s, n in numbers.items()},
+        path,
+        "rollout tokens per solution",
+        "first-error accuracy vs gold",
+        "label quality vs cost (mean, 95% CI over seeds)",
+        logx=True,
+    )
 
 
-def data_efficiency(numbers: Mapping[str, Mapping[str, Mapping[str, Any]]], fractions: Sequence[float],
-                    path: str | os.PathLike[str]) -> None:
+def data_efficiency(
+    numbers: Mapping[str, Mapping[str, Mapping[str, Any]]], fractions: Sequence[float], path: str | os.PathLike[str]
+) -> None:
     """Experiment 2: PRM F1 against the fraction of the EDU rollout budget, static newline MC at 100%."""
     full_tokens = numbers[f"edu@{max(fractions):g}"]["label_tokens"]["mean"]
-    ci_lines({"EDU labels": [(f, numbers[f"edu@{f:g}"]["f1"]) for f in sorted(dict.fromkeys(fractions))]}, path,
-             "fraction of the EDU rollout budget", "synthetic ProcessBench F1",
-             f"PRM F1 vs label budget (100% = {full_tokens:.0f} tokens)", logx=True,
-             points={"static newline MC, 100%": (1.0, numbers["static@1"]["f1"])})
+    ci_lines(
+        {"EDU labels": [(f, numbers[f"edu@{f:g}"]["f1"]) for f in sorted(dict.fromkeys(fractions))]},
+        path,
+        "fraction of the EDU rollout budget",
+        "synthetic ProcessBench F1",
+        f"PRM F1 vs label budget (100% = {full_tokens:.0f} tokens)",
+        logx=True,
+        points={"static newline MC, 100%": (1.0, numbers["static@1"]["f1"])},
+    )
 
 
-def threshold_ablation(numbers: Mapping[str, Mapping[str, Mapping[str, Any]]], thresholds: Sequence[float],
-                       out_dir: str | os.PathLike[str]) -> None:
+def threshold_ablation(
+    numbers: Mapping[str, Mapping[str, Mapping[str, Any]]], thresholds: Sequence[float], out_dir: str | os.PathLike[str]
+) -> None:
     """Experiment 3: threshold_f1.png (PRM F1) and threshold_cost.png (steps and label tokens per
     solution) against the fixed entropy thresholds, the calibrated strategy as a marker."""
     fixed = [(t, numbers[f"fixed@{t:g}"]) for t in thresholds]
     cal = numbers["calibrated"]
-    ci_lines({"fixed threshold": [(t, n["f1"]) for t, n in fixed]}, os.path.join(out_dir, "threshold_f1.png"),
-             "entropy threshold (nats)", "synthetic ProcessBench F1", "PRM F1 vs entropy threshold", logx=True,
-             points={"calibrated": (cal["threshold"]["mean"], cal["f1"])})
-    ci_lines({"steps / solution": [(t, n["steps_per_solution"]) for t, n in fixed],
-              "label tokens / solution / 100": [(t, scale_ci(n["tokens_per_solution"], 0.01)) for t, n in fixed]},
-             os.path.join(out_dir, "threshold_cost.png"), "entropy threshold (nats)", "per solution",
-             "segmentation and label cost vs threshold", logx=True,
-             points={"calibrated: steps": (cal["threshold"]["mean"], cal["steps_per_solution"])})
+    ci_lines(
+        {"fixed threshold": [(t, n["f1"]) for t, n in fixed]},
+        os.path.join(out_dir, "threshold_f1.png"),
+        "entropy threshold (nats)",
+        "synthetic ProcessBench F1",
+        "PRM F1 vs entropy threshold",
+        logx=True,
+        points={"calibrated": (cal["threshold"]["mean"], cal["f1"])},
+    )
+    ci_lines(
+        {
+            "steps / solution": [(t, n["steps_per_solution"]) for t, n in fixed],
+            "label tokens / solution / 100": [(t, scale_ci(n["tokens_per_solution"], 0.01)) for t, n in fixed],
+        },
+        os.path.join(out_dir, "threshold_cost.png"),
+        "entropy threshold (nats)",
+        "per solution",
+        "segmentation and label cost vs threshold",
+        logx=True,
+        points={"calibrated: steps": (cal["threshold"]["mean"], cal["steps_per_solution"])},
+    )

@@ -108,8 +108,9 @@ class Prompt:
     """the template used (`auto` resolved to `chat` or `plain`)"""
 
 
-def build_prompt(problem: str, cfg: PromptConfig, tokenizer: Any = None,
-                 examples: Sequence[Mapping[str, Any]] = ()) -> Prompt:
+def build_prompt(
+    problem: str, cfg: PromptConfig, tokenizer: Any = None, examples: Sequence[Mapping[str, Any]] = ()
+) -> Prompt:
     """The prompt for `problem` (see the module docstring). `tokenizer` is needed for chat and
     auto, and for BOS handling; `examples` must hold at least cfg.few_shot solved rows."""
     if cfg.template == "synthetic":
@@ -175,8 +176,10 @@ def _chat(problem: str, cfg: PromptConfig, shots: Sequence[Mapping[str, Any]], t
         raise ValueError("template 'chat' needs a tokenizer with a chat_template (use 'plain' or 'auto')")
     messages = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
     for ex in shots:
-        messages += [{"role": "user", "content": cfg.user_template.format(problem=ex["problem"].strip())},
-                     {"role": "assistant", "content": example_solution(ex, cfg)}]
+        messages += [
+            {"role": "user", "content": cfg.user_template.format(problem=ex["problem"].strip())},
+            {"role": "assistant", "content": example_solution(ex, cfg)},
+        ]
     messages.append({"role": "user", "content": cfg.user_template.format(problem=problem.strip())})
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
@@ -205,7 +208,7 @@ def bos_once(tokenizer: Any, text: str) -> str:
         return text
     stripped = text
     while stripped.startswith(bos_text):
-        stripped = stripped[len(bos_text):]
+        stripped = stripped[len(bos_text) :]
     return stripped if adds_bos(tokenizer) else bos_text + stripped
 
 

@@ -123,13 +123,16 @@ def load_state(path: str | os.PathLike[str], key: str, hint: str = "use a fresh 
     state = io.read_json(p)
     saved = state.pop(KEY_FIELD, None) if isinstance(state, dict) else None
     if saved != key:
-        raise StaleCheckpoint(f"checkpoint {p} was made with another config or other data "
-                              f"(key {str(saved)[:16]}, this job's {key[:16]}); {hint}")
+        raise StaleCheckpoint(
+            f"checkpoint {p} was made with another config or other data "
+            f"(key {str(saved)[:16]}, this job's {key[:16]}); {hint}"
+        )
     return state
 
 
-def save_checkpoint(path: str | os.PathLike[str], key: str, state: Mapping[str, Any],
-                    write_files: Callable[[Path], None] | None = None) -> None:
+def save_checkpoint(
+    path: str | os.PathLike[str], key: str, state: Mapping[str, Any], write_files: Callable[[Path], None] | None = None
+) -> None:
     """Write the checkpoint directory `path` atomically: `write_files(tmp_dir)` writes the
     tensors (model, optimizer, RNG), then STATE_FILE holds `state` and `key`; every file is
     fsynced before the directory is renamed into place, replacing an older one."""
@@ -144,7 +147,9 @@ def save_checkpoint(path: str | os.PathLike[str], key: str, state: Mapping[str, 
         _fsync(tmp, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
 
 
-def load_checkpoint(path: str | os.PathLike[str], key: str, hint: str = "use a fresh directory") -> dict[str, Any] | None:
+def load_checkpoint(
+    path: str | os.PathLike[str], key: str, hint: str = "use a fresh directory"
+) -> dict[str, Any] | None:
     """The state of the checkpoint directory `path` (None if there is none); the caller then reads
     its files. One saved by another job raises StaleCheckpoint."""
     return load_state(Path(path) / STATE_FILE, key, hint)

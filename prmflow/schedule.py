@@ -35,8 +35,9 @@ SCHEDULES = ("constant", "linear", "cosine")
 """the decay shapes `lr_at` knows"""
 
 
-def lr_at(step: int, total: int, peak: float, *, warmup: int = 0, schedule: str = "cosine",
-          final: float = 0.1) -> float:
+def lr_at(
+    step: int, total: int, peak: float, *, warmup: int = 0, schedule: str = "cosine", final: float = 0.1
+) -> float:
     """The learning rate of 0-based `step`, decaying to `final * peak` at step `total` (module docstring).
 
     >>> lr_at(0, 10, 0.01, schedule="constant"), lr_at(9, 10, 0.01, schedule="constant", warmup=4)

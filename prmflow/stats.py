@@ -43,7 +43,7 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> dict[str, Any]:
 
 
 def fmt(ci: dict[str, Any], digits: int = 3) -> str:
-    """"0.812 [0.790, 0.834]" (or just the mean for one seed).
+    """ "0.812 [0.790, 0.834]" (or just the mean for one seed).
 
     >>> fmt({"mean": 0.8123, "lo": 0.79, "hi": 0.8341, "n": 5})
     '0.812 [0.790, 0.834]'

@@ -50,8 +50,9 @@ def step_lengths(seg: Sequence[Mapping[str, Any]]) -> tuple[list[int], list[int]
     return n_steps, lengths
 
 
-def segment_stats(seg: Sequence[Mapping[str, Any]], skipped_empty: int, threshold: float,
-                  calibration: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def segment_stats(
+    seg: Sequence[Mapping[str, Any]], skipped_empty: int, threshold: float, calibration: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """What stage `segment` reports: step counts and lengths, and gold step correctness
     (`frac_gold_correct_steps` is None for real problems); the threshold calibration last,
     when there was one."""
@@ -84,9 +85,11 @@ def calibration_warning(cal: Mapping[str, Any] | None) -> str | None:
     """
     if cal is None or not (not cal["met"] or cal["forced_fraction"] > 0.5):
         return None
-    return (f"calibrated threshold {cal['tau']:.4g} gives {cal['mean_steps']:.2f} steps per solution "
-            f"({cal['forced_fraction']:.0%} forced by max_len) for a target of {cal['target_mean_steps']}: "
-            f"{cal['note'] or 'mostly forced cuts'}")
+    return (
+        f"calibrated threshold {cal['tau']:.4g} gives {cal['mean_steps']:.2f} steps per solution "
+        f"({cal['forced_fraction']:.0%} forced by max_len) for a target of {cal['target_mean_steps']}: "
+        f"{cal['note'] or 'mostly forced cuts'}"
+    )
 
 
 def token_entropies(rows: Sequence[Mapping[str, Any]]) -> list[float]:
@@ -125,7 +128,7 @@ def metrics_file(batches: Iterable[tuple[Mapping[str, float], int | None]], pref
                 raise ValueError(f"metric {name!r} is not under {prefix!r}")
             if name not in last or (step or 0) >= last[name][0]:
                 last[name] = (step or 0, value)
-    return {name[len(prefix):]: last[name][1] for name in sorted(last)}
+    return {name[len(prefix) :]: last[name][1] for name in sorted(last)}
 
 
 def label_balance(labeled: Sequence[Mapping[str, Any]]) -> dict[str, list[float]]:
@@ -149,10 +152,19 @@ def label_stats(labeled: Sequence[Mapping[str, Any]], cost: Mapping[str, int]) -
         quality = label_quality([r["labels"] for r in labeled], [r["gold_labels"] for r in labeled])
         soft_right = [s for r in labeled for s, g in zip(r["soft_labels"], r["gold_labels"]) if g]
         soft_wrong = [s for r in labeled for s, g in zip(r["soft_labels"], r["gold_labels"]) if not g]
-        soft_gold: dict[str, float | None] = {"mean_soft_gold_correct": _mean(soft_right), "mean_soft_gold_wrong": _mean(soft_wrong)}
+        soft_gold: dict[str, float | None] = {
+            "mean_soft_gold_correct": _mean(soft_right),
+            "mean_soft_gold_wrong": _mean(soft_wrong),
+        }
     else:
-        quality = {"step_acc": None, "first_error_acc": None, "wrong_precision": None, "wrong_recall": None,
-                   "n_solutions": len(labeled), "n_steps": steps}
+        quality = {
+            "step_acc": None,
+            "first_error_acc": None,
+            "wrong_precision": None,
+            "wrong_recall": None,
+            "n_solutions": len(labeled),
+            "n_steps": steps,
+        }
         soft_gold = {"mean_soft_gold_correct": None, "mean_soft_gold_wrong": None}
     return {
         **{f"quality_{k}": v for k, v in quality.items()},
@@ -219,8 +231,9 @@ def degenerate_message(stage: str, problems: Sequence[str | None]) -> str | None
     return f"{stage}: degenerate real-data run: " + "; ".join(found) if found else None
 
 
-def generate_stats(rows: Sequence[Mapping[str, Any]], tree_rows: Sequence[Mapping[str, Any]],
-                   n_problems: int) -> dict[str, Any]:
+def generate_stats(
+    rows: Sequence[Mapping[str, Any]], tree_rows: Sequence[Mapping[str, Any]], n_problems: int
+) -> dict[str, Any]:
     """What stage `generate` reports: tokens, entropy, solve rate and the truncated share
     (`finish_reason == "length"`: the budget ran out before the answer)."""
     ents = [h for r in rows for h in r["entropy"]]
@@ -255,20 +268,29 @@ def real_summary(reports: Mapping[str, Mapping[str, Any]], run_info: Mapping[str
     gen, lab, bon = reports["generate"], reports["label"], reports.get("bon") or {}
     n_steps = lab["quality_n_steps"]
     positive = lab["frac_labels_true"]
-    table = {picker: dict(zip((str(n) for n in bon.get("ns", [])), accs, strict=True))
-             for picker, accs in (bon.get("accuracy") or {}).items()}
-    problems = [solve_rate_problem(gen["solve_rate"], gen["n_completions"]),
-                None if 0 < positive < 1 else f"all {n_steps} step labels are {positive == 1}",
-                None if table else "no Best-of-N table"]
+    table = {
+        picker: dict(zip((str(n) for n in bon.get("ns", [])), accs, strict=True))
+        for picker, accs in (bon.get("accuracy") or {}).items()
+    }
+    problems = [
+        solve_rate_problem(gen["solve_rate"], gen["n_completions"]),
+        None if 0 < positive < 1 else f"all {n_steps} step labels are {positive == 1}",
+        None if table else "no Best-of-N table",
+    ]
     return {
         "solve_rate": gen["solve_rate"],
         "n_completions": gen["n_completions"],
         "truncated_fraction": gen["truncated_fraction"],
         "mean_tokens": gen["mean_tokens"],
         "segment": {k: reports["segment"][k] for k in ("threshold", "mean_steps", "mean_step_tokens", "frac_one_step")},
-        "labels": {"n_solutions": lab["quality_n_solutions"], "n_steps": n_steps, "frac_true": positive,
-                   "frac_false": 1 - positive if n_steps else None, "rollouts": lab["cost_rollouts"],
-                   "rollout_tokens": lab["cost_generated_tokens"]},
+        "labels": {
+            "n_solutions": lab["quality_n_solutions"],
+            "n_steps": n_steps,
+            "frac_true": positive,
+            "frac_false": 1 - positive if n_steps else None,
+            "rollouts": lab["cost_rollouts"],
+            "rollout_tokens": lab["cost_generated_tokens"],
+        },
         "train": {k: v for k, v in reports.get("train", {}).items() if isinstance(v, (int, float, str)) or v is None},
         "best_of_n": {"n_problems": bon.get("n_problems"), "accuracy": table},
         "wall_s": round(sum(r["wall_s"] for r in run_info.values()), 1),

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-import mlflow  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
+import mlflow
+from mlflow.tracking import MlflowClient
 
-from prmflow.summaries import DegenerateRun, degenerate_message  # noqa: E402
+from prmflow.summaries import DegenerateRun, degenerate_message
 
 if TYPE_CHECKING:
     from mlflow.entities import Experiment
@@ -54,7 +54,7 @@ def absolute_uri(uri: str | None = None) -> str:
     """
     uri = uri or tracking_uri()
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
+        return f"sqlite:///{Path(uri[len('sqlite:///') :]).resolve()}"
     if ":" not in uri:  # a plain directory (MLflow's file store)
         return str(Path(uri).resolve())
     return uri
@@ -94,7 +94,9 @@ def setup(experiment: str = EXPERIMENT) -> str:
 
 def _git_commit() -> str | None:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -199,14 +201,25 @@ def pipeline_run(name: str = "pipeline") -> Iterator[RunLogger]:
                 os.environ[PARENT_ENV] = old
 
 
-def arm_run(experiment: str, arm: str, seed: int, params: Mapping[str, Any], metrics: Mapping[str, float],
-            parent_run_id: str | None = None) -> str:
+def arm_run(
+    experiment: str,
+    arm: str,
+    seed: int,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    parent_run_id: str | None = None,
+) -> str:
     """One finished run per experiment arm x seed, tagged `experiment`, `arm` and `seed`, so the
     MLflow UI's compare view (filter `tags.experiment = '...'`) shows the report's table. Returns its id."""
     exp_id = setup()
     client = MlflowClient(tracking_uri())
-    tags = {"stage": "experiments", "experiment": experiment, "arm": arm, "seed": str(seed),
-            "mlflow.runName": f"{experiment}/{arm}/seed{seed}"}
+    tags = {
+        "stage": "experiments",
+        "experiment": experiment,
+        "arm": arm,
+        "seed": str(seed),
+        "mlflow.runName": f"{experiment}/{arm}/seed{seed}",
+    }
     parent = parent_run_id or os.environ.get(PARENT_ENV)
     if parent:
         tags["mlflow.parentRunId"] = parent

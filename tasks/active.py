@@ -36,9 +36,17 @@ from tasks.runners import current_node
 
 # these change neither which labels are bought nor the arithmetic of a run: the speed-only knobs,
 # the ones the run's own path names (strategy, seed) and the batch sizes (a resumed run may change them)
-_NOT_IN_RUN_KEY = SPEED_ONLY["active"] | {"strategies", "seeds", "match_fractions", "judge_max_retries",
-                                          "judge_timeout", "judge_backoff", "score_batch_size",
-                                          "micro_batch_size", "mc_batch_size"}
+_NOT_IN_RUN_KEY = SPEED_ONLY["active"] | {
+    "strategies",
+    "seeds",
+    "match_fractions",
+    "judge_max_retries",
+    "judge_timeout",
+    "judge_backoff",
+    "score_batch_size",
+    "micro_batch_size",
+    "mc_batch_size",
+}
 
 
 def build_labeler(cfg: ActiveConfig, name: str | None = None) -> Labeler:
@@ -50,14 +58,22 @@ def build_labeler(cfg: ActiveConfig, name: str | None = None) -> Labeler:
         from prmflow.policy import load_backend
 
         backend = load_backend("transformers", cfg.mc_model, batch_size=cfg.mc_batch_size)
-        sampling = SamplingConfig(temperature=cfg.mc_temperature, max_new_tokens=cfg.mc_max_new_tokens, seed=cfg.mc_seed)
+        sampling = SamplingConfig(
+            temperature=cfg.mc_temperature, max_new_tokens=cfg.mc_max_new_tokens, seed=cfg.mc_seed
+        )
         return MCLabeler(backend, cfg.mc_num_rollouts, sampling)
     if name == "judge":
         if not cfg.judge_model:
             raise ValueError("active.judge_model is empty: name the model served at active.judge_base_url")
-        return JudgeLabeler(cfg.judge_base_url, cfg.judge_model, api_key_env=cfg.judge_api_key_env,
-                            max_retries=cfg.judge_max_retries, timeout=cfg.judge_timeout,
-                            max_tokens=cfg.judge_max_tokens, backoff=cfg.judge_backoff)
+        return JudgeLabeler(
+            cfg.judge_base_url,
+            cfg.judge_model,
+            api_key_env=cfg.judge_api_key_env,
+            max_retries=cfg.judge_max_retries,
+            timeout=cfg.judge_timeout,
+            max_tokens=cfg.judge_max_tokens,
+            backoff=cfg.judge_backoff,
+        )
     if name == "consensus":
         if len(cfg.consensus) != 2 or "consensus" in cfg.consensus:
             raise ValueError(f"active.consensus must name two labelers other than consensus, got {cfg.consensus}")
@@ -78,8 +94,9 @@ def loop_config(cfg: ActiveConfig, strategy: str, seed: int) -> LoopConfig:
     return LoopConfig(**options_of(cfg, ActiveLoopOptions), strategy=strategy, seed=seed)
 
 
-def run_dir(cfg: ActiveConfig, strategy: str, seed: int, inputs: Sequence[str | Path],
-            root: str = "checkpoints/active") -> Path:
+def run_dir(
+    cfg: ActiveConfig, strategy: str, seed: int, inputs: Sequence[str | Path], root: str = "checkpoints/active"
+) -> Path:
     """Loop state (labels bought, checkpoints) lives outside the DVC output, keyed by the loop's
     version, the config fields that matter and the bytes of the inputs (data files, backbone dir), so a killed run
     resumes without paying twice and a changed one starts fresh."""
@@ -101,10 +118,18 @@ def _numbers(record: Mapping[str, Any]) -> dict[str, float]:
 
 
 @task(cache_policy=NO_CACHE, tags=["prm", "active"], retry_condition_fn=_judge_unavailable, retry_delay_seconds=30)
-def run_strategy(cfg: ActiveConfig, strategy: str, seed: int, pool: list[dict[str, Any]],
-                 problems: dict[str, dict[str, Any]], eval_rows: list[dict[str, Any]], state_dir: str,
-                 run_id: str | None = None, counts: list[int] | None = None,
-                 feature_cache: FeatureCache | None = None) -> dict[str, Any]:
+def run_strategy(
+    cfg: ActiveConfig,
+    strategy: str,
+    seed: int,
+    pool: list[dict[str, Any]],
+    problems: dict[str, dict[str, Any]],
+    eval_rows: list[dict[str, Any]],
+    state_dir: str,
+    run_id: str | None = None,
+    counts: list[int] | None = None,
+    feature_cache: FeatureCache | None = None,
+) -> dict[str, Any]:
     """One strategy x seed from a fresh ensemble PRM on the backbone; per-round metrics go to MLflow run `run_id`.
 
     `feature_cache` (with `cfg.cache_features`) is shared by the runs of a stage, so each
@@ -125,21 +150,45 @@ def run_strategy(cfg: ActiveConfig, strategy: str, seed: int, pool: list[dict[st
             log.metrics({"active/f1_at_labels": record["f1"]}, step=record["labels_spent"])
 
     try:
-        out = run_active_learning(prm, pool, problems, labeler, loop_config(cfg, strategy, seed), state_dir,
-                                  eval_rows=eval_rows, counts=counts, on_round=on_round,
-                                  feature_cache=feature_cache, progress=True)
+        out = run_active_learning(
+            prm,
+            pool,
+            problems,
+            labeler,
+            loop_config(cfg, strategy, seed),
+            state_dir,
+            eval_rows=eval_rows,
+            counts=counts,
+            on_round=on_round,
+            feature_cache=feature_cache,
+            progress=True,
+        )
     finally:
         if hasattr(labeler, "close"):
             labeler.close()
-    if log is not None and out["history"] and out["history"][0]["round"] == 0 and out["history"][0].get("f1") is not None:
+    if (
+        log is not None
+        and out["history"]
+        and out["history"][0]["round"] == 0
+        and out["history"][0].get("f1") is not None
+    ):
         log.metrics({"active/f1": out["history"][0]["f1"], "active/f1_at_labels": out["history"][0]["f1"]}, step=0)
     return out
 
 
 @task(cache_policy=NO_CACHE, tags=["prm", "active"])
-def run_seed(cfg: ActiveConfig, strategies: list[str], seed: int, pool: list[dict[str, Any]],
-             problems: dict[str, dict[str, Any]], eval_rows: list[dict[str, Any]], state_dirs: dict[str, str],
-             parent_run_id: str, tracking_uri: str, feature_cache: FeatureCache | None = None) -> dict[str, Any]:
+def run_seed(
+    cfg: ActiveConfig,
+    strategies: list[str],
+    seed: int,
+    pool: list[dict[str, Any]],
+    problems: dict[str, dict[str, Any]],
+    eval_rows: list[dict[str, Any]],
+    state_dirs: dict[str, str],
+    parent_run_id: str,
+    tracking_uri: str,
+    feature_cache: FeatureCache | None = None,
+) -> dict[str, Any]:
     """One seed's runs, `strategies` in order (random spends what active spent per round), each an
     MLflow run nested under `parent_run_id` in the store at `tracking_uri`; the stage's coarse task.
 
@@ -162,19 +211,40 @@ def run_seed(cfg: ActiveConfig, strategies: list[str], seed: int, pool: list[dic
             for strategy in strategies:
                 counts = runs["active"]["counts"] if strategy == "random" and "active" in runs else None
                 with tracking.stage_run(f"active/{strategy}/seed{seed}", parent_run_id=parent_run_id) as run:
-                    run.tags({"strategy": strategy, "seed": str(seed), "labeler": cfg.labeler,
-                              **({"ray_node": current_node()} if on_ray else {})})
+                    run.tags(
+                        {
+                            "strategy": strategy,
+                            "seed": str(seed),
+                            "labeler": cfg.labeler,
+                            **({"ray_node": current_node()} if on_ray else {}),
+                        }
+                    )
                     run.params(asdict(loop_config(cfg, strategy, seed)), prefix="loop.")
                     t0 = time.perf_counter()
                     res = run_strategy.with_options(retries=cfg.task_retries)(
-                        cfg, strategy, seed, pool, problems, eval_rows, state_dirs[strategy], run.run_id, counts,
-                        features)
+                        cfg,
+                        strategy,
+                        seed,
+                        pool,
+                        problems,
+                        eval_rows,
+                        state_dirs[strategy],
+                        run.run_id,
+                        counts,
+                        features,
+                    )
                     seconds[strategy] = time.perf_counter() - t0
                     run.metrics(rep.run_metrics(res, seconds[strategy]))
                 runs[strategy] = res
-                print(f"active: {strategy} seed {seed}: F1 {res['final_f1']} with {res['labels_spent']} labels "
-                      f"({seconds[strategy]:.0f} s)")
+                print(
+                    f"active: {strategy} seed {seed}: F1 {res['final_f1']} with {res['labels_spent']} labels "
+                    f"({seconds[strategy]:.0f} s)"
+                )
     finally:
         torch.set_num_threads(threads)
-    return {"runs": runs, "seconds": seconds, "node": current_node(),
-            "backbone_passes": features.backbone_passes - passes_before if features is not None else None}
+    return {
+        "runs": runs,
+        "seconds": seconds,
+        "node": current_node(),
+        "backbone_passes": features.backbone_passes - passes_before if features is not None else None,
+    }

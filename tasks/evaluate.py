@@ -22,22 +22,33 @@ from prmflow.synth import extract_answer, format_prompt, split_steps, step_spans
 from tasks.generate import common_stop, problem_seed
 
 
-def policy_prompt(problem: dict[str, Any], prompt_cfg: PromptConfig = PromptConfig(), tokenizer: Any = None,
-                  examples: Sequence[dict[str, Any]] = ()) -> Prompt:
+def policy_prompt(
+    problem: dict[str, Any],
+    prompt_cfg: PromptConfig = PromptConfig(),
+    tokenizer: Any = None,
+    examples: Sequence[dict[str, Any]] = (),
+) -> Prompt:
     """The prompt the policy completes for one problem row (the one place the stage builds it;
     the PRM always reads `format_prompt(problem)`, as in training)."""
     return build_prompt(problem["problem"], prompt_cfg, tokenizer, examples)
 
 
 @task(cache_policy=NO_CACHE, tags=["policy"])
-def sample(cfg: EvaluateConfig, problems: list[dict[str, Any]], n: int, salt: str,
-           prompt_cfg: PromptConfig = PromptConfig(), examples: Sequence[dict[str, Any]] = ()) -> list[list[Completion]]:
+def sample(
+    cfg: EvaluateConfig,
+    problems: list[dict[str, Any]],
+    n: int,
+    salt: str,
+    prompt_cfg: PromptConfig = PromptConfig(),
+    examples: Sequence[dict[str, Any]] = (),
+) -> list[list[Completion]]:
     """n policy solutions per problem (seeded per problem id and `salt`), prompted as the generate
     stage prompts (the `prompt` section) and cut at its stop strings. Not cached (DVC decides)."""
     backend = load_backend("transformers", cfg.policy, batch_size=cfg.batch_size, show_progress=True)
     prompts = [policy_prompt(p, prompt_cfg, backend.tokenizer, examples) for p in problems]
-    sampling = SamplingConfig(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
-                              stop=common_stop(prompts))
+    sampling = SamplingConfig(
+        temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, stop=common_stop(prompts)
+    )
     seeds = [problem_seed(cfg.seed, f"{salt}:{p['id']}") for p in problems]
     return backend.generate([pr.text for pr in prompts], n, sampling, seeds=seeds)
 
@@ -48,19 +59,28 @@ def load_named_processbench(cfg: EvaluateConfig) -> list[dict[str, Any]]:
     seen: dict[str, str] = {}
     for r in rows:
         if r["id"] in seen:
-            raise ValueError(f"id {r['id']!r} is in both {cfg.processbench_files[seen[r['id']]]} and "
-                             f"{cfg.processbench_files[r['subset']]} (ids must be unique over all files)")
+            raise ValueError(
+                f"id {r['id']!r} is in both {cfg.processbench_files[seen[r['id']]]} and "
+                f"{cfg.processbench_files[r['subset']]} (ids must be unique over all files)"
+            )
         seen[r["id"]] = r["subset"]
     return rows
 
 
 @task(cache_policy=NO_CACHE, tags=["prm"])
-def prm_scores_by_length(cfg: EvaluateConfig, rows: list[dict[str, Any]]) -> tuple[dict[str, list[float]], dict[str, Any]]:
+def prm_scores_by_length(
+    cfg: EvaluateConfig, rows: list[dict[str, Any]]
+) -> tuple[dict[str, list[float]], dict[str, Any]]:
     """PRM step scores for named ProcessBench rows: length-sorted batches, over-long rows skipped
     and counted (prmflow.evaluate.scoring.score_rows_by_length)."""
-    return score_rows_by_length(PRM.from_pretrained(cfg.prm), rows, batch_size=cfg.score_batch_size,
-                                sep=cfg.processbench_step_sep, max_len=cfg.processbench_max_len or None,
-                                progress=True)
+    return score_rows_by_length(
+        PRM.from_pretrained(cfg.prm),
+        rows,
+        batch_size=cfg.score_batch_size,
+        sep=cfg.processbench_step_sep,
+        max_len=cfg.processbench_max_len or None,
+        progress=True,
+    )
 
 
 def entropy_scores(rows: list[dict[str, Any]], completions: dict[str, Completion]) -> dict[str, list[float]]:
@@ -76,14 +96,19 @@ def entropy_scores(rows: list[dict[str, Any]], completions: dict[str, Completion
 
 
 @task(cache_policy=NO_CACHE, tags=["policy"])
-def likelihood_scores(cfg: EvaluateConfig, rows: list[dict[str, Any]], completions: dict[str, Completion]) -> dict[str, list[float]]:
+def likelihood_scores(
+    cfg: EvaluateConfig, rows: list[dict[str, Any]], completions: dict[str, Completion]
+) -> dict[str, list[float]]:
     """The policy's own surprise as a step score: exp(min token log-prob) per line, teacher-forced."""
     backend = load_backend("transformers", cfg.policy, batch_size=cfg.batch_size)
     comps = [completions[r["id"]] for r in rows]
-    logprobs = backend.token_logprobs([backend.encode(format_prompt(r["problem"])) for r in rows],
-                                      [c.token_ids for c in comps])
-    return {r["id"]: likelihood_step_scores(lp, c.offsets, step_spans(c.text))
-            for r, c, lp in zip(rows, comps, logprobs, strict=True)}
+    logprobs = backend.token_logprobs(
+        [backend.encode(format_prompt(r["problem"])) for r in rows], [c.token_ids for c in comps]
+    )
+    return {
+        r["id"]: likelihood_step_scores(lp, c.offsets, step_spans(c.text))
+        for r, c, lp in zip(rows, comps, logprobs, strict=True)
+    }
 
 
 @task(cache_policy=NO_CACHE, tags=["prm"])
@@ -93,26 +118,31 @@ def prm_scores(cfg: EvaluateConfig, rows: list[dict[str, Any]]) -> tuple[dict[st
 
 
 @task(cache_policy=NO_CACHE, tags=["prm"])
-def bon_candidates(cfg: EvaluateConfig, problems: list[dict[str, Any]],
-                   completions: list[list[Completion]]) -> list[dict[str, Any]]:
+def bon_candidates(
+    cfg: EvaluateConfig, problems: list[dict[str, Any]], completions: list[list[Completion]]
+) -> list[dict[str, Any]]:
     """Best-of-N inputs: every candidate's final answer and PRM step scores (lines as steps)."""
     from prmflow.synth import split_steps
 
     prm = PRM.from_pretrained(cfg.prm)
     flat = [(i, c) for i, cs in enumerate(completions) for c in cs]
-    rows = [{"id": f"{i}/{k}", "problem": problems[i]["problem"], "steps": split_steps(c.text) or [""]}
-            for k, (i, c) in enumerate(flat)]
+    rows = [
+        {"id": f"{i}/{k}", "problem": problems[i]["problem"], "steps": split_steps(c.text) or [""]}
+        for k, (i, c) in enumerate(flat)
+    ]
     scores, _ = score_rows(prm, rows, batch_size=cfg.score_batch_size)
     out = [{"answer": p["answer"], "candidates": []} for p in problems]
     for (i, c), r in zip(flat, rows, strict=True):
-        out[i]["candidates"].append({"answer": extract_answer(c.text), "step_scores": scores[r["id"]],
-                                     "tokens": len(c.token_ids)})
+        out[i]["candidates"].append(
+            {"answer": extract_answer(c.text), "step_scores": scores[r["id"]], "tokens": len(c.token_ids)}
+        )
     return out
 
 
 @task(cache_policy=NO_CACHE, tags=["prm"])
-def bon_candidates_verified(cfg: EvaluateConfig, problems: list[dict[str, Any]],
-                            completions: list[list[Completion]]) -> list[dict[str, Any]]:
+def bon_candidates_verified(
+    cfg: EvaluateConfig, problems: list[dict[str, Any]], completions: list[list[Completion]]
+) -> list[dict[str, Any]]:
     """Best-of-N inputs on real problems: each candidate's text, final answer, verdict
     (`answer_correct`), verified-equivalence class (`answer_classes` over `answers_equal`) and PRM
     step scores, steps = the solution's non-empty lines (`split_steps`, joined back with "\n" as
@@ -120,8 +150,10 @@ def bon_candidates_verified(cfg: EvaluateConfig, problems: list[dict[str, Any]],
     scored: it gets the step score 0.0 (never picked while another can be) and is counted."""
     prm = PRM.from_pretrained(cfg.prm)
     flat = [(i, c) for i, cs in enumerate(completions) for c in cs]
-    rows = [{"id": f"{i}/{k}", "subset": "bon", "problem": problems[i]["problem"],
-             "steps": split_steps(c.text) or [""]} for k, (i, c) in enumerate(flat)]
+    rows = [
+        {"id": f"{i}/{k}", "subset": "bon", "problem": problems[i]["problem"], "steps": split_steps(c.text) or [""]}
+        for k, (i, c) in enumerate(flat)
+    ]
     scores, _ = score_rows_by_length(prm, rows, batch_size=cfg.score_batch_size, progress=True)
     ids = iter(rows)
     out = []
@@ -135,8 +167,12 @@ def bon_candidates_verified(cfg: EvaluateConfig, problems: list[dict[str, Any]],
 
 
 @task(cache_policy=NO_CACHE, tags=["policy", "prm"])
-def pedu_compare(cfg: EvaluateConfig, problems: list[dict[str, Any]], prompt_cfg: PromptConfig = PromptConfig(),
-                 examples: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+def pedu_compare(
+    cfg: EvaluateConfig,
+    problems: list[dict[str, Any]],
+    prompt_cfg: PromptConfig = PromptConfig(),
+    examples: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
     """EDU-guided sampling with PRM pruning (P-EDU) vs standard sampling at equal N, per seed.
 
     Both arms pick an answer from their N candidates by majority vote and by the best PRM
@@ -168,8 +204,9 @@ def pedu_compare(cfg: EvaluateConfig, problems: list[dict[str, Any]], prompt_cfg
         except ValueError:  # the first step alone exceeds the PRM's max_len: cannot be scored
             return [0.0]
 
-    per_seed: dict[str, dict[str, list[float]]] = {arm: {"acc_majority": [], "acc_prm": [], "tokens": []}
-                                                   for arm in ("standard", "p_edu")}
+    per_seed: dict[str, dict[str, list[float]]] = {
+        arm: {"acc_majority": [], "acc_prm": [], "tokens": []} for arm in ("standard", "p_edu")
+    }
     for s in range(cfg.pedu_seeds):
         hits = {arm: {"acc_majority": 0, "acc_prm": 0, "tokens": 0} for arm in per_seed}
         for p in problems:
@@ -177,11 +214,17 @@ def pedu_compare(cfg: EvaluateConfig, problems: list[dict[str, Any]], prompt_cfg
             prompt = format_prompt(p["problem"])  # what the PRM reads
             ids = backend.encode(policy.text)
             seed = problem_seed(cfg.seed + 1000 * s, f"pedu:{p['id']}")
-            sampling = SamplingConfig(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=seed,
-                                      stop=policy.stop)
+            sampling = SamplingConfig(
+                temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=seed, stop=policy.stop
+            )
             std = backend.generate_ids([ids], cfg.pedu_n, sampling, seeds=[seed])[0]
-            arms = {"standard": ([c.text for c in std], sum(len(c.token_ids) + (c.finish_reason == "stop") for c in std))}
-            keep = lambda tree, i, prompt=prompt: min(step_scores(prompt, decode(tree.full_tokens(i)))) >= cfg.pedu_prune  # noqa: E731
+            arms = {
+                "standard": ([c.text for c in std], sum(len(c.token_ids) + (c.finish_reason == "stop") for c in std))
+            }
+
+            def keep(tree: Any, i: int, prompt: str = prompt) -> bool:
+                return min(step_scores(prompt, decode(tree.full_tokens(i)))) >= cfg.pedu_prune
+
             edu = edu_guided_sample(backend, ids, cfg.pedu_n, tree_cfg, sampling, seed, keep=keep)
             arms["p_edu"] = ([decode(t) for t in edu.trajectories], edu.generated_tokens)
             gold = normalize_answer(p["answer"])
@@ -208,8 +251,13 @@ def pedu_compare(cfg: EvaluateConfig, problems: list[dict[str, Any]], prompt_cfg
     def mean_std(xs: list[float]) -> dict[str, float]:
         return {"mean": statistics.fmean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else 0.0}
 
-    out: dict[str, Any] = {"n": cfg.pedu_n, "problems": len(problems), "seeds": cfg.pedu_seeds,
-                           "prune_below": cfg.pedu_prune, "entropy_threshold": cfg.pedu_threshold}
+    out: dict[str, Any] = {
+        "n": cfg.pedu_n,
+        "problems": len(problems),
+        "seeds": cfg.pedu_seeds,
+        "prune_below": cfg.pedu_prune,
+        "entropy_threshold": cfg.pedu_threshold,
+    }
     if real:  # (synthetic runs keep their exact old keys)
         out["verdict"] = "answer_correct (math-verify); majority vote over verified-equivalence classes"
     for arm, vals in per_seed.items():

@@ -59,16 +59,26 @@ def budget_subset(rows: list[dict[str, Any]], fraction: float, seed: int) -> lis
 
 
 @task(cache_policy=NO_CACHE, tags=["policy", "rollouts"])
-def label_efficiency(lq: LabelQualityConfig, samples: list[dict[str, Any]], tree: list[dict[str, Any]],
-                     answers: dict[str, str], seed: int) -> dict[str, dict[str, Any]]:
+def label_efficiency(
+    lq: LabelQualityConfig,
+    samples: list[dict[str, Any]],
+    tree: list[dict[str, Any]],
+    answers: dict[str, str],
+    seed: int,
+) -> dict[str, dict[str, Any]]:
     """Experiment 1 for one seed: every labeling scheme on the same solutions, scored vs gold."""
     results = compare_schemes.fn(replace(lq, seed=seed), samples, tree, answers)
     return {name: {k: v for k, v in r.items() if k != "step_tokens"} for name, r in results.items()}
 
 
 @task(cache_policy=NO_CACHE, tags=["policy", "rollouts"])
-def label_with(seg_cfg: SegmentConfig, label_cfg: LabelConfig, generations: list[dict[str, Any]],
-               answers: dict[str, str], checkpoint_root: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def label_with(
+    seg_cfg: SegmentConfig,
+    label_cfg: LabelConfig,
+    generations: list[dict[str, Any]],
+    answers: dict[str, str],
+    checkpoint_root: str,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Segment `generations` with `seg_cfg`, MC-label them with `label_cfg`: TRL rows + stats."""
     seg = segment.fn(seg_cfg, generations)
     rows, _ = label_rows.fn(label_cfg, seg["rows"], answers, checkpoint_root=checkpoint_root)
@@ -85,15 +95,26 @@ def label_with(seg_cfg: SegmentConfig, label_cfg: LabelConfig, generations: list
 
 
 @task(cache_policy=NO_CACHE, tags=["train", "prm"])
-def train_and_score(train_cfg: TrainConfig, rows: list[dict[str, Any]], pb_rows: list[dict[str, Any]],
-                    seed: int, score_batch_size: int = 32) -> dict[str, Any]:
+def train_and_score(
+    train_cfg: TrainConfig,
+    rows: list[dict[str, Any]],
+    pb_rows: list[dict[str, Any]],
+    seed: int,
+    score_batch_size: int = 32,
+) -> dict[str, Any]:
     """A PRM as the `train` stage builds it (seed = `seed`), trained on `rows`, then its synthetic
     ProcessBench metrics on the test subset (threshold fitted on `calib`)."""
     prm = PRM.from_backbone(train_cfg.backbone, prm_config(train_cfg, seed))
     per_epoch = math.ceil(len(rows) / (train_cfg.batch_size * train_cfg.grad_accum))
     steps = train_cfg.steps or max(MIN_TRAIN_STEPS, math.ceil(train_cfg.epochs * per_epoch))
-    loop = replace(prm_train_config(train_cfg), steps=steps, warmup_steps=min(train_cfg.warmup_steps, steps // 2), seed=seed,
-                   checkpoint_every=10**9, progress_bar=False)
+    loop = replace(
+        prm_train_config(train_cfg),
+        steps=steps,
+        warmup_steps=min(train_cfg.warmup_steps, steps // 2),
+        seed=seed,
+        checkpoint_every=10**9,
+        progress_bar=False,
+    )
     with tempfile.TemporaryDirectory() as ckpt:
         summary = train_prm(prm, rows, loop, ckpt, resume=False)
     scores, _ = score_rows(prm, pb_rows, batch_size=score_batch_size)
@@ -102,6 +123,11 @@ def train_and_score(train_cfg: TrainConfig, rows: list[dict[str, Any]], pb_rows:
     except ValueError:  # a tiny config can leave calib one-sided
         result = assess(pb_rows, scores, threshold=0.5)
     test = result["subsets"].get("test") or {"f1": 0.0, "error_acc": 0.0, "correct_acc": 0.0}
-    return {"f1": test["f1"], "err_acc": test["error_acc"], "correct_acc": test["correct_acc"],
-            "train_rows": len(rows), "train_steps": summary["steps"],
-            "label_tokens": sum(r["cost"]["generated_tokens"] for r in rows)}
+    return {
+        "f1": test["f1"],
+        "err_acc": test["error_acc"],
+        "correct_acc": test["correct_acc"],
+        "train_rows": len(rows),
+        "train_steps": summary["steps"],
+        "label_tokens": sum(r["cost"]["generated_tokens"] for r in rows),
+    }

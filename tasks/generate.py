@@ -25,12 +25,12 @@ from prefect.cache_policies import NO_CACHE
 from tqdm.auto import tqdm
 
 from prmflow import io, resume, shard
+from prmflow.answers import is_real
 from prmflow.config import SPEED_ONLY, GenerateConfig
 from prmflow.edu.tree import TreeConfig, grow_tree
-from prmflow.policy.hf_backend import token_offsets
 from prmflow.policy.base import Backend, SamplingConfig, derive_seed
-from prmflow.answers import is_real
 from prmflow.policy.evaluate import grade
+from prmflow.policy.hf_backend import token_offsets
 from prmflow.prompts import Prompt, PromptConfig, build_prompt
 from prmflow.synth import format_prompt
 from tasks import runners
@@ -47,7 +47,9 @@ def _row(p: dict[str, Any], rid: str, completion_row: dict[str, Any], prompt: Pr
     a real problem's row also keeps the policy's own prompt and stop strings, which MC rollouts
     continue from (`policy_prompt`, `stop`), and its `problem_source`."""
     g = grade(p, completion_row["text"])
-    real = {"problem_source": p["source"], "policy_prompt": prompt.text, "stop": list(prompt.stop)} if is_real(p) else {}
+    real = (
+        {"problem_source": p["source"], "policy_prompt": prompt.text, "stop": list(prompt.stop)} if is_real(p) else {}
+    )
     return {
         "id": rid,
         "problem_id": p["id"],
@@ -63,8 +65,9 @@ def _row(p: dict[str, Any], rid: str, completion_row: dict[str, Any], prompt: Pr
     }
 
 
-def prompts_for(backend: Backend, problems: list[dict[str, Any]], prompt_cfg: PromptConfig,
-                examples: list[dict[str, Any]]) -> dict[str, Prompt]:
+def prompts_for(
+    backend: Backend, problems: list[dict[str, Any]], prompt_cfg: PromptConfig, examples: list[dict[str, Any]]
+) -> dict[str, Prompt]:
     """The policy prompt of every problem, by id (prmflow.prompts; `synthetic` = format_prompt)."""
     tokenizer = getattr(backend, "tokenizer", None)
     return {p["id"]: build_prompt(p["problem"], prompt_cfg, tokenizer, examples) for p in problems}
@@ -86,8 +89,13 @@ def _backend(cfg: GenerateConfig) -> Backend:
 _NOT_IN_KEY = SPEED_ONLY["generate"]
 
 
-def job_dir(cfg: GenerateConfig, problems: list[dict[str, Any]], root: str = "checkpoints/generate",
-            prompt_cfg: PromptConfig = PromptConfig(), examples: list[dict[str, Any]] | None = None) -> Path:
+def job_dir(
+    cfg: GenerateConfig,
+    problems: list[dict[str, Any]],
+    root: str = "checkpoints/generate",
+    prompt_cfg: PromptConfig = PromptConfig(),
+    examples: list[dict[str, Any]] | None = None,
+) -> Path:
     """Where the shard files of this exact job (config, policy weights, problems, prompts) live.
     The default synthetic prompt adds nothing to the key."""
     inputs: list[Any] = [shard.path_fingerprint(cfg.model), problems]
@@ -96,9 +104,14 @@ def job_dir(cfg: GenerateConfig, problems: list[dict[str, Any]], root: str = "ch
     return resume.job_dir(root, resume.job_key(cfg, inputs, exclude=_NOT_IN_KEY))
 
 
-def sample_problems(backend: Backend, cfg: GenerateConfig, batches: list[list[dict[str, Any]]],
-                    tree_ids: set[str], prompt_cfg: PromptConfig = PromptConfig(),
-                    examples: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+def sample_problems(
+    backend: Backend,
+    cfg: GenerateConfig,
+    batches: list[list[dict[str, Any]]],
+    tree_ids: set[str],
+    prompt_cfg: PromptConfig = PromptConfig(),
+    examples: list[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
     """Per problem (batch order): `{"problem_id", "samples": [n rows], "tree": [branch rows]}`.
 
     Each batch is one backend call, so it is batched exactly as given. Sample rows have ids
@@ -108,14 +121,21 @@ def sample_problems(backend: Backend, cfg: GenerateConfig, batches: list[list[di
     top = max(cfg.top_logprobs, cfg.tree_top_k if cfg.tree_problems else 0)
     problems = [p for b in batches for p in b]
     prompts = prompts_for(backend, problems, prompt_cfg, examples or [])
-    sampling = SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                              seed=cfg.seed, top_logprobs=top, stop=common_stop(prompts.values()))
+    sampling = SamplingConfig(
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_new_tokens=cfg.max_new_tokens,
+        seed=cfg.seed,
+        top_logprobs=top,
+        stop=common_stop(prompts.values()),
+    )
     seeds = [problem_seed(cfg.seed, p["id"]) for p in problems]
     backend.show_progress = False  # type: ignore[attr-defined]
     completions = []
     for b in tqdm(batches, desc="generate", unit="batch"):
-        completions += backend.generate([prompts[p["id"]].text for p in b], cfg.n, sampling,
-                                        seeds=[problem_seed(cfg.seed, p["id"]) for p in b])
+        completions += backend.generate(
+            [prompts[p["id"]].text for p in b], cfg.n, sampling, seeds=[problem_seed(cfg.seed, p["id"]) for p in b]
+        )
     out = []
     for p, samples in zip(problems, completions, strict=True):
         rows = []
@@ -125,27 +145,54 @@ def sample_problems(backend: Backend, cfg: GenerateConfig, batches: list[list[di
             rows.append(_row(p, f"{p['id']}/{j}", row, prompts[p["id"]], sample_idx=j))
         out.append({"problem_id": p["id"], "samples": rows, "tree": []})
 
-    tree_cfg = TreeConfig(entropy_threshold=cfg.tree_threshold, top_k=cfg.tree_top_k,
-                          max_branches=cfg.tree_max_branches, max_depth=cfg.tree_max_depth)
-    todo = [(p, samples, seed, rec) for p, samples, seed, rec in zip(problems, completions, seeds, out)
-            if p["id"] in tree_ids]
+    tree_cfg = TreeConfig(
+        entropy_threshold=cfg.tree_threshold,
+        top_k=cfg.tree_top_k,
+        max_branches=cfg.tree_max_branches,
+        max_depth=cfg.tree_max_depth,
+    )
+    todo = [
+        (p, samples, seed, rec)
+        for p, samples, seed, rec in zip(problems, completions, seeds, out)
+        if p["id"] in tree_ids
+    ]
     for p, samples, seed, rec in tqdm(todo, desc="EDU trees", disable=not todo):
         prompt_ids = backend.encode(prompts[p["id"]].text)
         tree = grow_tree(backend, prompt_ids, samples[0], tree_cfg, sampling, seed)
         for k, node in enumerate(tree.nodes[1:], start=1):
             ids = tree.full_tokens(k)
             text, offsets = token_offsets(backend.tokenizer, ids)
-            row = {"text": text, "token_ids": ids, "offsets": [list(o) for o in offsets],
-                   "entropy": [round(h, cfg.decimals) for h in tree.full_entropy(k)], "top_logprobs": [],
-                   "finish_reason": node.finish_reason}
+            row = {
+                "text": text,
+                "token_ids": ids,
+                "offsets": [list(o) for o in offsets],
+                "entropy": [round(h, cfg.decimals) for h in tree.full_entropy(k)],
+                "top_logprobs": [],
+                "finish_reason": node.finish_reason,
+            }
             parent_id = f"{p['id']}/0" if node.parent == 0 else f"{p['id']}/t{node.parent}"
-            rec["tree"].append(_row(p, f"{p['id']}/t{k}", row, prompts[p["id"]], parent=parent_id, branch_pos=node.branch_pos,
-                                    depth=node.depth, suffix_tokens=len(node.token_ids)))
+            rec["tree"].append(
+                _row(
+                    p,
+                    f"{p['id']}/t{k}",
+                    row,
+                    prompts[p["id"]],
+                    parent=parent_id,
+                    branch_pos=node.branch_pos,
+                    depth=node.depth,
+                    suffix_tokens=len(node.token_ids),
+                )
+            )
     return out
 
 
-def plan_batches(cfg: GenerateConfig, problems: list[dict[str, Any]], wd: Path, prompt_cfg: PromptConfig = PromptConfig(),
-                 examples: list[dict[str, Any]] | None = None) -> list[list[dict[str, Any]]]:
+def plan_batches(
+    cfg: GenerateConfig,
+    problems: list[dict[str, Any]],
+    wd: Path,
+    prompt_cfg: PromptConfig = PromptConfig(),
+    examples: list[dict[str, Any]] | None = None,
+) -> list[list[dict[str, Any]]]:
     """The prompt batches of the whole job, exactly as the backend would cut them for one call
     over all problems (by prompt length, `batch_size // n` prompts each). Shards take whole
     batches, so every batch, and thus every float, is the same for any shard count. The plan
@@ -168,9 +215,15 @@ def plan_batches(cfg: GenerateConfig, problems: list[dict[str, Any]], wd: Path, 
 
 
 @task(cache_policy=NO_CACHE, tags=["policy"], task_run_name="generate-shard-{shard_idx}")
-def generate_shard(cfg: GenerateConfig, shard_idx: int, batches: list[list[dict[str, Any]]], tree_ids: list[str],
-                   path: str, prompt_cfg: PromptConfig = PromptConfig(),
-                   examples: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def generate_shard(
+    cfg: GenerateConfig,
+    shard_idx: int,
+    batches: list[list[dict[str, Any]]],
+    tree_ids: list[str],
+    path: str,
+    prompt_cfg: PromptConfig = PromptConfig(),
+    examples: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """Sample one shard's problems and write them atomically to `path`; skip if already there.
 
     Not cached by Prefect: the shard file is this task's persisted result (DVC decides when the
@@ -185,9 +238,13 @@ def generate_shard(cfg: GenerateConfig, shard_idx: int, batches: list[list[dict[
     return {**where, "skipped": False}
 
 
-def sample_solutions(cfg: GenerateConfig, problems: list[dict[str, Any]],
-                     work_root: str = "checkpoints/generate", prompt_cfg: PromptConfig = PromptConfig(),
-                     examples: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def sample_solutions(
+    cfg: GenerateConfig,
+    problems: list[dict[str, Any]],
+    work_root: str = "checkpoints/generate",
+    prompt_cfg: PromptConfig = PromptConfig(),
+    examples: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """n completions per problem plus EDU trees for the first `cfg.tree_problems` problems,
     computed shard by shard and merged in input order. The shards run on `cfg.task_runner`
     (tasks.runners): one after another in this process (one model load), or concurrently on a
@@ -206,13 +263,29 @@ def sample_solutions(cfg: GenerateConfig, problems: list[dict[str, Any]],
     batches = plan_batches(cfg, problems, wd, prompt_cfg, examples)
     by_shard = shard.split_by_shard(batches, cfg.num_shards, key=lambda b: b[0]["id"])
     shard_ids = [[p["id"] for b in bs for p in b] for bs in by_shard]
-    print(f"generate: {len(batches)} batches, {cfg.num_shards} shards in {wd} "
-          f"(problems per shard {[len(x) for x in shard_ids]})")
+    print(
+        f"generate: {len(batches)} batches, {cfg.num_shards} shards in {wd} "
+        f"(problems per shard {[len(x) for x in shard_ids]})"
+    )
     run = generate_shard.with_options(retries=cfg.task_retries)
     task_cfg = runners.for_workers(cfg, model=cfg.model)
-    infos = runners.run_shards(run, cfg, "generate", [
-        {"cfg": task_cfg, "shard_idx": s, "batches": bs, "tree_ids": sorted(tree_ids & set(shard_ids[s])),
-         "path": str(paths[s]), "prompt_cfg": prompt_cfg, "examples": examples} for s, bs in enumerate(by_shard)])
+    infos = runners.run_shards(
+        run,
+        cfg,
+        "generate",
+        [
+            {
+                "cfg": task_cfg,
+                "shard_idx": s,
+                "batches": bs,
+                "tree_ids": sorted(tree_ids & set(shard_ids[s])),
+                "path": str(paths[s]),
+                "prompt_cfg": prompt_cfg,
+                "examples": examples,
+            }
+            for s, bs in enumerate(by_shard)
+        ],
+    )
     by_id: dict[str, dict[str, Any]] = {}
     for s in range(cfg.num_shards):
         recs = resume.load_rows(paths[s], shard_ids[s], "problem_id")

@@ -20,10 +20,9 @@ from tqdm.auto import tqdm
 from prmflow import io, resume, shard
 from prmflow.config import SPEED_ONLY, LabelConfig
 from prmflow.io import DataError
-from prmflow.label import LabelCost, answer_verifier, hard_label, omega_labels, stepwise_row
-from prmflow.label.stepwise import select_solutions
-from prmflow.label import checkpoint
+from prmflow.label import LabelCost, answer_verifier, checkpoint, hard_label, omega_labels, stepwise_row
 from prmflow.label.runner import Solution, assemble, chunk_keys, plan_prefixes, roll_out_chunk
+from prmflow.label.stepwise import select_solutions
 from prmflow.policy.base import Backend, SamplingConfig
 from tasks import runners
 from tasks.backends import cached_backend
@@ -55,11 +54,18 @@ def to_solutions(backend: Backend, rows: list[dict[str, Any]], answers: dict[str
             prompt_ids[prompt] = backend.encode(prompt)
         if r["problem_id"] not in answers:
             raise ValueError(f"segment row '{r['id']}': problem '{r['problem_id']}' is not in the problems file")
-        out.append(Solution(
-            id=r["id"], prompt_ids=prompt_ids[prompt], token_ids=r["token_ids"], ends=r["ends"],
-            prefix_texts=[r["text"][: span[1]] for span in r["spans"]], answer=answers[r["problem_id"]],
-            final_correct=r["final_correct"], finished=r["finish_reason"] == "stop",
-        ))
+        out.append(
+            Solution(
+                id=r["id"],
+                prompt_ids=prompt_ids[prompt],
+                token_ids=r["token_ids"],
+                ends=r["ends"],
+                prefix_texts=[r["text"][: span[1]] for span in r["spans"]],
+                answer=answers[r["problem_id"]],
+                final_correct=r["final_correct"],
+                finished=r["finish_reason"] == "stop",
+            )
+        )
     return out
 
 
@@ -68,16 +74,18 @@ def to_solutions(backend: Backend, rows: list[dict[str, Any]], answers: dict[str
 _NOT_IN_KEY = SPEED_ONLY["label"]
 
 
-def job_dir(cfg: LabelConfig, rows: list[dict[str, Any]], answers: dict[str, str],
-            root: str = "checkpoints/label") -> Path:
+def job_dir(
+    cfg: LabelConfig, rows: list[dict[str, Any]], answers: dict[str, str], root: str = "checkpoints/label"
+) -> Path:
     """Where the shard files of this exact job (config, policy weights, inputs) live."""
     inputs = [shard.path_fingerprint(cfg.model), rows, answers]
     return resume.job_dir(root, resume.job_key(cfg, inputs, exclude=_NOT_IN_KEY))
 
 
 def _sampling(cfg: LabelConfig, stop: tuple[str, ...] = ()) -> SamplingConfig:
-    return SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                          seed=cfg.seed, stop=stop)
+    return SamplingConfig(
+        temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, stop=stop
+    )
 
 
 def _backend(cfg: LabelConfig) -> Backend:
@@ -100,8 +108,14 @@ def _load_complete(path: Path, keys: list[str]) -> dict[str, checkpoint.Entry] |
 
 
 @task(cache_policy=NO_CACHE, tags=["policy", "rollouts"], task_run_name="label-mc-shard-{shard_idx}")
-def label_mc_shard(cfg: LabelConfig, shard_idx: int, chunks: list[list[WorkItem]], path: str, real: bool = False,
-                   stop: tuple[str, ...] = ()) -> dict[str, int]:
+def label_mc_shard(
+    cfg: LabelConfig,
+    shard_idx: int,
+    chunks: list[list[WorkItem]],
+    path: str,
+    real: bool = False,
+    stop: tuple[str, ...] = (),
+) -> dict[str, int]:
     """MC estimates of one shard's chunks of prefixes, written atomically to `path` when all are done.
 
     Skipped if `path` already holds them. While running, every chunk is appended (fsynced) to
@@ -139,8 +153,9 @@ def _omega_line(s: Solution, res: Any) -> dict[str, Any]:
 
 
 @task(cache_policy=NO_CACHE, tags=["policy", "rollouts"], task_run_name="label-omega-shard-{shard_idx}")
-def label_omega_shard(cfg: LabelConfig, shard_idx: int, sols: list[Solution], path: str, real: bool = False,
-                      stop: tuple[str, ...] = ()) -> dict[str, int]:
+def label_omega_shard(
+    cfg: LabelConfig, shard_idx: int, sols: list[Solution], path: str, real: bool = False, stop: tuple[str, ...] = ()
+) -> dict[str, int]:
     """OmegaPRM labels of one shard's solutions, written atomically to `path`; skipped if there.
     Each solution's binary search only ever batches its own prefixes, so results do not depend
     on the shard layout."""
@@ -151,16 +166,27 @@ def label_omega_shard(cfg: LabelConfig, shard_idx: int, sols: list[Solution], pa
     lines = []
     for s in tqdm(sols, desc=f"OmegaPRM binary search, shard {shard_idx}", unit="solution"):
         prefixes = [s.prompt_ids + s.token_ids[:e] for e in s.ends]
-        res = omega_labels(backend, prefixes, s.final_correct, answer_verifier(s.answer, s.prefix_texts, real=real),
-                           cfg.num_rollouts, sampling)
+        res = omega_labels(
+            backend,
+            prefixes,
+            s.final_correct,
+            answer_verifier(s.answer, s.prefix_texts, real=real),
+            cfg.num_rollouts,
+            sampling,
+        )
         lines.append(_omega_line(s, res))
     io.write_jsonl(path, lines)
-    return {"shard": shard_idx, "skipped": 0, "resumed_prefixes": 0,
-            "rollouts_run": sum(x["cost"]["rollouts"] for x in lines)}
+    return {
+        "shard": shard_idx,
+        "skipped": 0,
+        "resumed_prefixes": 0,
+        "rollouts_run": sum(x["cost"]["rollouts"] for x in lines),
+    }
 
 
-def label_sharded(cfg: LabelConfig, rows: list[dict[str, Any]], answers: dict[str, str],
-                  checkpoint_root: str = "checkpoints/label") -> tuple[list[dict[str, Any]], dict[str, int]]:
+def label_sharded(
+    cfg: LabelConfig, rows: list[dict[str, Any]], answers: dict[str, str], checkpoint_root: str = "checkpoints/label"
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """TRL stepwise rows with MC (or OmegaPRM) labels, their cost, and the exact gold labels,
     computed in `cfg.num_shards` shard tasks and merged. The shards run on `cfg.task_runner`
     (tasks.runners: one after another here, or concurrently on a Ray cluster), their files under
@@ -187,12 +213,27 @@ def label_sharded(cfg: LabelConfig, rows: list[dict[str, Any]], answers: dict[st
         todo, owner = plan_prefixes(sols, exact_last=cfg.exact_last)
         chunks = chunk_keys(list(todo), cfg.chunk_size)
         by_shard = shard.split_by_shard(range(len(chunks)), cfg.num_shards, key=lambda c: chunks[c][0])
-        print(f"label: {len(todo)} prefixes in {len(chunks)} chunks, {cfg.num_shards} shards in {wd} "
-              f"(chunks per shard {[len(x) for x in by_shard]})")
+        print(
+            f"label: {len(todo)} prefixes in {len(chunks)} chunks, {cfg.num_shards} shards in {wd} "
+            f"(chunks per shard {[len(x) for x in by_shard]})"
+        )
         run = label_mc_shard.with_options(retries=cfg.task_retries)
-        infos = runners.run_shards(run, cfg, "label", [
-            {"cfg": task_cfg, "shard_idx": s, "chunks": [[(k, *todo[k]) for k in chunks[c]] for c in cs],
-             "path": str(paths[s]), "real": real, "stop": stop} for s, cs in enumerate(by_shard)])
+        infos = runners.run_shards(
+            run,
+            cfg,
+            "label",
+            [
+                {
+                    "cfg": task_cfg,
+                    "shard_idx": s,
+                    "chunks": [[(k, *todo[k]) for k in chunks[c]] for c in cs],
+                    "path": str(paths[s]),
+                    "real": real,
+                    "stop": stop,
+                }
+                for s, cs in enumerate(by_shard)
+            ],
+        )
         estimates: dict[str, checkpoint.Entry] = {}
         for s, cs in enumerate(by_shard):
             got = _load_complete(paths[s], [k for c in cs for k in chunks[c]])
@@ -204,9 +245,22 @@ def label_sharded(cfg: LabelConfig, rows: list[dict[str, Any]], answers: dict[st
     elif cfg.method == "omega":
         by_shard = shard.split_by_shard(range(len(sols)), cfg.num_shards, key=lambda i: rows[i]["problem_id"])
         run = label_omega_shard.with_options(retries=cfg.task_retries)
-        infos = runners.run_shards(run, cfg, "label", [
-            {"cfg": task_cfg, "shard_idx": s, "sols": [sols[i] for i in idx], "path": str(paths[s]),
-             "real": real, "stop": stop} for s, idx in enumerate(by_shard)])
+        infos = runners.run_shards(
+            run,
+            cfg,
+            "label",
+            [
+                {
+                    "cfg": task_cfg,
+                    "shard_idx": s,
+                    "sols": [sols[i] for i in idx],
+                    "path": str(paths[s]),
+                    "real": real,
+                    "stop": stop,
+                }
+                for s, idx in enumerate(by_shard)
+            ],
+        )
         by_id: dict[str, dict[str, Any]] = {}
         for s, idx in enumerate(by_shard):
             lines = resume.load_rows(paths[s], [sols[i].id for i in idx])
@@ -218,18 +272,33 @@ def label_sharded(cfg: LabelConfig, rows: list[dict[str, Any]], answers: dict[st
         raise ValueError(f"label.method must be 'mc' or 'omega', got '{cfg.method}'")
     out = []
     for r, (soft, hard, cost) in zip(rows, results, strict=True):
-        out.append(stepwise_row(r["id"], r["prompt"], r["steps"], hard, soft, cost.to_dict(),
-                                f"{r['source']}/{cfg.method}{cfg.num_rollouts}", problem_id=r["problem_id"],
-                                gold_labels=r["gold_labels"], final_correct=r["final_correct"]))
-    info = {"resumed_prefixes": sum(i["resumed_prefixes"] for i in infos),
-            "rollouts_run": sum(i["rollouts_run"] for i in infos),
-            "shards_run": sum(not i["skipped"] for i in infos), "shards_skipped": sum(i["skipped"] for i in infos)}
+        out.append(
+            stepwise_row(
+                r["id"],
+                r["prompt"],
+                r["steps"],
+                hard,
+                soft,
+                cost.to_dict(),
+                f"{r['source']}/{cfg.method}{cfg.num_rollouts}",
+                problem_id=r["problem_id"],
+                gold_labels=r["gold_labels"],
+                final_correct=r["final_correct"],
+            )
+        )
+    info = {
+        "resumed_prefixes": sum(i["resumed_prefixes"] for i in infos),
+        "rollouts_run": sum(i["rollouts_run"] for i in infos),
+        "shards_run": sum(not i["skipped"] for i in infos),
+        "shards_skipped": sum(i["skipped"] for i in infos),
+    }
     return out, info
 
 
 @task(cache_policy=NO_CACHE, tags=["policy", "rollouts"])
-def label_rows(cfg: LabelConfig, rows: list[dict[str, Any]], answers: dict[str, str],
-               checkpoint_root: str = "checkpoints/label") -> tuple[list[dict[str, Any]], dict[str, int]]:
+def label_rows(
+    cfg: LabelConfig, rows: list[dict[str, Any]], answers: dict[str, str], checkpoint_root: str = "checkpoints/label"
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """`label_sharded` as one task (for callers that label inside another task, via `.fn`).
 
     Not cached by Prefect (DVC decides when a stage reruns); the shard files under

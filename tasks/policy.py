@@ -32,8 +32,17 @@ def train_policy(cfg: PolicyConfig, train_path: str, out_dir: str, run_id: str |
     solutions = [r["solution"] for r in rows]
     tokenizer = build_tokenizer([p + s for p, s in zip(prompts, solutions, strict=True)], cfg.vocab_size)
     examples = make_examples(tokenizer, prompts, solutions, cfg.max_len)
-    model = build_model(cfg.arch, len(tokenizer), cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.max_len,
-                        tokenizer.pad_token_id, tokenizer.eos_token_id, cfg.seed)
+    model = build_model(
+        cfg.arch,
+        len(tokenizer),
+        cfg.hidden_size,
+        cfg.num_layers,
+        cfg.num_heads,
+        cfg.max_len,
+        tokenizer.pad_token_id,
+        tokenizer.eos_token_id,
+        cfg.seed,
+    )
     log = RunLogger(run_id) if run_id else None
     bar = tqdm(total=cfg.steps, desc="train policy", unit="step")
     window: list[float] = []
@@ -48,9 +57,18 @@ def train_policy(cfg: PolicyConfig, train_path: str, out_dir: str, run_id: str |
                 log.metrics({"train/loss": mean, "train/lr": lr}, step=step + 1)
             window.clear()
 
-    losses = train_lm(model, examples, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
-                      warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay,
-                      pad_id=tokenizer.pad_token_id, seed=cfg.seed, on_step=on_step)
+    losses = train_lm(
+        model,
+        examples,
+        steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        warmup_steps=cfg.warmup_steps,
+        weight_decay=cfg.weight_decay,
+        pad_id=tokenizer.pad_token_id,
+        seed=cfg.seed,
+        on_step=on_step,
+    )
     bar.close()
     with io.atomic_path(out_dir) as tmp:
         model.save_pretrained(tmp)
@@ -63,8 +81,7 @@ def evaluate_policy(cfg: PolicyConfig, model_dir: str, eval_path: str) -> dict[s
     """Sample one solution per held-out problem and grade it with the exact checker."""
     rows = io.read_jsonl(eval_path)
     backend = TransformersBackend.from_pretrained(model_dir, batch_size=cfg.eval_batch_size, show_progress=True)
-    sampling = SamplingConfig(temperature=cfg.eval_temperature, max_new_tokens=cfg.eval_max_new_tokens,
-                              seed=cfg.seed)
+    sampling = SamplingConfig(temperature=cfg.eval_temperature, max_new_tokens=cfg.eval_max_new_tokens, seed=cfg.seed)
     completions = backend.generate([format_prompt(r["problem"]) for r in rows], 1, sampling)
     graded = [grade(r, c[0].text) for r, c in zip(rows, completions, strict=True)]
     stats = solve_stats(graded)

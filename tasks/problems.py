@@ -17,8 +17,15 @@ def reference_steps(row: dict[str, Any]) -> int:
 
 
 def world_config(cfg: ProblemsConfig) -> WorldConfig:
-    return WorldConfig(min_steps=cfg.min_steps, max_steps=cfg.max_steps, start_max=cfg.start_max,
-                       add_max=cfg.add_max, mul_max=cfg.mul_max, div_max=cfg.div_max, max_value=cfg.max_value)
+    return WorldConfig(
+        min_steps=cfg.min_steps,
+        max_steps=cfg.max_steps,
+        start_max=cfg.start_max,
+        add_max=cfg.add_max,
+        mul_max=cfg.mul_max,
+        div_max=cfg.div_max,
+        max_value=cfg.max_value,
+    )
 
 
 @task(cache_policy=NO_CACHE, tags=["cpu"])

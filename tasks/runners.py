@@ -46,8 +46,17 @@ NODE_RETRIES = 3
 """Ray's `max_retries`: times a shard lost with its node (or worker process) is resubmitted"""
 CONNECT_TIMEOUT = 5.0
 """seconds to wait for the Ray cluster's port before failing the stage"""
-FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HOME", "TOKENIZERS_PARALLELISM",
-                 "DO_NOT_TRACK", "PREFECT_SERVER_ANALYTICS_ENABLED", "MLFLOW_DISABLE_TELEMETRY", "PRMFLOW_EXPERIMENT")
+FORWARDED_ENV = (
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "HF_DATASETS_OFFLINE",
+    "HF_HOME",
+    "TOKENIZERS_PARALLELISM",
+    "DO_NOT_TRACK",
+    "PREFECT_SERVER_ANALYTICS_ENABLED",
+    "MLFLOW_DISABLE_TELEMETRY",
+    "PRMFLOW_EXPERIMENT",
+)
 """environment variables a shard task sees as they are in the driver (when set there); the driver's
 MLflow store is added as an absolute MLFLOW_TRACKING_URI (ray_init_kwargs)"""
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -87,8 +96,9 @@ def check_reachable(address: str, param: str, timeout: float = CONNECT_TIMEOUT) 
             pass
     except OSError as e:
         why = e.strerror or type(e).__name__
-        raise ConnectionError(f"{param}: no Ray cluster answers at {address!r} ({why}); start one with "
-                              f"`ray start --head` or fix {param}") from None
+        raise ConnectionError(
+            f"{param}: no Ray cluster answers at {address!r} ({why}); start one with `ray start --head` or fix {param}"
+        ) from None
 
 
 def shard_root(cfg: RunnerOptions, default_root: str | os.PathLike[str], stage: str) -> Path:
@@ -130,8 +140,9 @@ def _ray_task_runner(cfg: RunnerOptions, section: str) -> Any:
     try:
         from prefect_ray import RayTaskRunner
     except ImportError:
-        raise ImportError(f"{section}.task_runner is 'ray' but prefect-ray is not installed: "
-                          "pip install -e '.[ray]'") from None
+        raise ImportError(
+            f"{section}.task_runner is 'ray' but prefect-ray is not installed: pip install -e '.[ray]'"
+        ) from None
     if cfg.ray_address == "auto":  # prefect-ray drops "auto"; ray.init(address="auto") fails without a cluster
         return RayTaskRunner(init_kwargs={**ray_init_kwargs(), "address": "auto"})
     return RayTaskRunner(address=cfg.ray_address or None, init_kwargs=ray_init_kwargs())
@@ -168,8 +179,10 @@ def run_shards(task: Any, cfg: RunnerOptions, section: str, calls: list[dict[str
         try:
             runner = stack.enter_context(_ray_task_runner(cfg, section))
         except ConnectionError as e:  # `auto` and no cluster on this machine
-            raise ConnectionError(f"{section}.ray_address: no Ray cluster at {cfg.ray_address!r} ({e}); start one "
-                                  f"with `ray start --head` or fix {section}.ray_address") from None
+            raise ConnectionError(
+                f"{section}.ray_address: no Ray cluster at {cfg.ray_address!r} ({e}); start one "
+                f"with `ray start --head` or fix {section}.ray_address"
+            ) from None
         stack.enter_context(temporary_settings(_api_settings()))
         stack.enter_context(remote_options(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, max_retries=NODE_RETRIES))
         futures = [runner.submit(task, kwargs) for kwargs in calls]
@@ -179,8 +192,9 @@ def run_shards(task: Any, cfg: RunnerOptions, section: str, calls: list[dict[str
 
 
 @contextlib.contextmanager
-def local_cluster(workers: int = 2, cpus_per_worker: float = 1, memory_mb: int = 2048,
-                  object_store_mb: int = 96) -> Iterator[Any]:
+def local_cluster(
+    workers: int = 2, cpus_per_worker: float = 1, memory_mb: int = 2048, object_store_mb: int = 96
+) -> Iterator[Any]:
     """A real multi-node Ray cluster on this machine, for tests and benchmarks: a head node with no
     CPUs (it schedules and hosts the driver, runs no shard) and `workers` worker nodes, each its
     own raylet (ray.cluster_utils.Cluster). A killed node is declared dead in about 2 s (fast
@@ -189,9 +203,15 @@ def local_cluster(workers: int = 2, cpus_per_worker: float = 1, memory_mb: int =
     from ray.cluster_utils import Cluster
 
     health = {"health_check_period_ms": 500, "health_check_timeout_ms": 500, "health_check_failure_threshold": 4}
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "include_dashboard": False,
-        "object_store_memory": object_store_mb << 20, "_system_config": health})
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 0,
+            "include_dashboard": False,
+            "object_store_memory": object_store_mb << 20,
+            "_system_config": health,
+        },
+    )
     try:
         for _ in range(workers):
             add_worker_node(cluster, cpus_per_worker, memory_mb, object_store_mb)
@@ -203,5 +223,4 @@ def local_cluster(workers: int = 2, cpus_per_worker: float = 1, memory_mb: int =
 
 def add_worker_node(cluster: Any, cpus: float = 1, memory_mb: int = 2048, object_store_mb: int = 96) -> Any:
     """One more worker node (raylet) in a `local_cluster`."""
-    return cluster.add_node(num_cpus=cpus, memory=memory_mb << 20,
-                            object_store_memory=object_store_mb << 20)
+    return cluster.add_node(num_cpus=cpus, memory=memory_mb << 20, object_store_memory=object_store_mb << 20)

@@ -39,16 +39,21 @@ def prm_train_config(cfg: TrainConfig) -> PRMTrainConfig:
     return PRMTrainConfig(**options_of(cfg, TrainOptions))
 
 
-def train_on_this_process(cfg: TrainConfig, rows: list[dict[str, Any]], labels_path: str,
-                          on_step: Callable[[int, dict[str, float]], None] | None = None) -> tuple[PRM, dict[str, Any], Processes]:
+def train_on_this_process(
+    cfg: TrainConfig,
+    rows: list[dict[str, Any]],
+    labels_path: str,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> tuple[PRM, dict[str, Any], Processes]:
     """Build the PRM on the backbone and train it (resuming from checkpoints) as one of the
     data-parallel processes of this run (`accelerate launch`; a plain run is one process)."""
     if cfg.lm_features:
         require_policy_backbone(cfg.backbone, cfg.policy)
     procs = Processes.current()
     prm = PRM.from_backbone(cfg.backbone, prm_config(cfg), dtype=getattr(torch, cfg.dtype))
-    summary = train_prm(prm, rows, prm_train_config(cfg), checkpoint_dir(cfg, labels_path), on_step=on_step, resume=True,
-                        procs=procs)
+    summary = train_prm(
+        prm, rows, prm_train_config(cfg), checkpoint_dir(cfg, labels_path), on_step=on_step, resume=True, procs=procs
+    )
     return prm, summary, procs
 
 
@@ -61,8 +66,9 @@ def train_worker(params: str = "params.yaml", labels_path: str = "data/labels/la
 
 
 @task(cache_policy=NO_CACHE, tags=["train"])
-def fit_prm(cfg: TrainConfig, rows: list[dict[str, Any]], labels_path: str, out_dir: str,
-            run_id: str | None = None) -> dict[str, Any]:
+def fit_prm(
+    cfg: TrainConfig, rows: list[dict[str, Any]], labels_path: str, out_dir: str, run_id: str | None = None
+) -> dict[str, Any]:
     """Build the PRM on the backbone, train it (resuming from checkpoints), save to `out_dir`.
 
     Runs on the main process (rank 0); under `accelerate launch` the other ranks run

@@ -15,9 +15,9 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pytest  # noqa: E402
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = [
@@ -69,16 +69,19 @@ def vllm_missing() -> str | None:
 
     if not VLLM_PY.exists():
         return f"{VLLM_PY.relative_to(REPO)} not found; run `make vllm-env` to create the vLLM environment"
-    probe = subprocess.run([str(VLLM_PY), "-c", "import importlib.util, sys; "
-                            "sys.exit(importlib.util.find_spec('vllm') is None)"], capture_output=True)
+    probe = subprocess.run(
+        [str(VLLM_PY), "-c", "import importlib.util, sys; sys.exit(importlib.util.find_spec('vllm') is None)"],
+        capture_output=True,
+    )
     if probe.returncode != 0:
         return f"vllm is not importable by {VLLM_PY.relative_to(REPO)}; run `make vllm-env`"
     return None
 
 
 @contextlib.contextmanager
-def vllm_server_process(model_dir: Path, served_model_name: str, api_key: str, log_path: Path,
-                        env: dict[str, str], **argv_kw: Any) -> Iterator[str]:
+def vllm_server_process(
+    model_dir: Path, served_model_name: str, api_key: str, log_path: Path, env: dict[str, str], **argv_kw: Any
+) -> Iterator[str]:
     """A real vLLM OpenAI-compatible server (in .venv-vllm) on a free 127.0.0.1 port that wants
     `api_key`; yields its base URL once /v1/models answers, kills its process group on exit."""
     import signal
@@ -93,11 +96,18 @@ def vllm_server_process(model_dir: Path, served_model_name: str, api_key: str, l
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    argv = vllm_server_argv(str(model_dir), port=port, served_model_name=served_model_name, python=str(VLLM_PY),
-                            **argv_kw)
+    argv = vllm_server_argv(
+        str(model_dir), port=port, served_model_name=served_model_name, python=str(VLLM_PY), **argv_kw
+    )
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(argv, env={**env, "VLLM_API_KEY": api_key}, stdout=log, stderr=subprocess.STDOUT,
-                                cwd=REPO, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            env={**env, "VLLM_API_KEY": api_key},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            start_new_session=True,
+        )
     base = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + 150
@@ -105,7 +115,10 @@ def vllm_server_process(model_dir: Path, served_model_name: str, api_key: str, l
             if proc.poll() is not None:
                 pytest.fail(f"vLLM server exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
             try:
-                if httpx.get(f"{base}/models", headers={"Authorization": f"Bearer {api_key}"}, timeout=2).status_code == 200:
+                if (
+                    httpx.get(f"{base}/models", headers={"Authorization": f"Bearer {api_key}"}, timeout=2).status_code
+                    == 200
+                ):
                     break
             except httpx.TransportError:
                 pass
@@ -137,8 +150,17 @@ def vllm_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = build_model("llama", len(tok), 64, 2, 2, 256, tok.pad_token_id, tok.eos_token_id, seed=0)
     prompts = [c.split("Answer:\n")[0] + "Answer:\n" for c in CORPUS]
     sols = [c.split("Answer:\n")[1] for c in CORPUS]
-    train_lm(model, make_examples(tok, prompts, sols, 256), steps=40, batch_size=8, lr=3e-3, warmup_steps=5,
-             weight_decay=0.0, pad_id=tok.pad_token_id, seed=0)
+    train_lm(
+        model,
+        make_examples(tok, prompts, sols, 256),
+        steps=40,
+        batch_size=8,
+        lr=3e-3,
+        warmup_steps=5,
+        weight_decay=0.0,
+        pad_id=tok.pad_token_id,
+        seed=0,
+    )
     model.eval()
     model.save_pretrained(out)
     tok.save_pretrained(out)

@@ -25,11 +25,18 @@ def main(model: str, rows_path: str, cfg_path: str, out: str) -> None:
     procs = Processes.current()
     prm = PRM.from_backbone(model, PRMConfig(**spec["prm"]))
     steps: list[int] = []
-    summary = train_prm(prm, json.loads(Path(rows_path).read_text()), TrainConfig(**spec["train"]),
-                        Path(out) / "run", on_step=lambda s, m: steps.append(s), procs=procs)
+    summary = train_prm(
+        prm,
+        json.loads(Path(rows_path).read_text()),
+        TrainConfig(**spec["train"]),
+        Path(out) / "run",
+        on_step=lambda s, m: steps.append(s),
+        procs=procs,
+    )
     save_file({k: v.detach().contiguous() for k, v in prm.state_dict().items()}, f"{out}/rank{procs.rank}.safetensors")
-    Path(f"{out}/rank{procs.rank}.json").write_text(json.dumps({"world": procs.world, "summary": summary,
-                                                                "on_step": steps}))
+    Path(f"{out}/rank{procs.rank}.json").write_text(
+        json.dumps({"world": procs.world, "summary": summary, "on_step": steps})
+    )
 
 
 if __name__ == "__main__":

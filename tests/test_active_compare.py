@@ -15,10 +15,14 @@ def _curve(points):
 
 RUNS = {
     # full spends 40 labels per seed; last F1 0.8 (seed 0) and 0.6 (seed 1)
-    "full": {0: {"curve": _curve([(0, 0.2), (20, 0.78), (40, 0.8)]), "labels_spent": 40},
-             1: {"curve": _curve([(0, 0.2), (20, 0.5), (40, 0.6)]), "labels_spent": 40}},
-    "active": {0: {"curve": _curve([(0, 0.2), (10, 0.76), (16, 0.81)]), "labels_spent": 16},
-               1: {"curve": _curve([(0, 0.2), (12, 0.4), (20, None)]), "labels_spent": 20}},
+    "full": {
+        0: {"curve": _curve([(0, 0.2), (20, 0.78), (40, 0.8)]), "labels_spent": 40},
+        1: {"curve": _curve([(0, 0.2), (20, 0.5), (40, 0.6)]), "labels_spent": 40},
+    },
+    "active": {
+        0: {"curve": _curve([(0, 0.2), (10, 0.76), (16, 0.81)]), "labels_spent": 16},
+        1: {"curve": _curve([(0, 0.2), (12, 0.4), (20, None)]), "labels_spent": 20},
+    },
 }
 
 
@@ -39,7 +43,7 @@ def test_summary_by_hand():
     assert s["full"]["final_f1"]["mean"] == pytest.approx(0.7)
     assert s["active"]["final_f1"]["mean"] == pytest.approx(0.605)
     # labels 16 and 20: mean 18, sample std sqrt((4 + 4) / 1)
-    assert s["active"]["labels_spent"] == {"mean": 18.0, "std": pytest.approx(8 ** 0.5)}
+    assert s["active"]["labels_spent"] == {"mean": 18.0, "std": pytest.approx(8**0.5)}
     # q = 0.95, seed 0: start 0.2, full gains 0.6 -> target 0.2 + 0.95 * 0.6 = 0.77;
     # active has 0.76 at 10 labels (short) and 0.81 at 16 -> 16 / 40 = 0.4
     m = s["active"]["match"]["0.95"]
@@ -56,8 +60,10 @@ def test_summary_by_hand():
 
 
 def test_a_seed_where_full_does_not_improve_is_left_out():
-    runs = {"full": {0: {"curve": _curve([(0, 0.3), (20, 0.35), (40, 0.25)]), "labels_spent": 40}},
-            "active": {0: {"curve": _curve([(0, 0.3), (20, 0.4)]), "labels_spent": 20}}}
+    runs = {
+        "full": {0: {"curve": _curve([(0, 0.3), (20, 0.35), (40, 0.25)]), "labels_spent": 40}},
+        "active": {0: {"curve": _curve([(0, 0.3), (20, 0.4)]), "labels_spent": 20}},
+    }
     m = summarize(runs, [0.95])["active"]["match"]["0.95"]
     assert m["per_seed"]["0"]["full_gain"] == pytest.approx(-0.05) and m["per_seed"]["0"]["labels"] is None
     assert m["fraction_of_full"] == {"mean": None, "std": None, "reached": 0, "seeds": 0}
@@ -90,9 +96,11 @@ def test_paired_plateau_by_hand():
     def run(f1s):  # evaluations at rounds 0, 2, 4, 6, 8
         return {"curve": [{"round": 2 * i, "labels_spent": 5 * i, "f1": f} for i, f in enumerate(f1s)]}
 
-    runs = {"full": {0: run([0.2, 0.6, 0.7, 0.7, 0.7]), 1: run([0.2, 0.6, 0.7, 0.8, 0.6])},
-            "active": {0: run([0.2, 0.5, 0.8, 0.8, 0.9]), 1: run([0.2, 0.6, 0.7, None, 0.7])},
-            "random": {0: run([0.2, 0.7, 0.6, 0.7, 0.7]), 1: run([0.2, 0.6, 0.7, 0.6, 0.6])}}
+    runs = {
+        "full": {0: run([0.2, 0.6, 0.7, 0.7, 0.7]), 1: run([0.2, 0.6, 0.7, 0.8, 0.6])},
+        "active": {0: run([0.2, 0.5, 0.8, 0.8, 0.9]), 1: run([0.2, 0.6, 0.7, None, 0.7])},
+        "random": {0: run([0.2, 0.7, 0.6, 0.7, 0.7]), 1: run([0.2, 0.6, 0.7, 0.6, 0.6])},
+    }
     p = paired_plateau(runs)  # rounds > 0.5 * 8: 6 and 8 (round 6 missing in active seed 1)
     assert p["active_minus_random"]["per_seed"] == pytest.approx({"0": 0.15, "1": 0.1})
     assert p["active_minus_full"]["per_seed"] == pytest.approx({"0": 0.15, "1": 0.1})

@@ -3,25 +3,29 @@ gradients and the same active-learning run as the uncached PRM, with one backbon
 
 import pytest
 import torch
+from test_active_loop import PROBLEMS, _evals, _pool
 
 from prmflow.active import CachedHeads, FeatureCache, LoopConfig, OracleLabeler, run_active_learning
 from prmflow.evaluate.scoring import prm_steps
 from prmflow.prm import PRM, PRMConfig, accumulate_grads, prepare_examples
 from prmflow.synth import format_prompt
-from test_active_loop import PROBLEMS, _evals, _pool
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _prm(model_dir, lm_features=True, seed=0) -> PRM:
-    prm = PRM.from_backbone(model_dir, PRMConfig(num_heads=3, max_len=128, head_data_keep=0.5, l2_to_init=1e-3,
-                                                 seed=seed, lm_features=lm_features))
+    prm = PRM.from_backbone(
+        model_dir,
+        PRMConfig(num_heads=3, max_len=128, head_data_keep=0.5, l2_to_init=1e-3, seed=seed, lm_features=lm_features),
+    )
     prm.backbone.requires_grad_(False)
     return prm
 
 
 def _rows():
-    return [{"id": r["id"], "prompt": r["prompt"], "completions": r["steps"], "labels": r["gold_labels"]} for r in _pool()]
+    return [
+        {"id": r["id"], "prompt": r["prompt"], "completions": r["steps"], "labels": r["gold_labels"]} for r in _pool()
+    ]
 
 
 @pytest.mark.parametrize("lm_features", [False, True])
@@ -55,9 +59,14 @@ def test_truncated_steps_get_no_score(tiny_model_dir):
     prm = PRM.from_backbone(tiny_model_dir, PRMConfig(num_heads=2, max_len=24, lm_features=True))
     prm.backbone.requires_grad_(False)
     row = _pool()[0]
-    ref, got = prm.score_batch([row["prompt"]], [row["steps"]])[0], CachedHeads(prm).score_batch([row["prompt"]], [row["steps"]])[0]
+    ref, got = (
+        prm.score_batch([row["prompt"]], [row["steps"]])[0],
+        CachedHeads(prm).score_batch([row["prompt"]], [row["steps"]])[0],
+    )
     assert got.n_truncated_steps == ref.n_truncated_steps > 0
-    assert len(got.head_mean) == len(ref.head_mean) and torch.allclose(torch.tensor(got.head_mean), torch.tensor(ref.head_mean), atol=1e-5)
+    assert len(got.head_mean) == len(ref.head_mean) and torch.allclose(
+        torch.tensor(got.head_mean), torch.tensor(ref.head_mean), atol=1e-5
+    )
 
 
 def test_needs_a_frozen_backbone_and_one_backbone_per_cache(tiny_model_dir):
@@ -75,14 +84,37 @@ def test_needs_a_frozen_backbone_and_one_backbone_per_cache(tiny_model_dir):
 
 
 def test_a_cached_active_run_matches_the_uncached_one(tiny_model_dir, tmp_path):
-    cfg = dict(strategy="active", p=0.55, std_threshold=0.02, batch_size=4, lr=1e-2, grad_steps=2, micro_batch_size=4,
-               eval_every=1, score_batch_size=16)
-    ref = run_active_learning(_prm(tiny_model_dir), _pool(), PROBLEMS, OracleLabeler(), LoopConfig(**cfg),
-                              tmp_path / "ref", eval_rows=_evals())
+    cfg = dict(
+        strategy="active",
+        p=0.55,
+        std_threshold=0.02,
+        batch_size=4,
+        lr=1e-2,
+        grad_steps=2,
+        micro_batch_size=4,
+        eval_every=1,
+        score_batch_size=16,
+    )
+    ref = run_active_learning(
+        _prm(tiny_model_dir),
+        _pool(),
+        PROBLEMS,
+        OracleLabeler(),
+        LoopConfig(**cfg),
+        tmp_path / "ref",
+        eval_rows=_evals(),
+    )
     cache = FeatureCache()
-    got = run_active_learning(_prm(tiny_model_dir), _pool(), PROBLEMS, OracleLabeler(),
-                              LoopConfig(**cfg, cache_features=True), tmp_path / "cached", eval_rows=_evals(),
-                              feature_cache=cache)
+    got = run_active_learning(
+        _prm(tiny_model_dir),
+        _pool(),
+        PROBLEMS,
+        OracleLabeler(),
+        LoopConfig(**cfg, cache_features=True),
+        tmp_path / "cached",
+        eval_rows=_evals(),
+        feature_cache=cache,
+    )
     assert got["counts"] == ref["counts"] and got["labels_spent"] == ref["labels_spent"]
     for a, b in zip(ref["history"], got["history"], strict=True):
         assert a.keys() == b.keys()

@@ -4,7 +4,6 @@ import json
 
 import pytest
 import yaml
-
 from conftest import REPO
 from test_active_loop import PROBLEMS, _evals, _pool
 
@@ -24,22 +23,45 @@ def test_active_flow(tmp_path, mlflow_tmp, tiny_model_dir, monkeypatch):
     io.write_jsonl(tmp_path / "pool.jsonl", PROBLEMS.values())
     io.write_jsonl(tmp_path / "eval.jsonl", _evals())
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["active"].update({"backbone": str(tiny_model_dir), "seeds": [0, 1], "num_heads": 2, "max_len": 128,
-                             "pool_size": 0, "batch_size": 4, "micro_batch_size": 4, "eval_every": 1,
-                             "grad_steps": 1, "p": 0.6, "std_threshold": 0.05})
+    params["active"].update(
+        {
+            "backbone": str(tiny_model_dir),
+            "seeds": [0, 1],
+            "num_heads": 2,
+            "max_len": 128,
+            "pool_size": 0,
+            "batch_size": 4,
+            "micro_batch_size": 4,
+            "eval_every": 1,
+            "grad_steps": 1,
+            "p": 0.6,
+            "std_threshold": 0.05,
+        }
+    )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
 
-    paths = {"segments_path": str(tmp_path / "segments.jsonl"), "problems_path": str(tmp_path / "pool.jsonl"),
-             "state_root": str(tmp_path / "ckpt")}
+    paths = {
+        "segments_path": str(tmp_path / "segments.jsonl"),
+        "problems_path": str(tmp_path / "pool.jsonl"),
+        "state_root": str(tmp_path / "ckpt"),
+    }
     with prefect_test_harness():
-        summary = active_flow(params=str(tmp_path / "params.yaml"), eval_path=str(tmp_path / "eval.jsonl"),
-                              reports_dir=str(tmp_path / "reports"), **paths)
+        summary = active_flow(
+            params=str(tmp_path / "params.yaml"),
+            eval_path=str(tmp_path / "eval.jsonl"),
+            reports_dir=str(tmp_path / "reports"),
+            **paths,
+        )
         # an empty eval file (a tiny policy can leave stage evaluate nothing): runs, no F1 anywhere
         (tmp_path / "empty.jsonl").write_text("")
         params["active"].update({"seeds": [0], "strategies": ["full", "active"]})
         (tmp_path / "params2.yaml").write_text(yaml.safe_dump(params))
-        empty = active_flow(params=str(tmp_path / "params2.yaml"), eval_path=str(tmp_path / "empty.jsonl"),
-                            reports_dir=str(tmp_path / "reports2"), **paths)
+        empty = active_flow(
+            params=str(tmp_path / "params2.yaml"),
+            eval_path=str(tmp_path / "empty.jsonl"),
+            reports_dir=str(tmp_path / "reports2"),
+            **paths,
+        )
     assert empty["full"]["final_f1"]["mean"] is None and empty["active"]["labels_spent"]["mean"] > 0
     assert (tmp_path / "reports2" / "active" / "curve.png").is_file()
 
@@ -57,16 +79,25 @@ def test_active_flow(tmp_path, mlflow_tmp, tiny_model_dir, monkeypatch):
         assert sel["active"] == sel["random"]
         assert [h["round"] for h in curves["full"][seed] if "f1" in h] == [0, 1, 2, 3]
         # the paired block: per seed, differences of the final (trailing-mean) F1s at active's budget
-        final = {s: final_f1([h for h in curves[s][seed] if "f1" in h], params["active"]["final_window"])
-                 for s in ("active", "random", "full")}
-        assert summary["paired"]["active_minus_random"]["per_seed"][seed] == pytest.approx(final["active"] - final["random"])
-        assert summary["paired"]["active_minus_full"]["per_seed"][seed] == pytest.approx(final["active"] - final["full"])
+        final = {
+            s: final_f1([h for h in curves[s][seed] if "f1" in h], params["active"]["final_window"])
+            for s in ("active", "random", "full")
+        }
+        assert summary["paired"]["active_minus_random"]["per_seed"][seed] == pytest.approx(
+            final["active"] - final["random"]
+        )
+        assert summary["paired"]["active_minus_full"]["per_seed"][seed] == pytest.approx(
+            final["active"] - final["full"]
+        )
         # the plateau block: the raw F1 differences over the evaluations after half the rounds (2 and 3 of 3)
-        f1 = {s: {h["round"]: h["f1"] for h in curves[s][seed] if h.get("f1") is not None} for s in ("active", "random")}
+        f1 = {
+            s: {h["round"]: h["f1"] for h in curves[s][seed] if h.get("f1") is not None} for s in ("active", "random")
+        }
         late = [t for t in (2, 3) if t in f1["active"] and t in f1["random"]]
         if late:
             assert summary["plateau"]["active_minus_random"]["per_seed"][seed] == pytest.approx(
-                sum(f1["active"][t] - f1["random"][t] for t in late) / len(late))
+                sum(f1["active"][t] - f1["random"][t] for t in late) / len(late)
+            )
         labels = curves["active"][seed][-1]["labels_spent"]
         assert summary["paired"]["label_fraction"]["per_seed"][seed] == pytest.approx(labels / 12)
     assert summary["paired"]["label_fraction"]["n"] == 2 and empty["paired"]["active_minus_random"] is None
@@ -77,12 +108,16 @@ def test_active_flow(tmp_path, mlflow_tmp, tiny_model_dir, monkeypatch):
     nested = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == stage[0].info.run_id]
     assert len(nested) == 6
     assert {(r.data.tags["strategy"], r.data.tags["seed"]) for r in nested} == {
-        (s, str(k)) for s in ("full", "active", "random") for k in (0, 1)}
+        (s, str(k)) for s in ("full", "active", "random") for k in (0, 1)
+    }
     assert all(r.data.tags["mlflow.parentRunId"] == stage[0].info.run_id for r in nested)
     full0 = next(r for r in nested if r.data.tags["strategy"] == "full" and r.data.tags["seed"] == "0")
     history = client.get_metric_history(full0.info.run_id, "active/labels_spent")
     assert sorted((m.step, m.value) for m in history)[-1] == (3, 12.0)
     assert "active/f1_at_labels" in full0.data.metrics and "active/full/final_f1_mean" in stage[0].data.metrics
-    assert stage[0].data.metrics["active/paired/label_fraction"] == pytest.approx(summary["paired"]["label_fraction"]["mean"])
+    assert stage[0].data.metrics["active/paired/label_fraction"] == pytest.approx(
+        summary["paired"]["label_fraction"]["mean"]
+    )
     assert stage[0].data.metrics["active/plateau/active_minus_random"] == pytest.approx(
-        summary["plateau"]["active_minus_random"]["mean"])
+        summary["plateau"]["active_minus_random"]["mean"]
+    )

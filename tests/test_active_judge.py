@@ -18,8 +18,12 @@ from prmflow.active import UNLABELED, JudgeError, JudgeLabeler, JudgeUnavailable
 
 SENTINEL = "sk-SENTINEL-7c1e0d9a-do-not-leak"
 KEY_ENV = "PRMFLOW_TEST_JUDGE_KEY"
-ROW = {"id": "p0", "problem": "Mia has 23 marbles. She finds 14 more marbles. How many marbles does Mia have now?",
-       "answer": "37", "solution": "23 + 14 = 37\nThe answer is 37"}
+ROW = {
+    "id": "p0",
+    "problem": "Mia has 23 marbles. She finds 14 more marbles. How many marbles does Mia have now?",
+    "answer": "37",
+    "solution": "23 + 14 = 37\nThe answer is 37",
+}
 STEPS = ["23 + 14 = 38\n", "38 + 0 = 38\n", "The answer is 38"]
 
 
@@ -34,36 +38,52 @@ def test_doctests():
     assert attempted >= 5 and failed == 0
 
 
-@pytest.mark.parametrize("reply, expected", [
-    ("Paragraph 0: 23 + 14 is 37, not 38. incorrect.\n\\boxed{0}", 0),
-    ("Paragraph 0: correct.\nParagraph 1: correct.\nParagraph 2: correct.\n\\boxed{-1}", -1),
-    ("the index is $\\boxed{ 2 }$.", 2),                      # whitespace inside the box
-    ("\\boxed{1}\n\nSo the earliest error: \\boxed{1}", 1),    # repeated, consistent
-    ("the answer 38 is \\boxed{x + 1}; earliest error \\boxed{1}", 1),  # non-integer boxes are ignored
-    ("Conclusion: correct", -1),
-    ("Paragraph 0: fine\n\nCONCLUSION: Incorrect at paragraph 2.\n", 2),
-])
+@pytest.mark.parametrize(
+    "reply, expected",
+    [
+        ("Paragraph 0: 23 + 14 is 37, not 38. incorrect.\n\\boxed{0}", 0),
+        ("Paragraph 0: correct.\nParagraph 1: correct.\nParagraph 2: correct.\n\\boxed{-1}", -1),
+        ("the index is $\\boxed{ 2 }$.", 2),  # whitespace inside the box
+        ("\\boxed{1}\n\nSo the earliest error: \\boxed{1}", 1),  # repeated, consistent
+        ("the answer 38 is \\boxed{x + 1}; earliest error \\boxed{1}", 1),  # non-integer boxes are ignored
+        ("Conclusion: correct", -1),
+        ("Paragraph 0: fine\n\nCONCLUSION: Incorrect at paragraph 2.\n", 2),
+    ],
+)
 def test_parser_accepts(reply, expected):
     assert parse_judge_reply(reply, 3) == expected
 
 
-@pytest.mark.parametrize("reply", [
-    "",                                     # empty
-    "Paragraph 0: correct. Paragraph 1: 14 + 9 is",   # truncated, no conclusion
-    "so \\boxed{1",                         # truncated box
-    "\\boxed{1} and later \\boxed{2",       # last box never closes
-    "\\boxed{0} no wait \\boxed{2}",        # conflicting boxes
-    "\\boxed{3}", "\\boxed{99999999999999}",  # out of range (3 steps)
-    "\\boxed{-2}", "\\boxed{-0}", "\\boxed{+1}", "\\boxed{01}",   # negative other than -1, sign, leading zero
-    "\\boxed{}", "\\boxed{ }",              # empty
-    "\\boxed{{1}}", "\\boxed{1{}}", "\\boxed{\\text{1}}",   # nested braces
-    "\\boxed{１}", "\\boxed{١}",            # non-ASCII digits
-    "\\boxed{1.0}", "\\boxed{one}", "\\boxed{1, 2}",
-    "the earliest error is paragraph 1",   # no box, no conclusion line
-    "Conclusion: correct\nbut actually paragraph 1 is wrong",   # conclusion not on the last line
-    "Conclusion: incorrect at paragraph 7",  # out of range
-    "\\boxed{1}}}}\\boxed{2}",              # conflict despite stray braces
-])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "",  # empty
+        "Paragraph 0: correct. Paragraph 1: 14 + 9 is",  # truncated, no conclusion
+        "so \\boxed{1",  # truncated box
+        "\\boxed{1} and later \\boxed{2",  # last box never closes
+        "\\boxed{0} no wait \\boxed{2}",  # conflicting boxes
+        "\\boxed{3}",
+        "\\boxed{99999999999999}",  # out of range (3 steps)
+        "\\boxed{-2}",
+        "\\boxed{-0}",
+        "\\boxed{+1}",
+        "\\boxed{01}",  # negative other than -1, sign, leading zero
+        "\\boxed{}",
+        "\\boxed{ }",  # empty
+        "\\boxed{{1}}",
+        "\\boxed{1{}}",
+        "\\boxed{\\text{1}}",  # nested braces
+        "\\boxed{１}",
+        "\\boxed{١}",  # non-ASCII digits
+        "\\boxed{1.0}",
+        "\\boxed{one}",
+        "\\boxed{1, 2}",
+        "the earliest error is paragraph 1",  # no box, no conclusion line
+        "Conclusion: correct\nbut actually paragraph 1 is wrong",  # conclusion not on the last line
+        "Conclusion: incorrect at paragraph 7",  # out of range
+        "\\boxed{1}}}}\\boxed{2}",  # conflict despite stray braces
+    ],
+)
 def test_parser_rejects(reply):
     assert parse_judge_reply(reply, 3) is None
 
@@ -126,9 +146,13 @@ class FakeJudge:
                 finish = "stop"
                 if isinstance(reply, dict):
                     finish, reply = reply["finish_reason"], reply["text"]
-                self._send(200, {"choices": [{"message": {"role": "assistant", "content": reply},
-                                              "finish_reason": finish}],
-                                 "usage": {"prompt_tokens": 100, "completion_tokens": 20}})
+                self._send(
+                    200,
+                    {
+                        "choices": [{"message": {"role": "assistant", "content": reply}, "finish_reason": finish}],
+                        "usage": {"prompt_tokens": 100, "completion_tokens": 20},
+                    },
+                )
 
             def _send(self, status, obj):
                 data = json.dumps(obj).encode()
@@ -161,8 +185,13 @@ def key(monkeypatch):
 
 
 def _judge(fake, sleeps=None, **kw):
-    return JudgeLabeler(fake.base_url, "judge-model", api_key_env=KEY_ENV, sleep=sleeps.append if sleeps is not None else (lambda s: None),
-                        **{"max_retries": 2, "backoff": 0.5, **kw})
+    return JudgeLabeler(
+        fake.base_url,
+        "judge-model",
+        api_key_env=KEY_ENV,
+        sleep=sleeps.append if sleeps is not None else (lambda s: None),
+        **{"max_retries": 2, "backoff": 0.5, **kw},
+    )
 
 
 def test_good_reply(fake, key):
@@ -175,7 +204,14 @@ def test_good_reply(fake, key):
     prompt = req["body"]["messages"][0]["content"]
     assert "<paragraph_2>\nThe answer is 38\n</paragraph_2>" in prompt and ROW["problem"] in prompt
     c = judge.cost
-    assert (c.calls, c.requests, c.retries, c.unparseable, c.prompt_tokens, c.completion_tokens) == (1, 1, 0, 0, 100, 20)
+    assert (c.calls, c.requests, c.retries, c.unparseable, c.prompt_tokens, c.completion_tokens) == (
+        1,
+        1,
+        0,
+        0,
+        100,
+        20,
+    )
 
 
 def test_unparseable_then_good_is_retried(fake, key):
@@ -245,10 +281,24 @@ def test_api_key_never_leaks(fake, key, tmp_path, mlflow_tmp, tiny_model_dir, ca
 
     monkeypatch.chdir(tmp_path)
     caplog.set_level(logging.DEBUG)
-    cfg = ActiveConfig(labeler="judge", judge_base_url=fake.base_url, judge_model="judge-model",
-                       judge_api_key_env=KEY_ENV, judge_max_retries=1, judge_backoff=0.0, backbone=str(tiny_model_dir),
-                       num_heads=2, max_len=128, batch_size=3, eval_every=1, std_threshold=-1.0,
-                       head_data_keep=0.5, l2_to_init=0.001, grad_steps=3, micro_batch_size=32)
+    cfg = ActiveConfig(
+        labeler="judge",
+        judge_base_url=fake.base_url,
+        judge_model="judge-model",
+        judge_api_key_env=KEY_ENV,
+        judge_max_retries=1,
+        judge_backoff=0.0,
+        backbone=str(tiny_model_dir),
+        num_heads=2,
+        max_len=128,
+        batch_size=3,
+        eval_every=1,
+        std_threshold=-1.0,
+        head_data_keep=0.5,
+        l2_to_init=0.001,
+        grad_steps=3,
+        micro_batch_size=32,
+    )
     labeler = build_labeler(cfg)
     fake.queue = [(500, None), (200, "\\boxed{0}")]
     assert labeler.label(ROW, STEPS).first_error == 0
@@ -256,9 +306,16 @@ def test_api_key_never_leaks(fake, key, tmp_path, mlflow_tmp, tiny_model_dir, ca
     # one round of the loop, labels bought from the judge, logged to MLflow in tmp
     prompt = "Question: " + ROW["problem"] + "\nAnswer:\n"
     pool = [{"id": f"s{i}", "problem_id": "p0", "prompt": prompt, "steps": STEPS} for i in range(3)]
-    evals = [{"id": f"e{i}", "problem": ROW["problem"], "steps": ["23 + 14 = 37", "The answer is 37"] if i % 2
-              else ["23 + 14 = 38", "The answer is 38"], "label": -1 if i % 2 else 0, "subset": "calib" if i < 4 else "test"}
-             for i in range(8)]
+    evals = [
+        {
+            "id": f"e{i}",
+            "problem": ROW["problem"],
+            "steps": ["23 + 14 = 37", "The answer is 37"] if i % 2 else ["23 + 14 = 38", "The answer is 38"],
+            "label": -1 if i % 2 else 0,
+            "subset": "calib" if i < 4 else "test",
+        }
+        for i in range(8)
+    ]
     with tracking.stage_run("active", cfg) as stage:
         with tracking.stage_run("active/active/seed0", parent_run_id=stage.run_id) as run:
             run.params(asdict(cfg), prefix="cfg.")
@@ -271,8 +328,15 @@ def test_api_key_never_leaks(fake, key, tmp_path, mlflow_tmp, tiny_model_dir, ca
     with pytest.raises(JudgeUnavailable) as err:
         labeler.label(ROW, STEPS)
 
-    texts = {"repr": repr(labeler), "str": str(labeler), "cfg": repr(cfg), "vars": repr(vars(labeler)),
-             "error": repr(err.value) + str(err.value), "logs": caplog.text, "out": "".join(capsys.readouterr())}
+    texts = {
+        "repr": repr(labeler),
+        "str": str(labeler),
+        "cfg": repr(cfg),
+        "vars": repr(vars(labeler)),
+        "error": repr(err.value) + str(err.value),
+        "logs": caplog.text,
+        "out": "".join(capsys.readouterr()),
+    }
     for name, text in texts.items():
         assert SENTINEL not in text, name
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
@@ -292,33 +356,71 @@ def test_api_key_never_reaches_prefect_results_or_its_database(fake, tmp_path, t
     import sys
 
     import yaml
-
     from conftest import REPO
 
     prompt = "Question: " + ROW["problem"] + "\nAnswer:\n"
     (tmp_path / "data/segments").mkdir(parents=True)
     (tmp_path / "data/problems").mkdir(parents=True)
     (tmp_path / "data/eval").mkdir(parents=True)
-    (tmp_path / "data/segments/segments.jsonl").write_text("".join(
-        json.dumps({"id": f"s{i}", "problem_id": "p0", "prompt": prompt, "steps": STEPS}) + "\n" for i in range(3)))
+    (tmp_path / "data/segments/segments.jsonl").write_text(
+        "".join(
+            json.dumps({"id": f"s{i}", "problem_id": "p0", "prompt": prompt, "steps": STEPS}) + "\n" for i in range(3)
+        )
+    )
     (tmp_path / "data/problems/pool.jsonl").write_text(json.dumps(ROW) + "\n")
-    (tmp_path / "data/eval/synthetic_processbench.jsonl").write_text("".join(json.dumps(
-        {"id": f"e{i}", "generator": "t", "problem": ROW["problem"], "final_answer_correct": bool(i % 2),
-         "steps": ["23 + 14 = 37", "The answer is 37"] if i % 2 else ["23 + 14 = 38", "The answer is 38"],
-         "label": -1 if i % 2 else 0, "subset": "calib" if i < 4 else "test"}) + "\n" for i in range(8)))
-    active = {"strategies": ["active"], "seeds": [0], "match_fractions": [1.0], "backbone": str(tiny_model_dir),
-              "num_heads": 2, "max_len": 128, "std_threshold": -1.0, "pool_size": 3, "batch_size": 3, "grad_steps": 1,
-              "micro_batch_size": 3, "eval_every": 1, "labeler": "judge", "judge_base_url": fake.base_url,
-              "judge_model": "judge-model", "judge_api_key_env": KEY_ENV, "judge_max_retries": 1,
-              "judge_backoff": 0.0, "task_retries": 0}
+    (tmp_path / "data/eval/synthetic_processbench.jsonl").write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": f"e{i}",
+                    "generator": "t",
+                    "problem": ROW["problem"],
+                    "final_answer_correct": bool(i % 2),
+                    "steps": ["23 + 14 = 37", "The answer is 37"] if i % 2 else ["23 + 14 = 38", "The answer is 38"],
+                    "label": -1 if i % 2 else 0,
+                    "subset": "calib" if i < 4 else "test",
+                }
+            )
+            + "\n"
+            for i in range(8)
+        )
+    )
+    active = {
+        "strategies": ["active"],
+        "seeds": [0],
+        "match_fractions": [1.0],
+        "backbone": str(tiny_model_dir),
+        "num_heads": 2,
+        "max_len": 128,
+        "std_threshold": -1.0,
+        "pool_size": 3,
+        "batch_size": 3,
+        "grad_steps": 1,
+        "micro_batch_size": 3,
+        "eval_every": 1,
+        "labeler": "judge",
+        "judge_base_url": fake.base_url,
+        "judge_model": "judge-model",
+        "judge_api_key_env": KEY_ENV,
+        "judge_max_retries": 1,
+        "judge_backoff": 0.0,
+        "task_retries": 0,
+    }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"active": active}))
-    env = {**os.environ, KEY_ENV: SENTINEL, "PYTHONPATH": str(REPO),
-           "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
-           "PREFECT_LOCAL_STORAGE_PATH": str(tmp_path / "prefect-results"),
-           "PREFECT_LOGGING_LEVEL": "DEBUG", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    env = {
+        **os.environ,
+        KEY_ENV: SENTINEL,
+        "PYTHONPATH": str(REPO),
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+        "PREFECT_LOCAL_STORAGE_PATH": str(tmp_path / "prefect-results"),
+        "PREFECT_LOGGING_LEVEL": "DEBUG",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+    }
     env.pop("PREFECT_API_URL", None)  # the flow's own ephemeral API, whose database is in tmp
-    p = subprocess.run([sys.executable, "-m", "flows.active"], cwd=tmp_path, env=env, capture_output=True,
-                       text=True, timeout=600)
+    p = subprocess.run(
+        [sys.executable, "-m", "flows.active"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert len(fake.requests) == 3 and all(r["auth"] == f"Bearer {SENTINEL}" for r in fake.requests)
     assert SENTINEL not in p.stdout and SENTINEL not in p.stderr

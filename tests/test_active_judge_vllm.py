@@ -16,11 +16,10 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import REPO, vllm_missing, vllm_server_process
 
 from prmflow.active import JudgeError, JudgeLabeler, run_active_learning
 from prmflow.active.judge import judge_prompt
-
-from conftest import REPO, vllm_missing, vllm_server_process
 
 PROBLEM = "Mia has 23 marbles. She finds 14 more marbles. How many marbles does Mia have now?"
 RIGHT = ["23 + 14 = 37\n", "The answer is 37"]
@@ -47,15 +46,26 @@ def judge_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tok = build_tokenizer(prompts + list(REPLIES.values()), 400)
     tok.chat_template = CHAT_TEMPLATE
     # train on exactly what the server will render from the chat request
-    rendered = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-                for p in prompts]
+    rendered = [
+        tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+        for p in prompts
+    ]
     assert all(r.endswith("\nReview:\n") for r in rendered)
     model = build_model("llama", len(tok), 64, 2, 2, 1024, tok.pad_token_id, tok.eos_token_id, seed=0)
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train_lm(model, make_examples(tok, rendered, [REPLIES["right"], REPLIES["wrong"]], 1024), steps=150,
-                 batch_size=2, lr=3e-3, warmup_steps=5, weight_decay=0.0, pad_id=tok.pad_token_id, seed=0)
+        train_lm(
+            model,
+            make_examples(tok, rendered, [REPLIES["right"], REPLIES["wrong"]], 1024),
+            steps=150,
+            batch_size=2,
+            lr=3e-3,
+            warmup_steps=5,
+            weight_decay=0.0,
+            pad_id=tok.pad_token_id,
+            seed=0,
+        )
     finally:
         torch.set_num_threads(n)
     model.eval()
@@ -69,8 +79,14 @@ def judge_server(judge_model: Path, tmp_path_factory: pytest.TempPathFactory):
     from prmflow.policy.vllm_backend import engine_env_defaults
 
     key = "judge-test-key-" + os.urandom(6).hex()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(REPO),
-           "VLLM_CPU_KVCACHE_SPACE": "1", **engine_env_defaults()}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "PYTHONPATH": str(REPO),
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        **engine_env_defaults(),
+    }
     env.pop(KEY_ENV, None)
     log = tmp_path_factory.mktemp("judge_server") / "server.log"
     with vllm_server_process(judge_model, "tiny-judge", key, log, env, max_model_len=1024) as base:
@@ -133,15 +149,31 @@ def test_the_active_loop_buys_judge_labels_from_vllm(keyed, tiny_model_dir, tmp_
     from tasks.active import build_labeler
 
     base, _ = keyed
-    cfg = replace(ActiveConfig(), labeler="judge", judge_base_url=base, judge_model="tiny-judge",
-                  judge_api_key_env=KEY_ENV, judge_max_retries=1, judge_max_tokens=200, judge_timeout=60.0)
+    cfg = replace(
+        ActiveConfig(),
+        labeler="judge",
+        judge_base_url=base,
+        judge_model="tiny-judge",
+        judge_api_key_env=KEY_ENV,
+        judge_max_retries=1,
+        judge_max_tokens=200,
+        judge_timeout=60.0,
+    )
     labeler = build_labeler(cfg)
-    pool = [{"id": name, "problem_id": "mia", "prompt": f"Question: {PROBLEM}\nAnswer:\n", "steps": steps}
-            for name, steps in (("right", RIGHT), ("wrong", WRONG))]
+    pool = [
+        {"id": name, "problem_id": "mia", "prompt": f"Question: {PROBLEM}\nAnswer:\n", "steps": steps}
+        for name, steps in (("right", RIGHT), ("wrong", WRONG))
+    ]
     prm = PRM.from_backbone(str(tiny_model_dir), PRMConfig(num_heads=2, max_len=128, seed=0))
     try:
-        out = run_active_learning(prm, pool, {"mia": {"id": "mia", "problem": PROBLEM}}, labeler,
-                                  LoopConfig(strategy="full", batch_size=2, eval_every=0), tmp_path)
+        out = run_active_learning(
+            prm,
+            pool,
+            {"mia": {"id": "mia", "problem": PROBLEM}},
+            labeler,
+            LoopConfig(strategy="full", batch_size=2, eval_every=0),
+            tmp_path,
+        )
     finally:
         labeler.close()
     assert out["labels_spent"] == out["labeled"] == 2 and out["cost"]["requests"] == 2

@@ -25,20 +25,44 @@ from prmflow.policy.base import Completion, SamplingConfig
 from prmflow.prm import PRM, PRMConfig
 from prmflow.synth import check_solution, format_prompt, reference_values
 
-MIA = {"id": "mia", "answer": "28", "solution": "23 + 14 = 37\n37 - 9 = 28\nThe answer is 28",
-       "problem": "Mia has 23 marbles. She finds 14 more marbles. She gives 9 marbles to Leo. How many marbles does Mia have now?"}
-LEO = {"id": "leo", "answer": "18", "solution": "6 * 3 = 18\nThe answer is 18",
-       "problem": "Leo has 6 cards. Then his cards become 3 times as many. How many cards does Leo have now?"}
-ANA = {"id": "ana", "answer": "7", "solution": "12 - 5 = 7\nThe answer is 7",
-       "problem": "Ana has 12 pens. She loses 5 pens. How many pens does Ana have now?"}
+MIA = {
+    "id": "mia",
+    "answer": "28",
+    "solution": "23 + 14 = 37\n37 - 9 = 28\nThe answer is 28",
+    "problem": "Mia has 23 marbles. She finds 14 more marbles. She gives 9 marbles to Leo. How many marbles does Mia have now?",
+}
+LEO = {
+    "id": "leo",
+    "answer": "18",
+    "solution": "6 * 3 = 18\nThe answer is 18",
+    "problem": "Leo has 6 cards. Then his cards become 3 times as many. How many cards does Leo have now?",
+}
+ANA = {
+    "id": "ana",
+    "answer": "7",
+    "solution": "12 - 5 = 7\nThe answer is 7",
+    "problem": "Ana has 12 pens. She loses 5 pens. How many pens does Ana have now?",
+}
 PROBLEMS = {p["id"]: p for p in (MIA, LEO, ANA)}
 SOLUTIONS = {  # 4 per problem: right, wrong first step, wrong later step, wrong answer line
-    "mia": ["23 + 14 = 37\n37 - 9 = 28\nThe answer is 28", "23 + 14 = 38\n38 - 9 = 29\nThe answer is 29",
-            "23 + 14 = 37\n37 - 9 = 27\nThe answer is 27", "23 + 14 = 37\n37 - 9 = 28\nThe answer is 82"],
-    "leo": ["6 * 3 = 18\nThe answer is 18", "6 * 3 = 17\nThe answer is 17", "6 * 3 = 18\nThe answer is 19",
-            "6 + 3 = 9\nThe answer is 9"],
-    "ana": ["12 - 5 = 7\nThe answer is 7", "12 - 5 = 8\nThe answer is 8", "12 + 5 = 17\nThe answer is 17",
-            "12 - 5 = 7\nThe answer is 5"],
+    "mia": [
+        "23 + 14 = 37\n37 - 9 = 28\nThe answer is 28",
+        "23 + 14 = 38\n38 - 9 = 29\nThe answer is 29",
+        "23 + 14 = 37\n37 - 9 = 27\nThe answer is 27",
+        "23 + 14 = 37\n37 - 9 = 28\nThe answer is 82",
+    ],
+    "leo": [
+        "6 * 3 = 18\nThe answer is 18",
+        "6 * 3 = 17\nThe answer is 17",
+        "6 * 3 = 18\nThe answer is 19",
+        "6 + 3 = 9\nThe answer is 9",
+    ],
+    "ana": [
+        "12 - 5 = 7\nThe answer is 7",
+        "12 - 5 = 8\nThe answer is 8",
+        "12 + 5 = 17\nThe answer is 17",
+        "12 - 5 = 7\nThe answer is 5",
+    ],
 }
 
 
@@ -55,8 +79,15 @@ def _pool() -> list[dict]:
             for s in steps:
                 spans.append((pos, pos + len(s)))
                 pos += len(s)
-            rows.append({"id": f"{pid}/{j}", "problem_id": pid, "prompt": format_prompt(p["problem"]), "steps": steps,
-                         "gold_labels": gold_step_labels(spans, res.first_error_char)})
+            rows.append(
+                {
+                    "id": f"{pid}/{j}",
+                    "problem_id": pid,
+                    "prompt": format_prompt(p["problem"]),
+                    "steps": steps,
+                    "gold_labels": gold_step_labels(spans, res.first_error_char),
+                }
+            )
     return rows
 
 
@@ -65,8 +96,15 @@ def _evals() -> list[dict]:
     for i, r in enumerate(_pool()):
         p = PROBLEMS[r["problem_id"]]
         label = next((k for k, ok in enumerate(r["gold_labels"]) if not ok), -1)
-        rows.append({"id": f"e{i}", "problem": p["problem"], "steps": [s.strip() for s in r["steps"]], "label": label,
-                     "subset": "calib" if i % 2 else "test"})
+        rows.append(
+            {
+                "id": f"e{i}",
+                "problem": p["problem"],
+                "steps": [s.strip() for s in r["steps"]],
+                "label": label,
+                "subset": "calib" if i % 2 else "test",
+            }
+        )
     return rows
 
 
@@ -90,8 +128,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models run 
 
 @pytest.fixture()
 def prm(tiny_model_dir):
-    return lambda: PRM.from_backbone(tiny_model_dir, PRMConfig(num_heads=2, max_len=128, head_data_keep=0.5,
-                                                               l2_to_init=1e-3, seed=0))
+    return lambda: PRM.from_backbone(
+        tiny_model_dir, PRMConfig(num_heads=2, max_len=128, head_data_keep=0.5, l2_to_init=1e-3, seed=0)
+    )
 
 
 def _params(m) -> dict[str, torch.Tensor]:
@@ -147,8 +186,12 @@ class StubBackend:
 
 
 def test_mc_labeler_with_a_stub_backend():
-    mc = MCLabeler(StubBackend(), num_rollouts=4, sampling=SamplingConfig(max_new_tokens=8),
-                   encode_text=lambda s: [ord(c) for c in s])
+    mc = MCLabeler(
+        StubBackend(),
+        num_rollouts=4,
+        sampling=SamplingConfig(max_new_tokens=8),
+        encode_text=lambda s: [ord(c) for c in s],
+    )
     # step 0 prefix: rollouts say 28 -> right; step 1 wrote 29 -> all rollouts wrong; last step exact (answer 29)
     res = mc.label(MIA, ["23 + 14 = 37\n", "37 - 9 = 29\n", "The answer is 29"])
     assert res == LabelResult(1, [True, False, False])
@@ -182,8 +225,9 @@ def test_consensus_keeps_only_agreements():
 
 
 def _cfg(**kw) -> LoopConfig:
-    return LoopConfig(**{"batch_size": 4, "lr": 1e-3, "micro_batch_size": 4, "eval_every": 0, "score_batch_size": 16,
-                         **kw})
+    return LoopConfig(
+        **{"batch_size": 4, "lr": 1e-3, "micro_batch_size": 4, "eval_every": 0, "score_batch_size": 16, **kw}
+    )
 
 
 def test_full_labels_everything_and_trains(prm, tmp_path):
@@ -230,17 +274,22 @@ def test_random_spends_the_given_counts_and_unlabeled_are_skipped(prm, tmp_path)
     assert out["counts"] == [1, 3, 0] and out["labels_spent"] == 4
     assert out["labeled"] + out["unlabeled"] == 4 and out["cost"]["calls"] == 4
     # without a schedule: round(select_fraction * batch) = 2 per round
-    out = run_active_learning(prm(), _pool(), PROBLEMS, OracleLabeler(), _cfg(strategy="random", select_fraction=0.5),
-                              tmp_path / "b")
+    out = run_active_learning(
+        prm(), _pool(), PROBLEMS, OracleLabeler(), _cfg(strategy="random", select_fraction=0.5), tmp_path / "b"
+    )
     assert out["counts"] == [2, 2, 2]
 
 
-@pytest.mark.parametrize("checkpoint_every, killed_after, paid_before, paid_after", [
-    (1, 2, 6, 6),   # checkpoint at round 2: resume at round 3
-    (2, 3, 9, 3),   # checkpoint at round 2, round 3's labels on disk: round 3 replays from them
-])
-def test_resume_after_interruption_pays_no_label_twice(prm, tmp_path, checkpoint_every, killed_after, paid_before,
-                                                       paid_after):
+@pytest.mark.parametrize(
+    "checkpoint_every, killed_after, paid_before, paid_after",
+    [
+        (1, 2, 6, 6),  # checkpoint at round 2: resume at round 3
+        (2, 3, 9, 3),  # checkpoint at round 2, round 3's labels on disk: round 3 replays from them
+    ],
+)
+def test_resume_after_interruption_pays_no_label_twice(
+    prm, tmp_path, checkpoint_every, killed_after, paid_before, paid_after
+):
     cfg = _cfg(batch_size=3, std_threshold=-1.0, checkpoint_every=checkpoint_every)  # 4 rounds, label all 3 each
     reference = prm()
     ref = run_active_learning(reference, _pool(), PROBLEMS, Counting(OracleLabeler()), cfg, tmp_path / "ref")

@@ -16,8 +16,14 @@ def test_doctests():
 
 def _run(f1s, labels, cost=None):
     curve = [{"round": t, "labels_spent": n, "f1": f} for t, (f, n) in enumerate(zip(f1s, labels, strict=True))]
-    return {"curve": curve, "history": curve, "labels_spent": labels[-1], "final_f1": f1s[-1], "cost": cost or {},
-            "rounds": len(curve) - 1}
+    return {
+        "curve": curve,
+        "history": curve,
+        "labels_spent": labels[-1],
+        "final_f1": f1s[-1],
+        "cost": cost or {},
+        "rounds": len(curve) - 1,
+    }
 
 
 # one seed: full goes 0.2 -> 0.6 with 8 labels, active reaches 0.6 with 4
@@ -26,8 +32,14 @@ RUNS = {"full": {0: _run([0.2, 0.6], [0, 8], {"rollouts": 8})}, "active": {0: _r
 
 def test_summary_adds_per_run_numbers_paired_and_data():
     data = report.data_summary(RUNS, ["a", "b"], [{"subset": "test"}, {"subset": "calib"}], "oracle", None)
-    assert data == {"pool": 2, "eval_rows": 2, "eval_test_rows": 1, "rounds": 1, "labeler": "oracle",
-                    "backbone_passes": None}
+    assert data == {
+        "pool": 2,
+        "eval_rows": 2,
+        "eval_test_rows": 1,
+        "rounds": 1,
+        "labeler": "oracle",
+        "backbone_passes": None,
+    }
     assert report.data_summary(RUNS, [], [], "oracle", 3)["rounds"] == 0  # no pool: no rounds
     s = report.stage_summary(RUNS, {"full": [2.0, 4.0], "active": [1.0]}, [1.0], 1, data)
     assert list(s) == ["full", "active", "paired", "plateau", "data"]  # summary.json key order
@@ -47,8 +59,12 @@ def test_gain_targets_metrics_and_lines():
     assert targets["initial + 0.5 x full's gain"] == pytest.approx(0.4)
     assert report.gain_targets({"active": s["active"]}, RUNS, [1.0]) == {}  # no full run
     metrics = report.stage_metrics(s, ["full", "active"])
-    assert metrics[1] == {"active/active/final_f1_mean": 0.6, "active/active/labels_spent_mean": 4.0,
-                          "active/active/labels_fraction_at_0.5": 0.5, "active/active/labels_fraction_at_1.0": 0.5}
+    assert metrics[1] == {
+        "active/active/final_f1_mean": 0.6,
+        "active/active/labels_spent_mean": 4.0,
+        "active/active/labels_fraction_at_0.5": 0.5,
+        "active/active/labels_fraction_at_1.0": 0.5,
+    }
     assert "active/paired/label_fraction" in metrics[2] and all(k.startswith("active/plateau/") for k in metrics[3])
     lines = report.summary_lines(s, ["full", "active"])
     assert lines[1].startswith("  active: final F1 0.6 +- 0.0, labels 4.0 +- 0.0")
@@ -57,14 +73,19 @@ def test_gain_targets_metrics_and_lines():
 
 def test_run_metrics():
     assert report.run_metrics({"final_f1": 0.5, "labels_spent": 3}, 2.0) == {
-        "active/final_f1": 0.5, "active/labels_spent": 3, "active/seconds": 2.0}
+        "active/final_f1": 0.5,
+        "active/labels_spent": 3,
+        "active/seconds": 2.0,
+    }
 
 
 def test_readers(tmp_path):
     seg = tmp_path / "seg.jsonl"
-    rows = [{"id": "b", "problem_id": "p", "prompt": "q", "steps": ["x"], "extra": 1},
-            {"id": "a", "problem_id": "p", "prompt": "q", "steps": ["y"]},
-            {"id": "c", "problem_id": "p", "prompt": "q", "steps": []}]  # no step: left out
+    rows = [
+        {"id": "b", "problem_id": "p", "prompt": "q", "steps": ["x"], "extra": 1},
+        {"id": "a", "problem_id": "p", "prompt": "q", "steps": ["y"]},
+        {"id": "c", "problem_id": "p", "prompt": "q", "steps": []},
+    ]  # no step: left out
     seg.write_text("".join(json.dumps(r) + "\n" for r in rows))
     pool = report.load_pool(str(seg), {"p": {}}, 0)
     assert [r["id"] for r in pool] == ["a", "b"] and "extra" not in pool[1]
@@ -72,8 +93,12 @@ def test_readers(tmp_path):
     with pytest.raises(Exception, match="problem 'p' is not in the problems file"):
         report.load_pool(str(seg), {}, 0)
     ev = tmp_path / "eval.jsonl"
-    ev.write_text("".join(json.dumps({"id": str(i), "problem": "q", "steps": ["s"], "label": -1, "subset": "test"}) + "\n"
-                          for i in range(5)))
+    ev.write_text(
+        "".join(
+            json.dumps({"id": str(i), "problem": "q", "steps": ["s"], "label": -1, "subset": "test"}) + "\n"
+            for i in range(5)
+        )
+    )
     assert len(report.load_eval(str(ev), 0)) == 5
     two = report.load_eval(str(ev), 2)
     assert len(two) == 2 and two == report.load_eval(str(ev), 2)  # seeded

@@ -135,8 +135,13 @@ def test_sources_agree():
 
 
 def test_grade_real_row_checks_the_final_answer_only():
-    row = {"id": "g", "problem": "Weng earns $12 an hour. How much for 50 minutes?", "answer": "10",
-           "solution": "12/60 = 0.2 per minute.\n0.2 x 50 = 10", "source": "gsm8k"}
+    row = {
+        "id": "g",
+        "problem": "Weng earns $12 an hour. How much for 50 minutes?",
+        "answer": "10",
+        "solution": "12/60 = 0.2 per minute.\n0.2 x 50 = 10",
+        "source": "gsm8k",
+    }
     good = "Weng earns 12/60 = $0.2 per minute.\nWorking 50 minutes, she earned 0.2 x 50 = $10.\nThe answer is $10."
     g = grade(row, good)
     assert g == Graded(first_error=None, final_correct=True, n_steps=3, first_error_char=None)

@@ -67,8 +67,9 @@ def test_entropy_equals_recomputation_from_full_logits(backend):
 def test_greedy_matches_hf_generate(backend):
     p = backend.encode(PROMPTS[0])
     ours = backend.generate([PROMPTS[0]], 1, SamplingConfig(temperature=0, max_new_tokens=20))[0][0]
-    ref = backend.model.generate(torch.tensor([p]), max_new_tokens=20, do_sample=False,
-                                 eos_token_id=backend.eos_id, pad_token_id=backend.pad_id)[0, len(p):].tolist()
+    ref = backend.model.generate(
+        torch.tensor([p]), max_new_tokens=20, do_sample=False, eos_token_id=backend.eos_id, pad_token_id=backend.pad_id
+    )[0, len(p) :].tolist()
     if backend.eos_id in ref:
         ref = ref[: ref.index(backend.eos_id)]
     assert ours.token_ids == ref
@@ -138,8 +139,9 @@ def test_greedy_matches_hf_generate_when_rows_stop_early(eos_biased):
     ours = be.generate(prompts, 1, SamplingConfig(temperature=0, max_new_tokens=20))
     for prompt, [c] in zip(prompts, ours):
         p = be.encode(prompt)
-        ref = be.model.generate(torch.tensor([p]), max_new_tokens=20, do_sample=False, eos_token_id=be.eos_id,
-                                pad_token_id=be.pad_id)[0, len(p):].tolist()
+        ref = be.model.generate(
+            torch.tensor([p]), max_new_tokens=20, do_sample=False, eos_token_id=be.eos_id, pad_token_id=be.pad_id
+        )[0, len(p) :].tolist()
         if be.eos_id in ref:
             ref = ref[: ref.index(be.eos_id)]
         assert c.token_ids == ref

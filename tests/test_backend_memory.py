@@ -16,13 +16,12 @@ import textwrap
 
 import pytest
 import torch
+from conftest import CORPUS, REPO
 
 from prmflow.policy import hf_backend
 from prmflow.policy.base import SamplingConfig
 from prmflow.policy.hf_backend import TransformersBackend
 from prmflow.policy.tiny import build_model, build_tokenizer
-
-from conftest import CORPUS, REPO
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -46,11 +45,23 @@ def gemma3(tok):
     generation, so both the soft-capped head and the sliding-window mask are exercised."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-    cfg = Gemma3TextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                           num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=256,
-                           sliding_window=8, layer_types=["sliding_attention", "full_attention"],
-                           final_logit_softcapping=3.0, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                           bos_token_id=None, attn_implementation="eager")
+    cfg = Gemma3TextConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        max_position_embeddings=256,
+        sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"],
+        final_logit_softcapping=3.0,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=None,
+        attn_implementation="eager",
+    )
     torch.manual_seed(0)
     return Gemma3ForCausalLM(cfg).eval()
 
@@ -62,13 +73,16 @@ def rows(comps):
 def run_all(be: TransformersBackend) -> dict:
     """Every output the backend produces, on prompts of mixed length (one > 64 tokens)."""
     out = {}
-    for name, s, n in [("t1", SamplingConfig(max_new_tokens=30, seed=0, top_logprobs=3), 4),
-                       ("top_p", SamplingConfig(temperature=0.8, top_p=0.9, max_new_tokens=20, seed=5, top_logprobs=2), 2),
-                       ("greedy", SamplingConfig(temperature=0, max_new_tokens=20), 1)]:
+    for name, s, n in [
+        ("t1", SamplingConfig(max_new_tokens=30, seed=0, top_logprobs=3), 4),
+        ("top_p", SamplingConfig(temperature=0.8, top_p=0.9, max_new_tokens=20, seed=5, top_logprobs=2), 2),
+        ("greedy", SamplingConfig(temperature=0, max_new_tokens=20), 1),
+    ]:
         out[name] = rows(be.generate(PROMPTS, n, s))
     comps = [c for row in be.generate(PROMPTS, 3, SamplingConfig(max_new_tokens=40, seed=2)) for c in row]
-    out["token_logprobs"] = be.token_logprobs([be.encode(p) for p in PROMPTS for _ in range(3)],
-                                              [c.token_ids for c in comps])
+    out["token_logprobs"] = be.token_logprobs(
+        [be.encode(p) for p in PROMPTS for _ in range(3)], [c.token_ids for c in comps]
+    )
     return out
 
 
@@ -105,8 +119,9 @@ def test_gemma3_sliding_window_greedy_matches_hf_generate(gemma3, tok):
     for prompt in PROMPTS[:2]:
         p = be.encode(prompt)
         ours = be.generate([prompt], 1, SamplingConfig(temperature=0, max_new_tokens=20))[0][0]
-        ref = gemma3.generate(torch.tensor([p]), max_new_tokens=20, do_sample=False, eos_token_id=be.eos_id,
-                              pad_token_id=be.pad_id)[0, len(p):].tolist()
+        ref = gemma3.generate(
+            torch.tensor([p]), max_new_tokens=20, do_sample=False, eos_token_id=be.eos_id, pad_token_id=be.pad_id
+        )[0, len(p) :].tolist()
         if be.eos_id in ref:
             ref = ref[: ref.index(be.eos_id)]
         assert ours.token_ids == ref
@@ -128,8 +143,11 @@ def test_no_autograd_graph_in_generate_or_token_logprobs(llama, tok):
     seen = []
 
     def record(module, args, output):
-        tensors = [output] if torch.is_tensor(output) else [v for v in getattr(output, "values", lambda: [])()
-                                                            if torch.is_tensor(v)]
+        tensors = (
+            [output]
+            if torch.is_tensor(output)
+            else [v for v in getattr(output, "values", lambda: [])() if torch.is_tensor(v)]
+        )
         seen.append((type(module).__name__, torch.is_grad_enabled(), any(t.requires_grad for t in tensors)))
 
     handles = [m.register_forward_hook(record) for m in llama.modules()]
@@ -138,8 +156,9 @@ def test_no_autograd_graph_in_generate_or_token_logprobs(llama, tok):
         with torch.enable_grad():
             comps = be.generate(PROMPTS, 2, SamplingConfig(max_new_tokens=8, seed=0, top_logprobs=2))
             n_gen = len(seen)
-            be.token_logprobs([be.encode(p) for p in PROMPTS for _ in range(2)],
-                              [c.token_ids for row in comps for c in row])
+            be.token_logprobs(
+                [be.encode(p) for p in PROMPTS for _ in range(2)], [c.token_ids for row in comps for c in row]
+            )
     finally:
         for h in handles:
             h.remove()
@@ -150,7 +169,7 @@ def test_no_autograd_graph_in_generate_or_token_logprobs(llama, tok):
 
 # ---------------------------------------------------------------------------- large vocabulary
 
-MEMORY_SCRIPT = textwrap.dedent(r'''
+MEMORY_SCRIPT = textwrap.dedent(r"""
     import json, re, sys
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -189,7 +208,7 @@ MEMORY_SCRIPT = textwrap.dedent(r'''
     else:
         n = sum(map(len, be.token_logprobs(prompts, conts)))
     print(json.dumps({"peak_mib": (kib("VmHWM") - before) / 1024, "tokens": n}))
-''')
+""")
 
 
 def measure_peak(mode: str, vocab: int, rows: int, prompt: int, new: int, repo=REPO) -> dict:
@@ -205,8 +224,10 @@ def measure_peak(mode: str, vocab: int, rows: int, prompt: int, new: int, repo=R
 
 # V = 131072, 4 rows, 96-token prompts, 128 new tokens; one (4, V) float32 tensor is 2 MiB.
 LARGE = (131072, 4, 96, 128)
-needs_proc = pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK),
-                                reason="needs Linux /proc/self/clear_refs to reset the peak-RSS counter")
+needs_proc = pytest.mark.skipif(
+    not os.access("/proc/self/clear_refs", os.W_OK),
+    reason="needs Linux /proc/self/clear_refs to reset the peak-RSS counter",
+)
 
 
 @needs_proc

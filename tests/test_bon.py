@@ -227,8 +227,10 @@ def verified(answers, scores, is_right, equal):
     from prmflow.evaluate.bon import answer_classes
 
     classes = answer_classes(answers, equal)
-    return [{"answer": a, "step_scores": s, "correct": is_right(a), "answer_class": k}
-            for a, s, k in zip(answers, scores, classes)]
+    return [
+        {"answer": a, "step_scores": s, "correct": is_right(a), "answer_class": k}
+        for a, s, k in zip(answers, scores, classes)
+    ]
 
 
 def numeric_equal(a, b):
@@ -255,15 +257,19 @@ def test_majority_vote_groups_by_verified_equivalence():
 
 def test_verified_vote_counts_classes_not_verdicts():
     # two right classes that the verifier did not merge must not pool their votes against a wrong one
-    cands = [{"answer": a, "step_scores": [0.5], "correct": ok, "answer_class": k}
-             for a, ok, k in [("7", False, 0), ("7", False, 0), ("x", True, 2), ("y", True, 3)]]
+    cands = [
+        {"answer": a, "step_scores": [0.5], "correct": ok, "answer_class": k}
+        for a, ok, k in [("7", False, 0), ("7", False, 0), ("x", True, 2), ("y", True, 3)]
+    ]
     acc = bon_accuracy([{"candidates": cands}], ns=[4], methods=["majority_vote", "prm_min", "oracle"])["accuracy"]
     assert acc == {"majority_vote": [0.0], "prm_min": [0.0], "oracle": [1.0]}  # "7" x2 wins; ties -> c0 (wrong)
 
 
 def test_verified_mode_checks_classes():
-    cands = [{"answer": "1", "step_scores": [0.5], "correct": True, "answer_class": 1},
-             {"answer": "1", "step_scores": [0.5], "correct": True, "answer_class": 1}]
+    cands = [
+        {"answer": "1", "step_scores": [0.5], "correct": True, "answer_class": 1},
+        {"answer": "1", "step_scores": [0.5], "correct": True, "answer_class": 1},
+    ]
     with pytest.raises(ValueError, match="candidate 0: answer_class 1 is not the index of its class's first member"):
         bon_accuracy([{"candidates": cands}], ns=[2])
 

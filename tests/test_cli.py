@@ -8,17 +8,40 @@ from prmflow.cli import main
 
 ROWS = {
     "gsm8k": [
-        {"id": "g0", "generator": "x", "problem": "What is $1+1$?", "steps": ["We add:\n\n$1 + 1 = 2$.", "So the answer is $\\boxed{2}$."],
-         "final_answer_correct": True, "label": -1},
-        {"id": "g1", "generator": "x", "problem": "What is 2·3?", "steps": ["2·3 = 5 — multiplication ✓", "Answer: 5"],
-         "final_answer_correct": False, "label": 0},
+        {
+            "id": "g0",
+            "generator": "x",
+            "problem": "What is $1+1$?",
+            "steps": ["We add:\n\n$1 + 1 = 2$.", "So the answer is $\\boxed{2}$."],
+            "final_answer_correct": True,
+            "label": -1,
+        },
+        {
+            "id": "g1",
+            "generator": "x",
+            "problem": "What is 2·3?",
+            "steps": ["2·3 = 5 — multiplication ✓", "Answer: 5"],
+            "final_answer_correct": False,
+            "label": 0,
+        },
     ],
     "math": [
-        {"id": "m0", "generator": "y", "problem": "Compute $\\frac{1}{2}+\\frac{1}{2}$.",
-         "steps": ["Common denominator: $\\frac{1+1}{2}$.\n\nThis is $\\frac{2}{2} = 1$.", "Answer $1$."],
-         "final_answer_correct": True, "label": -1},
-        {"id": "m1", "generator": "y", "problem": "Solve x+1=3.", "steps": ["x = 3 - 1 = 1", "x = 1"],
-         "final_answer_correct": False, "label": 0},
+        {
+            "id": "m0",
+            "generator": "y",
+            "problem": "Compute $\\frac{1}{2}+\\frac{1}{2}$.",
+            "steps": ["Common denominator: $\\frac{1+1}{2}$.\n\nThis is $\\frac{2}{2} = 1$.", "Answer $1$."],
+            "final_answer_correct": True,
+            "label": -1,
+        },
+        {
+            "id": "m1",
+            "generator": "y",
+            "problem": "Solve x+1=3.",
+            "steps": ["x = 3 - 1 = 1", "x = 1"],
+            "final_answer_correct": False,
+            "label": 0,
+        },
     ],
 }
 
@@ -43,8 +66,22 @@ def _write(tmp_path):
 
 def test_fixed_threshold(prm_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["processbench", "--prm", str(prm_dir), "--data", *_write(tmp_path), "--threshold", "0.5",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "processbench",
+                "--prm",
+                str(prm_dir),
+                "--data",
+                *_write(tmp_path),
+                "--threshold",
+                "0.5",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     preds = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
     assert {p["id"] for p in preds} == {"g0", "g1", "m0", "m1"}
     assert all(len(p["scores"]) == 2 and all(0 <= s <= 1 for s in p["scores"]) for p in preds)
@@ -60,8 +97,22 @@ def test_fixed_threshold(prm_dir, tmp_path, capsys):
 
 def test_calibrate_on_one_subset_applies_to_the_others(prm_dir, tmp_path):
     out = tmp_path / "out"
-    assert main(["processbench", "--prm", str(prm_dir), "--data", *_write(tmp_path), "--calibrate", "gsm8k",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "processbench",
+                "--prm",
+                str(prm_dir),
+                "--data",
+                *_write(tmp_path),
+                "--calibrate",
+                "gsm8k",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["subsets"]) == {"math"}
     assert metrics["threshold_mode"] == "calibrated on gsm8k"
@@ -69,7 +120,9 @@ def test_calibrate_on_one_subset_applies_to_the_others(prm_dir, tmp_path):
 
 def test_bad_file_is_a_clear_error(prm_dir, tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"id": "a", "generator": "x", "problem": "p", "steps": ["s"], "final_answer_correct": false, "label": 3}\n')
+    bad.write_text(
+        '{"id": "a", "generator": "x", "problem": "p", "steps": ["s"], "final_answer_correct": false, "label": 3}\n'
+    )
     assert main(["processbench", "--prm", str(prm_dir), "--data", str(bad), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "bad.jsonl:1" in err and "label" in err and "Traceback" not in err
@@ -87,19 +140,53 @@ def test_over_long_first_step_is_skipped_and_counted(prm_dir, tmp_path, capsys):
     assert n_long + 1 > max_len  # the long step alone does not fit
     rows = [
         # first step alone exceeds max_len: skipped, not an abort
-        {"id": "s0", "generator": "x", "problem": "p", "steps": [LONG, "The answer is 92"],
-         "final_answer_correct": True, "label": -1},
+        {
+            "id": "s0",
+            "generator": "x",
+            "problem": "p",
+            "steps": [LONG, "The answer is 92"],
+            "final_answer_correct": True,
+            "label": -1,
+        },
         # first step fits, the long second step does not: truncated to one step
-        {"id": "t0", "generator": "x", "problem": "p", "steps": ["1 + 1 = 2", LONG], "final_answer_correct": False,
-         "label": 1},
-        {"id": "k0", "generator": "x", "problem": "p", "steps": ["1 + 1 = 2", "The answer is 2"],
-         "final_answer_correct": True, "label": -1},
+        {
+            "id": "t0",
+            "generator": "x",
+            "problem": "p",
+            "steps": ["1 + 1 = 2", LONG],
+            "final_answer_correct": False,
+            "label": 1,
+        },
+        {
+            "id": "k0",
+            "generator": "x",
+            "problem": "p",
+            "steps": ["1 + 1 = 2", "The answer is 2"],
+            "final_answer_correct": True,
+            "label": -1,
+        },
     ]
     data = tmp_path / "gsm8k.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
-    assert main(["processbench", "--prm", str(prm_dir), "--data", str(data), "--threshold", "0.5",
-                 "--max-len", str(max_len), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "processbench",
+                "--prm",
+                str(prm_dir),
+                "--data",
+                str(data),
+                "--threshold",
+                "0.5",
+                "--max-len",
+                str(max_len),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "skipped s0 (gsm8k)" in err and f"over max_len={max_len}" in err
     metrics = json.loads((out / "metrics.json").read_text())
@@ -126,10 +213,18 @@ def test_over_long_first_step_is_skipped_and_counted(prm_dir, tmp_path, capsys):
 
 def test_every_row_too_long_is_a_clear_error(prm_dir, tmp_path, capsys):
     data = tmp_path / "math.jsonl"
-    data.write_text(json.dumps({"id": "a", "generator": "x", "problem": "p", "steps": [LONG],
-                                "final_answer_correct": True, "label": -1}) + "\n")
-    assert main(["processbench", "--prm", str(prm_dir), "--data", str(data), "--max-len", "8",
-                 "--out", str(tmp_path / "o")]) == 2
+    data.write_text(
+        json.dumps(
+            {"id": "a", "generator": "x", "problem": "p", "steps": [LONG], "final_answer_correct": True, "label": -1}
+        )
+        + "\n"
+    )
+    assert (
+        main(
+            ["processbench", "--prm", str(prm_dir), "--data", str(data), "--max-len", "8", "--out", str(tmp_path / "o")]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "every one of the 1 rows was skipped" in err and "Traceback" not in err
 

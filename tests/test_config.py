@@ -1,9 +1,8 @@
 import pytest
+from conftest import REPO
 
 from prmflow.config import GenerateConfig, PolicyConfig, TrainConfig, load_params, load_section
 from prmflow.io import DataError
-
-from conftest import REPO
 
 
 def test_repo_params_load_and_match_dataclass_defaults():
@@ -40,7 +39,9 @@ def test_every_params_key_is_one_field_whose_default_is_its_value():
             if default != value:
                 differ.add(f"{section}.{key}")
     unexplained, stale = differ - set(PARAMS_DIFFERENT_FROM_DEFAULTS), set(PARAMS_DIFFERENT_FROM_DEFAULTS) - differ
-    assert not unexplained, f"params.yaml differs from the default: make them equal or say why in PARAMS_DIFFERENT_FROM_DEFAULTS: {sorted(unexplained)}"
+    assert not unexplained, (
+        f"params.yaml differs from the default: make them equal or say why in PARAMS_DIFFERENT_FROM_DEFAULTS: {sorted(unexplained)}"
+    )
     assert not stale, f"PARAMS_DIFFERENT_FROM_DEFAULTS lists keys whose default is params.yaml's value: {sorted(stale)}"
 
 
@@ -86,13 +87,30 @@ def test_engine_knobs_reach_the_backend_they_belong_to(monkeypatch):
     from prmflow.config import LabelConfig, TrainConfig
     from tasks import backends
 
-    vllm = GenerateConfig(backend="vllm", dtype="bfloat16", tensor_parallel_size=4, max_model_len=4096,
-                          enforce_eager=False, entropy_top_k=10)
-    assert vllm.backend_kwargs() == {"dtype": "bfloat16", "tensor_parallel_size": 4, "max_model_len": 4096,
-                                     "enforce_eager": False, "entropy_top_k": 10}
+    vllm = GenerateConfig(
+        backend="vllm",
+        dtype="bfloat16",
+        tensor_parallel_size=4,
+        max_model_len=4096,
+        enforce_eager=False,
+        entropy_top_k=10,
+    )
+    assert vllm.backend_kwargs() == {
+        "dtype": "bfloat16",
+        "tensor_parallel_size": 4,
+        "max_model_len": 4096,
+        "enforce_eager": False,
+        "entropy_top_k": 10,
+    }
     assert LabelConfig(backend="openai", base_url="http://127.0.0.1:8000/v1", concurrency=2).backend_kwargs() == {
-        "top_logprobs": 20, "concurrency": 2, "base_url": "http://127.0.0.1:8000/v1"}
-    assert GenerateConfig().backend_kwargs() == {} and GenerateConfig(backend="vllm").backend_kwargs()["max_model_len"] is None
+        "top_logprobs": 20,
+        "concurrency": 2,
+        "base_url": "http://127.0.0.1:8000/v1",
+    }
+    assert (
+        GenerateConfig().backend_kwargs() == {}
+        and GenerateConfig(backend="vllm").backend_kwargs()["max_model_len"] is None
+    )
     with pytest.raises(ValueError, match="tensor_parallel_size is read by the vllm backend only"):
         GenerateConfig(tensor_parallel_size=2)
     with pytest.raises(ValueError, match="base_url is read by the openai backend only"):
@@ -118,7 +136,10 @@ def test_engine_knobs_reach_the_backend_they_belong_to(monkeypatch):
 def test_a_knob_of_another_backend_in_params_names_file_line_and_key(tmp_path):
     p = tmp_path / "params.yaml"
     p.write_text("generate:\n  backend: transformers\n  tensor_parallel_size: 2\n")
-    with pytest.raises(DataError, match=r"params.yaml:3: field 'generate.tensor_parallel_size': tensor_parallel_size is read by the vllm backend only"):
+    with pytest.raises(
+        DataError,
+        match=r"params.yaml:3: field 'generate.tensor_parallel_size': tensor_parallel_size is read by the vllm backend only",
+    ):
         load_section(p, "generate", GenerateConfig)
 
 

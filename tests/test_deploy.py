@@ -18,7 +18,6 @@ ephemeral API's start-up per stage).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -33,23 +32,40 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO
 
 pytestmark = pytest.mark.slow
 
 TINY = {
     "problems": {"n_train": 400, "n_eval": 16, "n_pool": 6, "max_steps": 3},
-    "policy": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "vocab_size": 300, "steps": 20,
-               "batch_size": 8, "warmup_steps": 5, "eval_max_new_tokens": 24, "eval_batch_size": 16},
+    "policy": {
+        "hidden_size": 32,
+        "num_layers": 1,
+        "num_heads": 2,
+        "vocab_size": 300,
+        "steps": 20,
+        "batch_size": 8,
+        "warmup_steps": 5,
+        "eval_max_new_tokens": 24,
+        "eval_batch_size": 16,
+    },
     "train": {"steps": 4, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 2, "register_name": ""},
 }
 POOL = "prmflow-cpu"
 
 
 def _copy_repo(dst: Path) -> None:
-    for name in ("prmflow", "tasks", "flows", "dvc.yaml", "params.yaml", "params-real.yaml", "params-gpu.yaml",
-                 "prefect.yaml", "pyproject.toml"):
+    for name in (
+        "prmflow",
+        "tasks",
+        "flows",
+        "dvc.yaml",
+        "params.yaml",
+        "params-real.yaml",
+        "params-gpu.yaml",
+        "prefect.yaml",
+        "pyproject.toml",
+    ):
         src = REPO / name
         if src.is_dir():
             shutil.copytree(src, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -119,9 +135,14 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory):
     api_url = f"http://127.0.0.1:{port}/api"
     env = _env(home, home, None)
     log = open(home / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                             "--port", str(port)], cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=home,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     deadline = time.monotonic() + 120
     try:
@@ -157,8 +178,12 @@ def test_dvc_remote_round_trip(prefect_server, tmp_path: Path):
     _run(["dvc", "init", "--no-scm", "-q"], repo, env)
     _run(["dvc", "config", "core.analytics", "false"], repo, env)
     assert _stage_names(_run(["dvc", "repro"], repo, env, timeout=600)) == ["problems", "policy"]
-    before = {p.relative_to(repo): p.read_bytes() for d in ("data/problems", "models/policy")
-              for p in sorted((repo / d).rglob("*")) if p.is_file()}
+    before = {
+        p.relative_to(repo): p.read_bytes()
+        for d in ("data/problems", "models/policy")
+        for p in sorted((repo / d).rglob("*"))
+        if p.is_file()
+    }
 
     remote = tmp_path / "remote"
     _run(["dvc", "remote", "add", "-d", "shared", str(remote)], repo, env)
@@ -173,8 +198,12 @@ def test_dvc_remote_round_trip(prefect_server, tmp_path: Path):
     assert "deleted" in _run(["dvc", "status"], repo, env)
 
     _run(["dvc", "pull"], repo, env)
-    after = {p.relative_to(repo): p.read_bytes() for d in ("data/problems", "models/policy")
-             for p in sorted((repo / d).rglob("*")) if p.is_file()}
+    after = {
+        p.relative_to(repo): p.read_bytes()
+        for d in ("data/problems", "models/policy")
+        for p in sorted((repo / d).rglob("*"))
+        if p.is_file()
+    }
     assert after == before
     assert "Data and pipelines are up to date" in _run(["dvc", "status"], repo, env)
     out = _run(["dvc", "repro"], repo, env)
@@ -284,11 +313,17 @@ def _labels(n: int) -> list[dict]:
     rows = []
     for i in range(n):
         a, b = 3 + i, 4 + 2 * i
-        good = (i % 2 == 0)
+        good = i % 2 == 0
         s = a + b if good else a + b + 1
-        rows.append({"id": f"r{i}", "prompt": f"Question: Mia has {a} marbles. She finds {b} more. How many now?\nAnswer:\n",
-                     "completions": [f"{a} + {b} = {s}\n", f"The answer is {s}"],
-                     "labels": [good, good], "soft_labels": [1.0 if good else 0.0] * 2})
+        rows.append(
+            {
+                "id": f"r{i}",
+                "prompt": f"Question: Mia has {a} marbles. She finds {b} more. How many now?\nAnswer:\n",
+                "completions": [f"{a} + {b} = {s}\n", f"The answer is {s}"],
+                "labels": [good, good],
+                "soft_labels": [1.0 if good else 0.0] * 2,
+            }
+        )
     return rows
 
 
@@ -313,12 +348,27 @@ def test_train_through_accelerate_launch_on_cpu(prefect_server, tiny_model_dir: 
         "import json, os\n"
         "acc = {k: v for k, v in os.environ.items() if k.startswith('ACCELERATE_')}\n"
         "if acc and 'ACCELERATE_MIXED_PRECISION' in acc:\n"
-        "    open(os.environ['PRMFLOW_TEST_ENV_DUMP'], 'w').write(json.dumps(acc))\n")
+        "    open(os.environ['PRMFLOW_TEST_ENV_DUMP'], 'w').write(json.dumps(acc))\n"
+    )
     env["PRMFLOW_TEST_ENV_DUMP"] = str(repo / "launch_env.json")
     env["PYTHONPATH"] = os.pathsep.join([str(repo), str(probe), *filter(None, [os.environ.get("PYTHONPATH")])])
 
-    out = _run([sys.executable, "-m", "flows.launch", "train", "--launcher", "accelerate",
-                "--num-processes", str(processes), "--cpu"], repo, env, timeout=300)
+    out = _run(
+        [
+            sys.executable,
+            "-m",
+            "flows.launch",
+            "train",
+            "--launcher",
+            "accelerate",
+            "--num-processes",
+            str(processes),
+            "--cpu",
+        ],
+        repo,
+        env,
+        timeout=300,
+    )
     assert "accelerate.commands.launch" in out and ("--cpu" if processes == 1 else "--multi_gpu") in out
     # the flow ran under accelerate's launcher (it exports its settings to the process)
     launched = json.loads((repo / "launch_env.json").read_text())

@@ -21,10 +21,14 @@ IDS = [f"{f}:{name}" for f, name in STAGES]
 def test_every_imported_module_is_a_dep(f, name):
     stage, wdir = dvc_deps.stages(f)[name]
     deps = [(wdir / d).resolve() for d in stage.get("deps", []) if "${" not in str(d)]
-    missing = sorted(str(p.relative_to(ROOT)) for p in import_closure(dvc_deps.entry(stage["cmd"]))
-                     if not any(p == d or d in p.parents for d in deps))
-    assert not missing, f"{f}: stage {name!r} imports modules missing from its deps: {missing} " \
-                        "(python -m tools.dvc_deps rewrites them)"
+    missing = sorted(
+        str(p.relative_to(ROOT))
+        for p in import_closure(dvc_deps.entry(stage["cmd"]))
+        if not any(p == d or d in p.parents for d in deps)
+    )
+    assert not missing, (
+        f"{f}: stage {name!r} imports modules missing from its deps: {missing} (python -m tools.dvc_deps rewrites them)"
+    )
 
 
 @pytest.mark.parametrize("f,name", STAGES, ids=IDS)
@@ -65,12 +69,16 @@ def test_the_walker_follows_lazy_and_from_imports(tmp_path, monkeypatch):
     closure = {str(p.relative_to(tmp_path)) for p in import_closure("prmflow.sub")}
     assert closure == {"prmflow/__init__.py", "prmflow/sub/__init__.py", "prmflow/sub/leaf.py", "prmflow/lazy.py"}
     assert dvc_deps.minimal_cover({tmp_path / p for p in closure}) == [
-        "prmflow/__init__.py", "prmflow/lazy.py", "prmflow/sub"]
+        "prmflow/__init__.py",
+        "prmflow/lazy.py",
+        "prmflow/sub",
+    ]
 
 
 def test_the_dvc_files_are_what_the_tool_writes():
-    assert all(dvc_deps.rewrite(f) == (ROOT / f).read_text() for f in dvc_deps.DVC_FILES), \
+    assert all(dvc_deps.rewrite(f) == (ROOT / f).read_text() for f in dvc_deps.DVC_FILES), (
         "python -m tools.dvc_deps would change a dvc file"
+    )
 
 
 def test_rewrite_keeps_data_deps_and_comments(tmp_path):

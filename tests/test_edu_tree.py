@@ -2,7 +2,7 @@
 
 import pytest
 
-from prmflow.edu.tree import Tree, TreeConfig, branch_points, grow_tree, Node
+from prmflow.edu.tree import Node, TreeConfig, branch_points, grow_tree
 from prmflow.policy.base import Completion, SamplingConfig
 
 
@@ -17,17 +17,34 @@ class StubBackend:
         out = []
         for p in prompt_ids:
             toks = [len(p), 99]  # first own token encodes the prefix length, so tests can see where it branched
-            out.append([Completion(text="", token_ids=toks, offsets=[(0, 0)] * 2, entropy=[2.0, 0.1],
-                                   top_logprobs=[[(toks[0], -0.5), (7, -1.0)], [(99, -0.01), (7, -5.0)]])])
+            out.append(
+                [
+                    Completion(
+                        text="",
+                        token_ids=toks,
+                        offsets=[(0, 0)] * 2,
+                        entropy=[2.0, 0.1],
+                        top_logprobs=[[(toks[0], -0.5), (7, -1.0)], [(99, -0.01), (7, -5.0)]],
+                    )
+                ]
+            )
         return out
 
 
 def trunk() -> Completion:
     # H = [0.2, 1.5, 0.3, 2.0, 0.1]; threshold 1.0 -> anchors at 1 and 3 (3 is higher, so first)
     return Completion(
-        text="", token_ids=[10, 11, 12, 13, 14], offsets=[(0, 0)] * 5, entropy=[0.2, 1.5, 0.3, 2.0, 0.1],
-        top_logprobs=[[(10, -0.1), (50, -3.0)], [(11, -0.5), (51, -1.0)], [(12, -0.1), (52, -3)],
-                      [(60, -0.6), (13, -0.9)], [(14, -0.1), (54, -3)]],
+        text="",
+        token_ids=[10, 11, 12, 13, 14],
+        offsets=[(0, 0)] * 5,
+        entropy=[0.2, 1.5, 0.3, 2.0, 0.1],
+        top_logprobs=[
+            [(10, -0.1), (50, -3.0)],
+            [(11, -0.5), (51, -1.0)],
+            [(12, -0.1), (52, -3)],
+            [(60, -0.6), (13, -0.9)],
+            [(14, -0.1), (54, -3)],
+        ],
     )
 
 
@@ -44,8 +61,14 @@ def test_branch_points_take_the_untaken_topk_tokens_highest_entropy_first():
 def test_grow_and_flatten_depth_one():
     be = StubBackend()
     prompt = [1, 2]
-    tree = grow_tree(be, prompt, trunk(), TreeConfig(top_k=2, max_depth=1, max_branches=8),
-                     SamplingConfig(max_new_tokens=20, top_logprobs=2), seed=0)
+    tree = grow_tree(
+        be,
+        prompt,
+        trunk(),
+        TreeConfig(top_k=2, max_depth=1, max_branches=8),
+        SamplingConfig(max_new_tokens=20, top_logprobs=2),
+        seed=0,
+    )
     assert len(tree.nodes) == 3  # trunk + 2 branches
     # one batched call with both prefixes: prompt + shared trunk prefix + alternative token
     assert be.calls == [[[1, 2, 10, 11, 12, 60], [1, 2, 10, 51]]]
@@ -70,8 +93,14 @@ def test_budget_and_depth_caps():
     for i, n in enumerate(tree.nodes[1:], start=1):
         assert 0 <= n.parent < i
         assert n.branch_pos <= len(tree.full_tokens(n.parent))
-    assert len(grow_tree(StubBackend(), [1], trunk(), TreeConfig(max_branches=0),
-                         SamplingConfig(top_logprobs=2), seed=0).nodes) == 1
+    assert (
+        len(
+            grow_tree(
+                StubBackend(), [1], trunk(), TreeConfig(max_branches=0), SamplingConfig(top_logprobs=2), seed=0
+            ).nodes
+        )
+        == 1
+    )
 
 
 def test_config_validation():
@@ -100,10 +129,20 @@ def test_real_backend_tree(tiny_model_dir):
 
 def test_keep_prunes_a_branch_and_its_descendants():
     be = StubBackend()
+
     # reject every branch whose first own token says it branched at the trunk's position 3 (prefix length 6)
-    keep = lambda tree, i: tree.nodes[i].token_ids[0] != 60
-    tree = grow_tree(be, [1, 2], trunk(), TreeConfig(top_k=2, max_depth=2, max_branches=8),
-                     SamplingConfig(max_new_tokens=20, top_logprobs=2), seed=0, keep=keep)
+    def keep(tree, i):
+        return tree.nodes[i].token_ids[0] != 60
+
+    tree = grow_tree(
+        be,
+        [1, 2],
+        trunk(),
+        TreeConfig(top_k=2, max_depth=2, max_branches=8),
+        SamplingConfig(max_new_tokens=20, top_logprobs=2),
+        seed=0,
+        keep=keep,
+    )
     pruned = [i for i, n in enumerate(tree.nodes) if n.pruned]
     assert pruned == [1]
     assert all(n.parent != 1 for n in tree.nodes)  # never branched from
@@ -129,6 +168,14 @@ def test_edu_guided_sample_reaches_n_and_counts_tokens():
     assert len(s.trajectories) == 5 and s.trunks == 2
     assert s.generated_tokens == 2 * 6 + 3 * 3
     # everything pruned -> the pruned ones come back, flagged
-    s = edu_guided_sample(be, [1, 2], 3, TreeConfig(top_k=2, max_depth=1), SamplingConfig(max_new_tokens=20), seed=0,
-                          keep=lambda tree, i: False, max_trunks=2)
+    s = edu_guided_sample(
+        be,
+        [1, 2],
+        3,
+        TreeConfig(top_k=2, max_depth=1),
+        SamplingConfig(max_new_tokens=20),
+        seed=0,
+        keep=lambda tree, i: False,
+        max_trunks=2,
+    )
     assert s.pruned and all(s.pruned) and s.trunks == 2

@@ -4,15 +4,20 @@ import json
 
 import pytest
 import yaml
-
 from conftest import REPO
+
 from prmflow.evaluate.bon import bon_accuracy
-from prmflow.evaluate.verdict import answer_correct, final_answer, problem_kind, verified_candidates
+from prmflow.evaluate.verdict import answer_correct, problem_kind, verified_candidates
 from prmflow.io import DataError
 from prmflow.summaries import DegenerateRun
 
-GSM = {"id": "gsm8k-1", "source": "gsm8k", "problem": "Tom has 3 bags of 6 apples. How many apples?", "answer": "18",
-       "solution": "3 * 6 = 18"}
+GSM = {
+    "id": "gsm8k-1",
+    "source": "gsm8k",
+    "problem": "Tom has 3 bags of 6 apples. How many apples?",
+    "answer": "18",
+    "solution": "3 * 6 = 18",
+}
 
 
 # --------------------------------------------------------------------------- verdict
@@ -26,22 +31,36 @@ def test_problem_kind():
         problem_kind([{"id": "a"}, GSM], "eval.jsonl")
 
 
-@pytest.mark.parametrize("text", ["so 3 * 6 = 18\n#### 18", "Thus \\boxed{18}.", "The answer is $18$.",
-                                  "The answer is 18 apples.", "The answer is 18", "The answer is 18.0",
-                                  "#### 18.00"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "so 3 * 6 = 18\n#### 18",
+        "Thus \\boxed{18}.",
+        "The answer is $18$.",
+        "The answer is 18 apples.",
+        "The answer is 18",
+        "The answer is 18.0",
+        "#### 18.00",
+    ],
+)
 def test_answer_correct_on_real_formats(text):
     assert answer_correct(GSM, text)
 
 
-@pytest.mark.parametrize("text", ["The answer is 17", "\\boxed{20}", "no final answer here", "#### ",
-                                  "The answer is 18\n#### 19"])  # '####' wins over an earlier line
+@pytest.mark.parametrize(
+    "text", ["The answer is 17", "\\boxed{20}", "no final answer here", "#### ", "The answer is 18\n#### 19"]
+)  # '####' wins over an earlier line
 def test_answer_wrong_on_real_formats(text):
     assert not answer_correct(GSM, text)
 
 
 def test_synthetic_rows_keep_the_exact_checker():
-    row = {"id": "s", "problem": "Mia has 23 marbles. She finds 14 more marbles. How many marbles does Mia have now?",
-           "answer": "37", "solution": "23 + 14 = 37\nThe answer is 37"}
+    row = {
+        "id": "s",
+        "problem": "Mia has 23 marbles. She finds 14 more marbles. How many marbles does Mia have now?",
+        "answer": "37",
+        "solution": "23 + 14 = 37\nThe answer is 37",
+    }
     assert answer_correct(row, "23 + 14 = 37\nThe answer is 37")
     assert not answer_correct(row, "#### 37")  # the synthetic world's only answer format is "The answer is N"
 
@@ -50,16 +69,25 @@ def test_synthetic_rows_keep_the_exact_checker():
 
 
 def test_best_of_n_on_real_text_votes_by_verified_answer():
-    texts = ["3 * 6 = 20\nThe answer is 20", "\\boxed{18}", "3 * 6 = 20\n#### 20", "So $18$ apples.\nThe answer is $18$.",
-             "The answer is 18.0", "I don't know"]
+    texts = [
+        "3 * 6 = 20\nThe answer is 20",
+        "\\boxed{18}",
+        "3 * 6 = 20\n#### 20",
+        "So $18$ apples.\nThe answer is $18$.",
+        "The answer is 18.0",
+        "I don't know",
+    ]
     # PRM step scores (lines as steps): min 0.9 / 0.3 / 0.8 / 0.4 / 0.2 / 0.95; last 0.9 / 0.3 / 0.8 / 0.6 / 0.2 / 0.95
     scores = [[0.9, 0.9], [0.3], [0.9, 0.8], [0.4, 0.6], [0.2], [0.95]]
     cands = verified_candidates(GSM, texts, scores)
     assert [c["answer"] for c in cands] == ["20", "18", "20", "18", "18.0", None]
     assert [c["correct"] for c in cands] == [False, True, False, True, True, False]
     assert [c["answer_class"] for c in cands] == [0, 1, 0, 1, 1, None]  # "18.0" joins "18" by math-verify
-    acc = bon_accuracy([{"id": GSM["id"], "candidates": cands}], ns=[2, 4, 6],
-                       methods=["first", "majority_vote", "weighted_vote", "prm_min", "prm_last", "oracle"])["accuracy"]
+    acc = bon_accuracy(
+        [{"id": GSM["id"], "candidates": cands}],
+        ns=[2, 4, 6],
+        methods=["first", "majority_vote", "weighted_vote", "prm_min", "prm_last", "oracle"],
+    )["accuracy"]
     assert acc["first"] == [0.0, 0.0, 0.0]
     assert acc["oracle"] == [1.0, 1.0, 1.0]
     # N=2: 20 x1 vs 18 x1, tie -> 20 (first seen); N=4: 2-2 tie -> 20; N=6: 18 x3 (18, $18$, 18.0) vs 20 x2
@@ -75,23 +103,65 @@ def test_best_of_n_on_real_text_votes_by_verified_answer():
 
 PB_ROWS = {
     "gsm8k": [
-        {"id": "g0", "generator": "x", "problem": "What is 1+1?", "steps": ["1 + 1 = 2.", "The answer is 2."],
-         "final_answer_correct": True, "label": -1},
-        {"id": "g1", "generator": "x", "problem": "What is 2*3?", "steps": ["2 * 3 = 5.", "The answer is 5."],
-         "final_answer_correct": False, "label": 0},
-        {"id": "g2", "generator": "x", "problem": "What is 2+2?", "steps": ["2 + 2 = 4.", "The answer is 4."],
-         "final_answer_correct": True, "label": -1},
-        {"id": "g3", "generator": "x", "problem": "What is 3*3?", "steps": ["3 * 3 = 9.", "9 + 1 = 11.", "So 11."],
-         "final_answer_correct": False, "label": 1},
+        {
+            "id": "g0",
+            "generator": "x",
+            "problem": "What is 1+1?",
+            "steps": ["1 + 1 = 2.", "The answer is 2."],
+            "final_answer_correct": True,
+            "label": -1,
+        },
+        {
+            "id": "g1",
+            "generator": "x",
+            "problem": "What is 2*3?",
+            "steps": ["2 * 3 = 5.", "The answer is 5."],
+            "final_answer_correct": False,
+            "label": 0,
+        },
+        {
+            "id": "g2",
+            "generator": "x",
+            "problem": "What is 2+2?",
+            "steps": ["2 + 2 = 4.", "The answer is 4."],
+            "final_answer_correct": True,
+            "label": -1,
+        },
+        {
+            "id": "g3",
+            "generator": "x",
+            "problem": "What is 3*3?",
+            "steps": ["3 * 3 = 9.", "9 + 1 = 11.", "So 11."],
+            "final_answer_correct": False,
+            "label": 1,
+        },
     ],
     "math": [
-        {"id": "m0", "generator": "y", "problem": "Solve x+1=3.", "steps": ["x = 3 - 1 = 1", "x = 1"],
-         "final_answer_correct": False, "label": 0},
+        {
+            "id": "m0",
+            "generator": "y",
+            "problem": "Solve x+1=3.",
+            "steps": ["x = 3 - 1 = 1", "x = 1"],
+            "final_answer_correct": False,
+            "label": 0,
+        },
         # too long for processbench_max_len below: skipped and counted, not an abort
-        {"id": "m1", "generator": "y", "problem": "Compute 2^10.", "steps": ["2 * 2 * 2 * 2 * 2 = 32 " * 12, "1024"],
-         "final_answer_correct": True, "label": -1},
-        {"id": "m2", "generator": "y", "problem": "Compute 1/2+1/2.", "steps": ["1/2 + 1/2 = 1", "1"],
-         "final_answer_correct": True, "label": -1},
+        {
+            "id": "m1",
+            "generator": "y",
+            "problem": "Compute 2^10.",
+            "steps": ["2 * 2 * 2 * 2 * 2 = 32 " * 12, "1024"],
+            "final_answer_correct": True,
+            "label": -1,
+        },
+        {
+            "id": "m2",
+            "generator": "y",
+            "problem": "Compute 1/2+1/2.",
+            "steps": ["1/2 + 1/2 = 1", "1"],
+            "final_answer_correct": True,
+            "label": -1,
+        },
     ],
 }
 
@@ -112,9 +182,20 @@ def stage(tiny_model_dir, tmp_path_factory):
 
     def params(name, **evaluate):
         p = yaml.safe_load((REPO / "params.yaml").read_text())
-        p["evaluate"].update({"prm": str(root / "prm"), "policy": str(tiny_model_dir), "bon_problems": 2,
-                              "bon_max_n": 2, "pedu_problems": 0, "max_new_tokens": 8, "batch_size": 8,
-                              "processbench_files": files, "processbench_max_len": 48, **evaluate})
+        p["evaluate"].update(
+            {
+                "prm": str(root / "prm"),
+                "policy": str(tiny_model_dir),
+                "bon_problems": 2,
+                "bon_max_n": 2,
+                "pedu_problems": 0,
+                "max_new_tokens": 8,
+                "batch_size": 8,
+                "processbench_files": files,
+                "processbench_max_len": 48,
+                **evaluate,
+            }
+        )
         path = root / f"{name}.yaml"
         path.write_text(yaml.safe_dump(p))
         return str(path)
@@ -133,27 +214,41 @@ def test_stage_on_real_problems(stage, mlflow_tmp, monkeypatch):
     kw = {"problems_path": str(root / "eval.jsonl")}
     with prefect_test_harness(server_startup_timeout=120):  # the shared machine can be slow to start it
         # a random tiny policy solves nothing: the Best-of-N oracle is 0 -> the stage fails loudly
-        with pytest.raises(DegenerateRun, match=r"evaluate: degenerate real-data run: Best-of-N oracle \(pass@2\) is 0 on 2 problems"):
+        with pytest.raises(
+            DegenerateRun, match=r"evaluate: degenerate real-data run: Best-of-N oracle \(pass@2\) is 0 on 2 problems"
+        ):
             evaluate_flow(params=params("strict"), data_dir=str(root / "d0"), reports_dir=str(root / "r0"), **kw)
         # 0 evaluation rows overall (no files, no Best-of-N problems): fails instead of reporting None
         with pytest.raises(DataError, match="the evaluate stage has 0 evaluation rows"):
-            evaluate_flow(params=params("empty", processbench_files={}, bon_problems=0),
-                          data_dir=str(root / "d1"), reports_dir=str(root / "r1"), **kw)
-        out = evaluate_flow(params=params("allowed", allow_zero_oracle=True, pedu_problems=1, pedu_n=2, pedu_seeds=1),
-                            data_dir=str(root / "d2"),
-                            reports_dir=str(root / "r2"), **kw)
+            evaluate_flow(
+                params=params("empty", processbench_files={}, bon_problems=0),
+                data_dir=str(root / "d1"),
+                reports_dir=str(root / "r1"),
+                **kw,
+            )
+        out = evaluate_flow(
+            params=params("allowed", allow_zero_oracle=True, pedu_problems=1, pedu_n=2, pedu_seeds=1),
+            data_dir=str(root / "d2"),
+            reports_dir=str(root / "r2"),
+            **kw,
+        )
 
     rep = root / "r2" / "eval"
     # no synthetic ProcessBench on real problems; its parts are listed as skipped with a reason
     assert not (rep / "synthetic_processbench.json").exists()
     assert not (root / "d2" / "synthetic_processbench.jsonl").exists()
     skipped = json.loads((rep / "skipped.json").read_text())["skipped"]
-    assert set(skipped) == {"synthetic_processbench", "entropy", "likelihood"} and "checker" in skipped["synthetic_processbench"]
+    assert (
+        set(skipped) == {"synthetic_processbench", "entropy", "likelihood"}
+        and "checker" in skipped["synthetic_processbench"]
+    )
     assert out["skipped"] == skipped
 
     files = json.loads((rep / "processbench_files.json").read_text())
     assert files["data"]["counts"]["math"] == {"rows": 3, "scored": 2, "skipped_too_long": 1, "truncated": 0}
-    assert files["data"]["counts"]["all"]["skipped_too_long"] == 1 and [s["id"] for s in files["data"]["skipped"]] == ["m1"]
+    assert files["data"]["counts"]["all"]["skipped_too_long"] == 1 and [s["id"] for s in files["data"]["skipped"]] == [
+        "m1"
+    ]
     # prm_fixed and all_ones see every scored row of both files; all_ones never flags an error
     assert set(files["prm_fixed"]["subsets"]) == {"gsm8k", "math"}
     gsm = files["all_ones"]["subsets"]["gsm8k"]
@@ -169,10 +264,14 @@ def test_stage_on_real_problems(stage, mlflow_tmp, monkeypatch):
     assert (rep / "bon.png").read_bytes()[:4] == b"\x89PNG"
     # P-EDU ran on the problem after the Best-of-N ones, with the verified verdict
     pedu = json.loads((rep / "edu_sampling.json").read_text())
-    assert pedu["problems"] == 1 and "math-verify" in pedu["verdict"] and pedu["standard"]["acc_prm"]["per_seed"] == [0.0]
+    assert (
+        pedu["problems"] == 1 and "math-verify" in pedu["verdict"] and pedu["standard"]["acc_prm"]["per_seed"] == [0.0]
+    )
     cands = [json.loads(x) for x in (root / "d2" / "bon_candidates.jsonl").read_text().splitlines()]
     assert len(cands) == 2 and all(len(p["candidates"]) == 2 for p in cands)
-    assert all({"text", "answer", "correct", "answer_class", "step_scores"} <= set(c) for p in cands for c in p["candidates"])
+    assert all(
+        {"text", "answer", "correct", "answer_class", "step_scores"} <= set(c) for p in cands for c in p["candidates"]
+    )
 
 
 def test_bad_named_file_is_a_clear_error(stage, tmp_path):
@@ -180,8 +279,12 @@ def test_bad_named_file_is_a_clear_error(stage, tmp_path):
     from tasks.evaluate import load_named_processbench
 
     bad = tmp_path / "omnimath.jsonl"
-    bad.write_text(json.dumps({"id": "o", "generator": "z", "problem": "p", "steps": ["s"], "final_answer_correct": True,
-                               "label": 1}) + "\n")
+    bad.write_text(
+        json.dumps(
+            {"id": "o", "generator": "z", "problem": "p", "steps": ["s"], "final_answer_correct": True, "label": 1}
+        )
+        + "\n"
+    )
     with pytest.raises(DataError, match=r"omnimath.jsonl:1: field 'label': 1 is out of range"):
         load_named_processbench(EvaluateConfig(processbench_files={"omnimath": str(bad)}))
     root, _ = stage
@@ -198,9 +301,12 @@ def test_named_file_with_no_usable_row_fails(stage, tmp_path, monkeypatch):
     long_only = tmp_path / "olympiadbench.jsonl"
     long_only.write_text(json.dumps(PB_ROWS["math"][1]) + "\n")
     monkeypatch.setattr(fe, "prm_scores_by_length", fe.prm_scores_by_length.fn)  # the task body, no Prefect run
-    cfg = EvaluateConfig(prm=str(root / "prm"), processbench_files={"gsm8k": str(root / "gsm8k.jsonl"),
-                                                                     "olympiadbench": str(long_only)},
-                         processbench_max_len=48, processbench_calibrate="fixed")
+    cfg = EvaluateConfig(
+        prm=str(root / "prm"),
+        processbench_files={"gsm8k": str(root / "gsm8k.jsonl"), "olympiadbench": str(long_only)},
+        processbench_max_len=48,
+        processbench_calibrate="fixed",
+    )
     with pytest.raises(DataError, match=r"olympiadbench.jsonl: field 'steps': 0 usable rows: all 1 have a first step"):
         fe.named_processbench(cfg, tmp_path / "out")
 
@@ -213,12 +319,15 @@ def test_named_files_calibrate_on_one_subset(stage, tmp_path, monkeypatch):
     root, _ = stage
     monkeypatch.setattr(fe, "prm_scores_by_length", fe.prm_scores_by_length.fn)
     files = {"gsm8k": str(root / "gsm8k.jsonl"), "math": str(root / "math.jsonl")}
-    cfg = EvaluateConfig(prm=str(root / "prm"), processbench_files=files, processbench_max_len=48,
-                         processbench_calibrate="gsm8k")
+    cfg = EvaluateConfig(
+        prm=str(root / "prm"), processbench_files=files, processbench_max_len=48, processbench_calibrate="gsm8k"
+    )
     report = fe.named_processbench(cfg, tmp_path / "out")
     assert set(report["prm"]["subsets"]) == {"math"} and report["prm"]["threshold_mode"] == "calibrated on gsm8k"
-    preds = {p["id"]: p for p in map(json.loads, (tmp_path / "out" / "processbench_files_predictions.jsonl")
-                                      .read_text().splitlines())}
+    preds = {
+        p["id"]: p
+        for p in map(json.loads, (tmp_path / "out" / "processbench_files_predictions.jsonl").read_text().splitlines())
+    }
     assert set(preds) == {"m0", "m2"}  # m1 skipped; gsm8k rows only fit the threshold
     # the threshold is the F1-best one on gsm8k's own scores
     scores, _ = fe.prm_scores_by_length(cfg, [{**r, "subset": "gsm8k"} for r in PB_ROWS["gsm8k"]])

@@ -39,10 +39,19 @@ def test_headline_and_synthetic_summary():
     info = {"truncated_rows": 0, "truncated_steps": 0}
     summary = report.synthetic_summary({"prm": res}, ROWS, 7, 2, info)
     assert summary["prm"] == head
-    assert summary["data"] == {"rows": 4, "candidates_before_balance": 7, "left_out_no_answer": 2, "test_rows": 2,
-                               "prm_truncated_rows": 0, "prm_truncated_steps": 0}
-    assert report.count_rows(summary, None, 3) == {"synthetic_processbench": 4, "processbench_files": 0,
-                                                   "bon_problems": 3}
+    assert summary["data"] == {
+        "rows": 4,
+        "candidates_before_balance": 7,
+        "left_out_no_answer": 2,
+        "test_rows": 2,
+        "prm_truncated_rows": 0,
+        "prm_truncated_steps": 0,
+    }
+    assert report.count_rows(summary, None, 3) == {
+        "synthetic_processbench": 4,
+        "processbench_files": 0,
+        "bon_problems": 3,
+    }
 
 
 def test_named_results_and_report():
@@ -68,8 +77,14 @@ def test_calibrate_on_split_falls_back_to_the_fixed_threshold():
 
 
 def _cands(tokens, correct, answers, scored):
-    return [{"candidates": [{"tokens": t, "correct": c, "answer": a, "scored": s}
-                            for t, c, a, s in zip(tokens, correct, answers, scored, strict=True)]}]
+    return [
+        {
+            "candidates": [
+                {"tokens": t, "correct": c, "answer": a, "scored": s}
+                for t, c, a, s in zip(tokens, correct, answers, scored, strict=True)
+            ]
+        }
+    ]
 
 
 def test_bon_report_synthetic_and_real():
@@ -80,8 +95,12 @@ def test_bon_report_synthetic_and_real():
     cands = _cands([2, 4, 6, 8], [False] * 4, ["1", None, None, "2"], [True, True, False, True])
     bon, problem = report.bon_report(dict(table), cands, True, False)
     assert "pass@2" in problem and "warnings" not in bon
-    assert (bon["mean_tokens_per_solution"], bon["candidate_solve_rate"], bon["no_answer_fraction"],
-            bon["unscored_candidates"]) == (5.0, 0.0, 0.5, 1)
+    assert (
+        bon["mean_tokens_per_solution"],
+        bon["candidate_solve_rate"],
+        bon["no_answer_fraction"],
+        bon["unscored_candidates"],
+    ) == (5.0, 0.0, 0.5, 1)
     assert list(bon)[:4] == ["ns", "n_problems", "accuracy", "mean_tokens_per_solution"]  # bon.json key order
     bon, problem = report.bon_report(dict(table), cands, True, True)
     assert bon["warnings"] == [problem]
@@ -99,12 +118,18 @@ def test_eval_metrics_names_and_steps():
         ({"eval/bon/prm_min": 0.2}, 4),
     ]
     pedu = {k: {"mean": i, "std": 0.0} for i, k in enumerate(("acc_prm_delta", "acc_majority_delta", "token_change"))}
-    assert report.pedu_metrics(pedu) == {"eval/pedu/acc_prm_delta": 0, "eval/pedu/acc_majority_delta": 1,
-                                         "eval/pedu/token_change": 2}
+    assert report.pedu_metrics(pedu) == {
+        "eval/pedu/acc_prm_delta": 0,
+        "eval/pedu/acc_majority_delta": 1,
+        "eval/pedu/token_change": 2,
+    }
 
 
 def test_console_lines():
     bon = {"ns": [1, 2], "n_problems": 3, "accuracy": {"oracle": [0.5, 1.0], "prm_min": [0.25, 0.5]}}
-    assert report.bon_lines(bon) == ["evaluate: Best-of-N accuracy on 3 problems, N = [1, 2]",
-                                     "   oracle: 0.500  1.000", "  prm_min: 0.250  0.500"]
+    assert report.bon_lines(bon) == [
+        "evaluate: Best-of-N accuracy on 3 problems, N = [1, 2]",
+        "   oracle: 0.500  1.000",
+        "  prm_min: 0.250  0.500",
+    ]
     assert report.bon_lines({}) == [] and report.summary_lines({}) == []

@@ -6,9 +6,13 @@ from prmflow.evaluate.baselines import all_ones, entropy_step_scores
 from prmflow.evaluate.processbench import predict_first_error
 from prmflow.evaluate.synthetic import balance, processbench_rows, split_subsets
 
-PROBLEM = {"id": "p", "problem": "Mia has 23 marbles. She finds 14 more marbles. She gives 9 marbles to Leo. "
-           "How many marbles does Mia have now?", "answer": "28",
-           "solution": "23 + 14 = 37\n37 - 9 = 28\nThe answer is 28"}
+PROBLEM = {
+    "id": "p",
+    "problem": "Mia has 23 marbles. She finds 14 more marbles. She gives 9 marbles to Leo. "
+    "How many marbles does Mia have now?",
+    "answer": "28",
+    "solution": "23 + 14 = 37\n37 - 9 = 28\nThe answer is 28",
+}
 
 
 def test_processbench_rows_use_checker_labels_and_leave_out_unfinished():
@@ -27,14 +31,19 @@ def test_processbench_rows_use_checker_labels_and_leave_out_unfinished():
 
 
 def _rows(n_correct, n_wrong):
-    return [{"id": f"c{i}", "label": -1} for i in range(n_correct)] + [{"id": f"w{i}", "label": 0} for i in range(n_wrong)]
+    return [{"id": f"c{i}", "label": -1} for i in range(n_correct)] + [
+        {"id": f"w{i}", "label": 0} for i in range(n_wrong)
+    ]
 
 
-@pytest.mark.parametrize("nc, nw, f, want", [
-    (3, 5, 0.5, (3, 3)),  # limited by the 3 correct rows
-    (10, 4, 0.5, (4, 4)),  # limited by the 4 wrong rows
-    (10, 10, 0.25, (3, 9)),  # 0.25/0.75 * 10 = 3.33 -> 3 correct; then 3 * 0.75/0.25 = 9 wrong (exactly 25%)
-])
+@pytest.mark.parametrize(
+    "nc, nw, f, want",
+    [
+        (3, 5, 0.5, (3, 3)),  # limited by the 3 correct rows
+        (10, 4, 0.5, (4, 4)),  # limited by the 4 wrong rows
+        (10, 10, 0.25, (3, 9)),  # 0.25/0.75 * 10 = 3.33 -> 3 correct; then 3 * 0.75/0.25 = 9 wrong (exactly 25%)
+    ],
+)
 def test_balance(nc, nw, f, want):
     out = balance(_rows(nc, nw), f, seed=0)
     assert (sum(r["label"] == -1 for r in out), sum(r["label"] != -1 for r in out)) == want

@@ -59,7 +59,7 @@ def test_atomic_path_replaces_directory_only_when_complete(tmp_path):
         ('{"a": 1}\n{"a": \n', 2, "invalid JSON"),
         ('{"a": 1}\n[1, 2]\n', 2, "expected a JSON object"),
         ("", None, "no rows"),
-        ('\n\n  \n', None, "no rows"),
+        ("\n\n  \n", None, "no rows"),
     ],
 )
 def test_read_errors_name_file_and_line(tmp_path, content, line, needle):

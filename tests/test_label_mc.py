@@ -27,8 +27,13 @@ SAMPLING = SamplingConfig(max_new_tokens=8, seed=0)
 
 def completion(text, finish_reason="stop"):
     ids = [ord(ch) for ch in text]  # one token per character
-    return Completion(text=text, token_ids=ids, offsets=[(i, i + 1) for i in range(len(ids))],
-                      entropy=[0.0] * len(ids), finish_reason=finish_reason)
+    return Completion(
+        text=text,
+        token_ids=ids,
+        offsets=[(i, i + 1) for i in range(len(ids))],
+        entropy=[0.0] * len(ids),
+        finish_reason=finish_reason,
+    )
 
 
 class CoinPolicy:
@@ -85,8 +90,9 @@ def test_soft_label_mean_matches_p():
     p_by_len = {1: 0.0, 2: 0.2, 3: 0.5, 4: 0.9, 5: 1.0}
     prefixes = [[0] * length for length in p_by_len for _ in range(400)]
     policy = CoinPolicy(p_by_len)
-    estimates, cost = mc_estimates(policy, prefixes, says_7, num_rollouts=8, sampling=SAMPLING,
-                                   seeds=range(len(prefixes)))
+    estimates, cost = mc_estimates(
+        policy, prefixes, says_7, num_rollouts=8, sampling=SAMPLING, seeds=range(len(prefixes))
+    )
     assert policy.calls == 1  # one batched call
     assert cost.rollouts == 2000 * 8
     for length, p in p_by_len.items():
@@ -112,8 +118,7 @@ def test_cost_accounting_exact():
         def generate_ids(self, prompt_ids, n, sampling, seeds=None):
             self.forward_passes += 5
             self.prompt_tokens_encoded += sum(len(p) for p in prompt_ids)
-            return [[completion("abc"), completion("abcd", "length")],
-                    [completion(""), completion("ab")]]
+            return [[completion("abc"), completion("abcd", "length")], [completion(""), completion("ab")]]
 
     seen = []
 
@@ -191,7 +196,7 @@ def test_binary_search_finds_every_planted_error(n):
     for k in range(n + 1):  # k == n: no error
         probed = []
 
-        def mc_at(i):
+        def mc_at(i, probed=probed, k=k):
             probed.append(i)
             return 1.0 if i < k else 0.0
 
@@ -261,8 +266,9 @@ def test_mc_estimates_on_transformers_backend(tiny_model_dir):
     recording = Recording(backend)
     before = backend.generated_tokens
 
-    estimates, cost = mc_estimates(recording, [short, long], answer_verifier("37", ["", ""]), 4,
-                                   SamplingConfig(max_new_tokens=6, seed=1))
+    estimates, cost = mc_estimates(
+        recording, [short, long], answer_verifier("37", ["", ""]), 4, SamplingConfig(max_new_tokens=6, seed=1)
+    )
 
     assert [e.num_rollouts for e in estimates] == [4, 4] and cost.rollouts == 8
     # each prefix is encoded once for its 4 rollouts, not 4 times

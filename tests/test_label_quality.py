@@ -86,8 +86,14 @@ def test_label_quality_empty_classes_are_none_and_json_safe():
     assert q["wrong_precision"] is None and q["wrong_recall"] is None
     json.dumps(q, allow_nan=False)
     # no solutions at all: every ratio undefined
-    assert label_quality([], []) == {"step_acc": None, "first_error_acc": None, "wrong_precision": None,
-                                     "wrong_recall": None, "n_solutions": 0, "n_steps": 0}
+    assert label_quality([], []) == {
+        "step_acc": None,
+        "first_error_acc": None,
+        "wrong_precision": None,
+        "wrong_recall": None,
+        "n_solutions": 0,
+        "n_steps": 0,
+    }
     # predicted wrong but gold all right: precision 0/1 = 0.0, recall 0/0 = None
     q = label_quality([[False]], [[True]])
     assert q["wrong_precision"] == 0.0 and q["wrong_recall"] is None

@@ -18,15 +18,31 @@ class Stub:
             self.prefixes_seen.append(tuple(p))
             rng = random.Random(seed)
             prob = (0.15 * len(p)) % 1.0
-            out.append([Completion(text=f"The answer is {7 if rng.random() < prob else 8}", token_ids=[1, 2],
-                                   offsets=[(0, 1), (1, 2)], entropy=[0.0, 0.0]) for _ in range(n)])
+            out.append(
+                [
+                    Completion(
+                        text=f"The answer is {7 if rng.random() < prob else 8}",
+                        token_ids=[1, 2],
+                        offsets=[(0, 1), (1, 2)],
+                        entropy=[0.0, 0.0],
+                    )
+                    for _ in range(n)
+                ]
+            )
         return out
 
 
 def sol(id, tokens, ends, final_correct=False, finished=True):
-    return Solution(id=id, prompt_ids=[100], token_ids=tokens, ends=ends,
-                    prefix_texts=[f"step{k}\n" for k in range(len(ends))], answer="7",
-                    final_correct=final_correct, finished=finished)
+    return Solution(
+        id=id,
+        prompt_ids=[100],
+        token_ids=tokens,
+        ends=ends,
+        prefix_texts=[f"step{k}\n" for k in range(len(ends))],
+        answer="7",
+        final_correct=final_correct,
+        finished=finished,
+    )
 
 
 def test_exact_last_step_and_costs():
@@ -94,6 +110,7 @@ def test_partial_resume_gives_the_uninterrupted_result():
     resumed = mc_label_solutions(be, sols, 4, SamplingConfig(), chunk_size=3, done=saved)
     # 7 distinct prefixes (all six share their first step [1]); 3 were paid before the crash
     assert len(be.prefixes_seen) == 7 - 3
-    assert [(x.soft_labels, x.cost, x.rollouts_per_step) for x in resumed] == \
-        [(x.soft_labels, x.cost, x.rollouts_per_step) for x in full]
+    assert [(x.soft_labels, x.cost, x.rollouts_per_step) for x in resumed] == [
+        (x.soft_labels, x.cost, x.rollouts_per_step) for x in full
+    ]
     assert prefix_key([1, 2]) != prefix_key([2, 1])

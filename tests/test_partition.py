@@ -188,8 +188,7 @@ def test_calibrate_with_min_len_on_a_bigger_sample():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.floats(0, 3), max_size=40), st.floats(0, 3), st.floats(0, 3),
-       st.integers(1, 5), st.integers(0, 10))
+@given(st.lists(st.floats(0, 3), max_size=40), st.floats(0, 3), st.floats(0, 3), st.integers(1, 5), st.integers(0, 10))
 def test_steps_never_increase_with_threshold(H, t1, t2, min_len, extra):
     # the premise of calibration, for every solution and every min_len / max_len
     lo, hi = sorted((t1, t2))
@@ -292,10 +291,19 @@ def test_bad_inputs_raise():
         calibrate_threshold([[], []], 2.0, 1, 64)
 
 
-@pytest.mark.parametrize("field, value", [
-    ("strategy", "entropy"), ("entropy_threshold", -0.1), ("entropy_threshold", math.nan),
-    ("percentile", 101.0), ("target_mean_steps", 0.5), ("min_len", 0), ("max_len", 1), ("chunk_len", 0),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("strategy", "entropy"),
+        ("entropy_threshold", -0.1),
+        ("entropy_threshold", math.nan),
+        ("percentile", 101.0),
+        ("target_mean_steps", 0.5),
+        ("min_len", 0),
+        ("max_len", 1),
+        ("chunk_len", 0),
+    ],
+)
 def test_config_validation_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         PartitionConfig(**{field: value})  # max_len 1 < default min_len 2
@@ -303,20 +311,34 @@ def test_config_validation_names_the_field(field, value):
 
 # --------------------------------------------------------------------------- properties
 
-TEXT = st.text(st.one_of(st.sampled_from("ab1 =+.\n"), st.characters(min_codepoint=0x80, exclude_categories=("Cs",))),
-               min_size=1, max_size=30)
+TEXT = st.text(
+    st.one_of(st.sampled_from("ab1 =+.\n"), st.characters(min_codepoint=0x80, exclude_categories=("Cs",))),
+    min_size=1,
+    max_size=30,
+)
 
 
 @settings(max_examples=300, deadline=None)
-@given(TEXT, st.data(), st.sampled_from(["fixed", "percentile", "newline", "chunk"]),
-       st.integers(1, 4), st.integers(0, 6), st.integers(1, 6))
+@given(
+    TEXT,
+    st.data(),
+    st.sampled_from(["fixed", "percentile", "newline", "chunk"]),
+    st.integers(1, 4),
+    st.integers(0, 6),
+    st.integers(1, 6),
+)
 def test_steps_tile_the_text(text, data, strategy, min_len, extra, chunk_len):
     n_bytes = len(text.encode())
     cuts = data.draw(st.lists(st.integers(1, max(1, n_bytes - 1)), max_size=n_bytes))
     offsets = byte_tokenize(text, cuts)
     H = data.draw(st.lists(st.floats(0, 3), min_size=len(offsets), max_size=len(offsets)))
-    cfg = PartitionConfig(strategy=strategy, min_len=min_len, max_len=min_len + extra, chunk_len=chunk_len,
-                          percentile=data.draw(st.floats(0, 100)))
+    cfg = PartitionConfig(
+        strategy=strategy,
+        min_len=min_len,
+        max_len=min_len + extra,
+        chunk_len=chunk_len,
+        percentile=data.draw(st.floats(0, 100)),
+    )
     seg = partition(text, offsets, H, cfg)
 
     assert "".join(seg.steps) == text
@@ -356,10 +378,15 @@ def classic_place(n, wanted, min_len, max_len, offsets):
 
 def classic_threshold(entropies, target, min_len, max_len):
     """calibrate_threshold as it was before `calibrate` (reference): the classic fit of all steps."""
+
     def steps(tau):
-        counts = [len(classic_place(len(h), [t for t, x in enumerate(h) if x > tau], min_len, max_len, None))
-                  for h in entropies if len(h)]
+        counts = [
+            len(classic_place(len(h), [t for t, x in enumerate(h) if x > tau], min_len, max_len, None))
+            for h in entropies
+            if len(h)
+        ]
         return sum(counts) / len(counts)
+
     values = sorted({0.0} | {float(x) for h in entropies for x in h})
     taus = [(a + b) / 2 if (a + b) / 2 < b else a for a, b in zip(values, values[1:])] + [values[-1] + 1.0]
     lo, hi = 0, len(taus) - 1
@@ -431,9 +458,9 @@ def test_calibrated_cuts_on_real_shaped_entropy_are_entropy_cuts(seed, target):
 
 def test_unreachable_target_is_reported():
     sample = real_shaped(20, 0)
-    c = calibrate(sample, 500.0, min_len=2, max_len=64)   # more steps than tokens / min_len
+    c = calibrate(sample, 500.0, min_len=2, max_len=64)  # more steps than tokens / min_len
     assert not c.met and "not met" in c.note and c.tau < 1e-3  # the lowest candidate: every token an anchor
-    assert calibrate(SAMPLE, 10.0, 1, 64).met is False     # SAMPLE tops out at 11 / 3 steps (tau 0)
+    assert calibrate(SAMPLE, 10.0, 1, 64).met is False  # SAMPLE tops out at 11 / 3 steps (tau 0)
     assert calibrate(SAMPLE, 2.0, 1, 64).met and calibrate(SAMPLE, 2.0, 1, 64).note == ""
 
 
@@ -450,8 +477,12 @@ def test_calibrate_validates():
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.lists(st.floats(0, 3), max_size=40), min_size=1, max_size=8), st.integers(1, 4),
-       st.integers(0, 12), st.floats(1, 10))
+@given(
+    st.lists(st.lists(st.floats(0, 3), max_size=40), min_size=1, max_size=8),
+    st.integers(1, 4),
+    st.integers(0, 12),
+    st.floats(1, 10),
+)
 def test_count_all_is_the_classic_fit(sample, min_len, extra, target):
     if not any(sample):
         return
@@ -461,8 +492,12 @@ def test_count_all_is_the_classic_fit(sample, min_len, extra, target):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.lists(st.floats(0, 3), max_size=40), min_size=1, max_size=8), st.integers(1, 4),
-       st.integers(0, 12), st.floats(1, 10))
+@given(
+    st.lists(st.lists(st.floats(0, 3), max_size=40), min_size=1, max_size=8),
+    st.integers(1, 4),
+    st.integers(0, 12),
+    st.floats(1, 10),
+)
 def test_auto_is_the_classic_fit_unless_forced_cuts_dominate(sample, min_len, extra, target):
     if not any(sample):
         return
@@ -495,8 +530,9 @@ def test_place_is_unchanged_without_blocked(text, data, min_len, extra):
     tau = data.draw(st.floats(0, 3))
     wanted = anchors(H, tau)
     for o in (offsets, None):
-        assert boundaries(H, tau, min_len, min_len + extra, o) == classic_place(len(H), wanted, min_len,
-                                                                                 min_len + extra, o)
+        assert boundaries(H, tau, min_len, min_len + extra, o) == classic_place(
+            len(H), wanted, min_len, min_len + extra, o
+        )
 
 
 # --------------------------------------------------------------------------- keep_numbers
@@ -507,9 +543,9 @@ def test_keep_numbers_never_cuts_inside_a_number():
     text, offsets = tokenize(["The", " total", " is", " ", "2", "6", "0", ".", "5", " sheep"])
     H = [0.0, 0.0, 0.0, 0.0, 0.1, 2.0, 0.1, 1.5, 0.1, 0.1]  # the policy hesitates at "6" and "."
     off = PartitionConfig(min_len=1)
-    assert partition(text, offsets, H, off).steps == ["The total is 2", "60", ".5 sheep"]   # mid-number
+    assert partition(text, offsets, H, off).steps == ["The total is 2", "60", ".5 sheep"]  # mid-number
     on = PartitionConfig(min_len=1, keep_numbers=True)
-    assert partition(text, offsets, H, on).steps == ["The total is 260.5", " sheep"]      # moved past it
+    assert partition(text, offsets, H, on).steps == ["The total is 260.5", " sheep"]  # moved past it
     # a forced cut moves too: max_len 5 forces a cut before token 5 ("6"), moved to " sheep"
     cfg = PartitionConfig(min_len=1, max_len=5, keep_numbers=True)
     assert partition(text, offsets, [0.0] * 10, cfg).starts == [0, 9]
@@ -524,5 +560,5 @@ def test_keep_numbers_off_is_the_default_and_blocked_feeds_calibration():
     assert blocked == [2, 3, 6]
     H = [0.0, 0.0, 2.0, 2.0, 0.0, 0.0, 2.0]
     assert boundaries(H, 1.0, 1, 64) == [0, 2, 3, 6]
-    assert boundaries(H, 1.0, 1, 64, blocked=blocked) == [0, 4]     # 2 and 3 move to " b"; 6 has no next
+    assert boundaries(H, 1.0, 1, 64, blocked=blocked) == [0, 4]  # 2 and 3 move to " b"; 6 has no next
     assert calibrate([H], 2.0, 1, 64, blocked=[blocked]).anchor_mean_steps == 2.0

@@ -20,7 +20,18 @@ from tools.smoke import build, copy_repo, env_for, run
 
 pytestmark = pytest.mark.slow
 
-STAGES = ("problems", "policy", "generate", "segment", "label", "label_quality", "train", "evaluate", "active", "results")
+STAGES = (
+    "problems",
+    "policy",
+    "generate",
+    "segment",
+    "label",
+    "label_quality",
+    "train",
+    "evaluate",
+    "active",
+    "results",
+)
 # The tiny profile is params-smoke.yaml (`make smoke` runs the same DAG); these helpers build it.
 _copy_repo, _env, _run = copy_repo, env_for, run
 
@@ -78,7 +89,9 @@ def test_stages_produce_their_artifacts(repo):
     assert all(len(r["labels"]) == len(r["completions"]) == len(r["soft_labels"]) for r in labels)
     assert sum(r["cost"]["rollouts"] for r in labels) > 0
     report = json.loads((tmp / "reports/labeling/label.json").read_text())
-    assert 0 <= report["quality_step_acc"] <= 1 and report["cost_rollouts"] == sum(r["cost"]["rollouts"] for r in labels)
+    assert 0 <= report["quality_step_acc"] <= 1 and report["cost_rollouts"] == sum(
+        r["cost"]["rollouts"] for r in labels
+    )
 
     # label quality: every scheme scored on the same solutions, plus the Pareto plot
     quality = json.loads((tmp / "reports/labeling/quality.json").read_text())
@@ -173,8 +186,14 @@ def test_bad_param_fails_with_file_line_and_key(repo):
     tmp, env, _ = repo
     bad = tmp / "bad_params.yaml"
     bad.write_text((tmp / "params.yaml").read_text().replace("n_eval:", "n_evals:"))
-    p = subprocess.run([sys.executable, "-m", "flows.problems", "--params", str(bad)], cwd=tmp, env=env,
-                       capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [sys.executable, "-m", "flows.problems", "--params", str(bad)],
+        cwd=tmp,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 2
     assert "bad_params.yaml:" in p.stderr and "problems.n_evals" in p.stderr and "unknown param" in p.stderr
     assert "Traceback" not in p.stderr
@@ -193,7 +212,9 @@ def test_label_stage_killed_and_resumed_gives_the_uninterrupted_artifact(repo, t
         dst = tmp_path / name
         shutil.copytree(src, dst, ignore=shutil.ignore_patterns("mlflow.db", "checkpoints"))
         params = yaml.safe_load((dst / "params.yaml").read_text())
-        params["label"].update({"num_rollouts": 3, "chunk_size": 1, "max_new_tokens": 64})  # many slow chunks: room to kill
+        params["label"].update(
+            {"num_rollouts": 3, "chunk_size": 1, "max_new_tokens": 64}
+        )  # many slow chunks: room to kill
         (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         copies[name] = dst
     cmd = [sys.executable, "-m", "flows.label"]
@@ -204,8 +225,9 @@ def test_label_stage_killed_and_resumed_gives_the_uninterrupted_artifact(repo, t
     kenv = {**env, "PYTHONPATH": str(killed)}
     # its own process group: the kill takes the stage and its ephemeral Prefect API down together,
     # as a scheduler killing the job would (no orphaned server left running)
-    p = subprocess.Popen(cmd, cwd=killed, env=kenv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True)
+    p = subprocess.Popen(
+        cmd, cwd=killed, env=kenv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     ckpt_dir = killed / "checkpoints/label"
     deadline = time.time() + 600
     while time.time() < deadline and p.poll() is None:
@@ -216,15 +238,19 @@ def test_label_stage_killed_and_resumed_gives_the_uninterrupted_artifact(repo, t
     assert p.poll() is None, "label stage finished before it could be killed; make the job bigger"
     os.killpg(p.pid, signal.SIGKILL)
     p.wait(timeout=60)
-    assert not (killed / "data/labels/labels.jsonl").exists() or \
-        (killed / "data/labels/labels.jsonl").read_bytes() == (src / "data/labels/labels.jsonl").read_bytes()
+    assert (
+        not (killed / "data/labels/labels.jsonl").exists()
+        or (killed / "data/labels/labels.jsonl").read_bytes() == (src / "data/labels/labels.jsonl").read_bytes()
+    )
 
     out = _run(cmd, killed, kenv)
     m = re.search(r"label: (\d+) rollouts run now, (\d+) prefixes resumed", out)
     rerun, resumed = int(m.group(1)), int(m.group(2))
     assert resumed >= 4
     assert rerun == total - 3 * resumed  # nothing paid before the kill was paid again
-    assert (killed / "data/labels/labels.jsonl").read_bytes() == (copies["straight"] / "data/labels/labels.jsonl").read_bytes()
+    assert (killed / "data/labels/labels.jsonl").read_bytes() == (
+        copies["straight"] / "data/labels/labels.jsonl"
+    ).read_bytes()
 
 
 def test_same_params_and_seed_give_byte_identical_data(repo, tmp_path_factory):
@@ -242,8 +268,11 @@ def test_same_params_and_seed_give_byte_identical_data(repo, tmp_path_factory):
     assert "Running stage 'label'" in out
 
     def digest(root: Path) -> dict[str, str]:
-        files = [p for d in ("data/problems", "data/generations", "data/segments", "data/labels")
-                 for p in sorted((root / d).glob("*.jsonl"))]
+        files = [
+            p
+            for d in ("data/problems", "data/generations", "data/segments", "data/labels")
+            for p in sorted((root / d).glob("*.jsonl"))
+        ]
         return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
     a, b = digest(src), digest(fresh)
@@ -266,7 +295,9 @@ def _gold_processbench(tmp: Path) -> None:
     for p in problems:
         lines = p["solution"].split("\n")
         k = len(p["problem"]) % (len(lines) - 1)  # a deterministic step to break
-        bad = lines[:k] + [lines[k].rsplit("=", 1)[0] + "= " + str(int(lines[k].rsplit("=", 1)[1]) + 1)] + lines[k + 1:]
+        bad = (
+            lines[:k] + [lines[k].rsplit("=", 1)[0] + "= " + str(int(lines[k].rsplit("=", 1)[1]) + 1)] + lines[k + 1 :]
+        )
         texts.append([p["solution"], "\n".join(bad)])
     rows, _ = processbench_rows(problems, texts, "gold")
     rows = split_subsets(balance(rows, 0.5, 0), 0.3, 0)
@@ -283,15 +314,25 @@ def test_experiment_suite_smoke_writes_every_section(repo, tmp_path):
     env = _env(tmp)
     out = _run([sys.executable, "-m", "flows.experiments", "--smoke"], tmp, env)
     report = (tmp / "reports/REPORT.md").read_text()
-    titles = ["1. Label efficiency", "2. Data efficiency", "3. Entropy-threshold ablation", "4. Active learning",
-              "5. EDU-guided sampling"]
+    titles = [
+        "1. Label efficiency",
+        "2. Data efficiency",
+        "3. Entropy-threshold ablation",
+        "4. Active learning",
+        "5. EDU-guided sampling",
+    ]
     for t in titles:
         assert f"## {t}" in report and t in out
     assert report.count("**Verdict.**") == 5
     data = json.loads((tmp / "reports/experiments.json").read_text())
     assert [s["title"] for s in data["sections"]] == titles and data["smoke"] is True
-    assert set(data["seconds"]) == {"label_efficiency", "data_efficiency", "threshold_ablation", "active_learning",
-                                    "edu_sampling"} and all(v >= 0 for v in data["seconds"].values())
+    assert set(data["seconds"]) == {
+        "label_efficiency",
+        "data_efficiency",
+        "threshold_ablation",
+        "active_learning",
+        "edu_sampling",
+    } and all(v >= 0 for v in data["seconds"].values())
     assert "Wall time: " in report
     f1 = data["sections"][1]["numbers"]["edu@1"]["f1"]
     assert f1["n"] == 2 and f1["lo"] <= f1["mean"] <= f1["hi"]
@@ -301,7 +342,8 @@ def test_experiment_suite_smoke_writes_every_section(repo, tmp_path):
 
     runs = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"]).search_runs(
         [mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"]).get_experiment_by_name("prmflow").experiment_id],
-        "tags.experiment = 'data_efficiency'")
+        "tags.experiment = 'data_efficiency'",
+    )
     assert {(r.data.tags["arm"], r.data.tags["seed"]) for r in runs} >= {("edu@0.25", "0"), ("static@1", "1")}
     status = _run(["dvc", "status", "experiments/dvc.yaml"], tmp, env)
     assert "experiments" in status  # the stage parses, and has not been run by the default repro
@@ -313,23 +355,49 @@ def test_dvc_exp_run_reproduces_one_experiment_arm(repo, tmp_path):
     tagged with the DVC experiment's name. Runs in a git-enabled copy of the tiny repo."""
     tmp = tmp_path / "repo"
     _copy_with_gold(repo[0], tmp)
-    env = {**_env(tmp), "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
+    env = {
+        **_env(tmp),
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
     (tmp / ".gitignore").write_text("mlflow.db\nmlartifacts/\ncheckpoints/\n__pycache__/\n")
     _run(["git", "init", "-q"], tmp, env)
     _run(["dvc", "config", "core.no_scm", "false"], tmp, env)
-    _run(["dvc", "commit", "-f", "-q", "dvc.yaml"], tmp, env)  # the gold ProcessBench rows become evaluate's recorded output
+    _run(
+        ["dvc", "commit", "-f", "-q", "dvc.yaml"], tmp, env
+    )  # the gold ProcessBench rows become evaluate's recorded output
     _run(["git", "add", "-A"], tmp, env)
     _run(["git", "commit", "-qm", "tiny world"], tmp, env)
-    _run(["dvc", "exp", "run", "-n", "one-arm", "-s", "experiments/dvc.yaml:experiments",
-          "-S", "experiments.only=[threshold_ablation]", "-S", "experiments.seeds=[3]",
-          "-S", "experiments.thresholds=[1.0]", "-S", "experiments.ablation_problems=2"], tmp, env)
+    _run(
+        [
+            "dvc",
+            "exp",
+            "run",
+            "-n",
+            "one-arm",
+            "-s",
+            "experiments/dvc.yaml:experiments",
+            "-S",
+            "experiments.only=[threshold_ablation]",
+            "-S",
+            "experiments.seeds=[3]",
+            "-S",
+            "experiments.thresholds=[1.0]",
+            "-S",
+            "experiments.ablation_problems=2",
+        ],
+        tmp,
+        env,
+    )
     data = json.loads((tmp / "reports/experiments.json").read_text())
     [section] = data["sections"]
     assert section["title"] == "3. Entropy-threshold ablation" and data["config"]["seeds"] == [3]
     assert set(section["numbers"]) >= {"fixed@1", "calibrated"} and set(data["seconds"]) == {"threshold_ablation"}
-    shown = subprocess.run(["dvc", "exp", "show", "--json"], cwd=tmp, env=env, capture_output=True, text=True,
-                           check=True).stdout
+    shown = subprocess.run(
+        ["dvc", "exp", "show", "--json"], cwd=tmp, env=env, capture_output=True, text=True, check=True
+    ).stdout
     assert "one-arm" in shown and json.loads(shown)  # the experiment, with its params and metrics
     assert "threshold_ablation" in shown  # its params override
     import mlflow
@@ -338,5 +406,7 @@ def test_dvc_exp_run_reproduces_one_experiment_arm(repo, tmp_path):
     exp_id = client.get_experiment_by_name("prmflow").experiment_id
     runs = client.search_runs([exp_id], "tags.experiment = 'threshold_ablation'")
     assert {(r.data.tags["arm"], r.data.tags["seed"]) for r in runs} == {("fixed@1", "3"), ("calibrated", "3")}
-    [stage_run] = [r for r in client.search_runs([exp_id], "tags.stage = 'experiments'") if "experiment" not in r.data.tags]
+    [stage_run] = [
+        r for r in client.search_runs([exp_id], "tags.stage = 'experiments'") if "experiment" not in r.data.tags
+    ]
     assert stage_run.data.tags.get("dvc_exp_name") == "one-arm"

@@ -6,14 +6,22 @@ import contextlib
 
 import pytest
 import yaml
-
-import flows.pipeline as fp
 from conftest import REPO
 
-STAGE_FLOWS = {"problems": "problems", "policy": "policy", "generate": "generate", "segment": "segment_flow",
-               "label": "label_flow", "label_quality": "label_quality_flow", "train": "train_flow",
-               "evaluate": "evaluate_flow", "active": "active_flow",
-               "results": "results_flow"}
+import flows.pipeline as fp
+
+STAGE_FLOWS = {
+    "problems": "problems",
+    "policy": "policy",
+    "generate": "generate",
+    "segment": "segment_flow",
+    "label": "label_flow",
+    "label_quality": "label_quality_flow",
+    "train": "train_flow",
+    "evaluate": "evaluate_flow",
+    "active": "active_flow",
+    "results": "results_flow",
+}
 
 
 @pytest.fixture()

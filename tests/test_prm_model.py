@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from conftest import CORPUS
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedTokenizerFast
 
@@ -13,18 +14,17 @@ import prmflow.prm.model
 import prmflow.prm.tokenization
 from prmflow.policy.tiny import build_model
 from prmflow.prm import PRM, PRMConfig, collate, head_data_mask, step_bce, step_loss, tokenize_steps
-from conftest import CORPUS
 
 PROMPT = "Question: Mia has 23 <step> marbles. She finds 14 more.\nAnswer:\n"
 ADVERSARIAL = [
     "23 + 14 = 37\n",
-    "<step>",                        # the separator as text must stay text
+    "<step>",  # the separator as text must stay text
     "a<step>b <step>\n",
     "\n\n",
-    " ",                             # whitespace-only step
-    "",                              # empty step
-    "</s><pad>[UNK][SEP]",           # other special tokens as text
-    "∑ é 漢字 🙂 ½\n",                # unicode outside every training corpus
+    " ",  # whitespace-only step
+    "",  # empty step
+    "</s><pad>[UNK][SEP]",  # other special tokens as text
+    "∑ é 漢字 🙂 ½\n",  # unicode outside every training corpus
     "$\\frac{1}{2} + \\sqrt{x^2}$\n",  # LaTeX
     "The answer is \\boxed{37}",
 ]
@@ -52,9 +52,15 @@ def bpe_no_digit_split(step: bool = True) -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "</s>"],
-                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                                        show_progress=False))
+    tok.train_from_iterator(
+        CORPUS,
+        trainers.BpeTrainer(
+            vocab_size=400,
+            special_tokens=["<pad>", "</s>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
     return _fast(tok, step, pad_token="<pad>", eos_token="</s>")
 
 
@@ -63,8 +69,10 @@ def wordpiece(step: bool = True) -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(CORPUS, trainers.WordPieceTrainer(vocab_size=200, show_progress=False,
-                                                              special_tokens=["[PAD]", "[UNK]", "[SEP]"]))
+    tok.train_from_iterator(
+        CORPUS,
+        trainers.WordPieceTrainer(vocab_size=200, show_progress=False, special_tokens=["[PAD]", "[UNK]", "[SEP]"]),
+    )
     return _fast(tok, step, pad_token="[PAD]", unk_token="[UNK]", sep_token="[SEP]")
 
 
@@ -73,8 +81,9 @@ def metaspace_bpe(step: bool = True) -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=False))
     tok.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always")
     tok.decoder = decoders.Metaspace(prepend_scheme="always")
-    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=200, special_tokens=["<pad>", "<unk>", "</s>"],
-                                                        show_progress=False))
+    tok.train_from_iterator(
+        CORPUS, trainers.BpeTrainer(vocab_size=200, special_tokens=["<pad>", "<unk>", "</s>"], show_progress=False)
+    )
     return _fast(tok, step, pad_token="<pad>", unk_token="<unk>", eos_token="</s>")
 
 
@@ -82,8 +91,12 @@ def metaspace_bpe(step: bool = True) -> PreTrainedTokenizerFast:
 def tokenizers(tiny_model_dir):
     fixture_tok = AutoTokenizer.from_pretrained(tiny_model_dir)  # byte-level BPE, digits split
     fixture_tok.add_tokens([AddedToken("<step>", special=True, normalized=False)], special_tokens=True)
-    return {"bytelevel_digits": fixture_tok, "bytelevel": bpe_no_digit_split(), "wordpiece": wordpiece(),
-            "metaspace": metaspace_bpe()}
+    return {
+        "bytelevel_digits": fixture_tok,
+        "bytelevel": bpe_no_digit_split(),
+        "wordpiece": wordpiece(),
+        "metaspace": metaspace_bpe(),
+    }
 
 
 @pytest.fixture()
@@ -248,8 +261,9 @@ def test_trained_backbone_is_saved_whole(prm, tmp_path):
 
 
 def test_changed_backbone_is_detected_on_load(tmp_path):
-    from prmflow.policy.tiny import build_tokenizer
     from conftest import CORPUS
+
+    from prmflow.policy.tiny import build_tokenizer
 
     tok = build_tokenizer(CORPUS, 300)
     backbone = tmp_path / "lm"
@@ -315,8 +329,11 @@ def test_prm_saved_before_the_pointer_format_still_loads(prm, tmp_path):
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in prm.heads.state_dict().items()}, out / "prm_heads.safetensors")
-    old_cfg = {k: v for k, v in json.loads(json.dumps(prmflow.prm.model.asdict(prm.cfg))).items()
-               if k not in ("add_bos", "step_tokenization")}
+    old_cfg = {
+        k: v
+        for k, v in json.loads(json.dumps(prmflow.prm.model.asdict(prm.cfg))).items()
+        if k not in ("add_bos", "step_tokenization")
+    }
     (out / "prmflow_prm.json").write_text(json.dumps(old_cfg))
     loaded = PRM.from_pretrained(out)
     assert loaded.cfg.add_bos is False and loaded.cfg.step_tokenization == "pieces"
@@ -347,8 +364,9 @@ def test_other_families_qwen2_mlp_heads_and_bert(tmp_path):
     assert torch.tensor(s.per_head).shape == (2, len(ADVERSARIAL))
 
     wp = wordpiece(step=False)
-    bert = BertModel(BertConfig(vocab_size=len(wp), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                intermediate_size=64))
+    bert = BertModel(
+        BertConfig(vocab_size=len(wp), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    )
     bert.save_pretrained(tmp_path / "bert")
     wp.save_pretrained(tmp_path / "bert")
     prm = PRM.from_backbone(tmp_path / "bert", PRMConfig())
@@ -439,8 +457,10 @@ def test_lm_step_features_by_hand():
     f = prmflow.prm.model.lm_step_features(logits, ids, steps)  # (1, 2, 3)
     # token 1 (=0) from position 0: p=0.5; token 2 (=1) from position 1: p=0.8; token 3 (=2) from position 2: p=1/3
     h = lambda ps: -sum(p * math.log(p) for p in ps)  # noqa: E731
-    expect = [[math.log(0.5), (math.log(0.5) + math.log(0.8)) / 2, max(h([0.5, 0.25, 0.25]), h([0.1, 0.8, 0.1]))],
-              [math.log(1 / 3), math.log(1 / 3), h([1 / 3] * 3)]]
+    expect = [
+        [math.log(0.5), (math.log(0.5) + math.log(0.8)) / 2, max(h([0.5, 0.25, 0.25]), h([0.1, 0.8, 0.1]))],
+        [math.log(1 / 3), math.log(1 / 3), h([1 / 3] * 3)],
+    ]
     assert torch.allclose(f[0], torch.tensor(expect), atol=1e-5)
     # the excluded id leaves the softmax: token 2 (=1) from position 1 now has p = 0.8 / 0.9
     g = prmflow.prm.model.lm_step_features(logits, ids, steps, exclude_id=2)

@@ -7,25 +7,24 @@ import json
 import os
 import socket
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from conftest import REPO
+from safetensors.torch import load_file
+from test_prm_train import _rows
+
 from flows.launch import LaunchConfig, launch_env, stage_command
 from prmflow.prm import PRM, PRMConfig, TrainConfig, accumulate_grads, prepare_examples, train_prm
 from prmflow.prm.parallel import Processes
-from test_prm_train import _rows
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models run fastest on one thread
 
 
 def _grads(prm: PRM) -> dict[str, torch.Tensor]:
-    return {k: p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for k, p in prm.named_parameters()}
+    return {
+        k: p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for k, p in prm.named_parameters()
+    }
 
 
 def test_micro_batches_go_round_robin():
@@ -68,20 +67,40 @@ def test_two_processes_under_accelerate_launch_train_like_one(tiny_model_dir, tm
     """`accelerate launch --num_processes 2` on the CPU (gloo): both replicas end equal to each other
     and to a one-process run of the same config, with an uneven split (3 micro-batches per step)."""
     rows = _rows()
-    spec = {"prm": {"num_heads": 2, "head_data_keep": 0.8, "l2_to_init": 1e-3, "max_len": 128},
-            "train": {"lr": 1e-3, "steps": 4, "batch_size": 2, "grad_accum": 3, "checkpoint_every": 2,
-                      "progress_bar": False, "seed": 3}}
+    spec = {
+        "prm": {"num_heads": 2, "head_data_keep": 0.8, "l2_to_init": 1e-3, "max_len": 128},
+        "train": {
+            "lr": 1e-3,
+            "steps": 4,
+            "batch_size": 2,
+            "grad_accum": 3,
+            "checkpoint_every": 2,
+            "progress_bar": False,
+            "seed": 3,
+        },
+    }
     (tmp_path / "rows.json").write_text(json.dumps(rows))
     (tmp_path / "cfg.json").write_text(json.dumps(spec))
     cfg = LaunchConfig("accelerate", num_processes=2, cpu=True)
-    env = {**os.environ, **launch_env(cfg), "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]),
-           "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        **launch_env(cfg),
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]),
+        "OMP_NUM_THREADS": "1",
+    }
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         env.pop(k, None)
     launch = stage_command("train", "unused", cfg)[:-4]  # the launcher, without `-m flows.train --params ..`
-    cmd = [*launch, "--main_process_port", str(_free_port()),
-           str(REPO / "tests" / "parallel_check.py"), str(tiny_model_dir), str(tmp_path / "rows.json"),
-           str(tmp_path / "cfg.json"), str(tmp_path)]
+    cmd = [
+        *launch,
+        "--main_process_port",
+        str(_free_port()),
+        str(REPO / "tests" / "parallel_check.py"),
+        str(tiny_model_dir),
+        str(tmp_path / "rows.json"),
+        str(tmp_path / "cfg.json"),
+        str(tmp_path),
+    ]
     p = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
 

@@ -1,13 +1,11 @@
 """Step tokens, separators and BOS for SentencePiece-like and byte-level tokenizers (the
 ProcessBench pitfall: joining steps as a string or as tokens changes what the PRM reads)."""
 
-from pathlib import Path
-
 import pytest
+from conftest import CORPUS, REPO
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from conftest import CORPUS, REPO
 from prmflow.prm import PRM, PRMConfig, prepare_examples, tokenize_steps
 
 PROMPT = "Question: Mia has 23 marbles. She finds 14 more.\nAnswer:\n"
@@ -27,8 +25,10 @@ def gemma_like(auto_bos: bool = False) -> PreTrainedTokenizerFast:
     tok.normalizer = normalizers.Replace(" ", "▁")
     tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
     special = ["<pad>", "<eos>", "<bos>", "<unk>"] + [f"<0x{b:02X}>" for b in range(256)]
-    tok.train_from_iterator([c + "\n\n" for c in CORPUS] + MORE * 5,
-                            trainers.BpeTrainer(vocab_size=600, special_tokens=special, show_progress=False))
+    tok.train_from_iterator(
+        [c + "\n\n" for c in CORPUS] + MORE * 5,
+        trainers.BpeTrainer(vocab_size=600, special_tokens=special, show_progress=False),
+    )
     if auto_bos:
         tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
     return _fast(tok, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>")
@@ -39,8 +39,10 @@ def sentencepiece_prepend() -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always")
     tok.decoder = decoders.Metaspace(prepend_scheme="always")
-    tok.train_from_iterator(CORPUS + MORE * 5, trainers.BpeTrainer(vocab_size=300, show_progress=False,
-                                                                   special_tokens=["<pad>", "<unk>", "<s>"]))
+    tok.train_from_iterator(
+        CORPUS + MORE * 5,
+        trainers.BpeTrainer(vocab_size=300, show_progress=False, special_tokens=["<pad>", "<unk>", "<s>"]),
+    )
     return _fast(tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>")
 
 
@@ -49,9 +51,15 @@ def byte_level() -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(CORPUS + MORE * 5, trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>"],
-                                                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                                                   show_progress=False))
+    tok.train_from_iterator(
+        CORPUS + MORE * 5,
+        trainers.BpeTrainer(
+            vocab_size=400,
+            special_tokens=["<pad>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
     return _fast(tok, pad_token="<pad>")
 
 
@@ -110,8 +118,12 @@ def test_pieces_mode_reads_a_space_before_every_step_with_a_prepending_sentencep
     joined = tokenize_steps(tok, PROMPT, steps, sep, 10_000, mode="joined")
     first = lambda x: tok.convert_ids_to_tokens(x.input_ids[x.n_prompt_tokens])  # noqa: E731
     assert first(pieces).startswith("▁") and not first(joined).startswith("▁")
-    assert [t for t in joined.input_ids if t != sep] == tok(PROMPT + "".join(steps), add_special_tokens=False)["input_ids"]
-    assert [t for t in pieces.input_ids if t != sep] != tok(PROMPT + "".join(steps), add_special_tokens=False)["input_ids"]
+    assert [t for t in joined.input_ids if t != sep] == tok(PROMPT + "".join(steps), add_special_tokens=False)[
+        "input_ids"
+    ]
+    assert [t for t in pieces.input_ids if t != sep] != tok(PROMPT + "".join(steps), add_special_tokens=False)[
+        "input_ids"
+    ]
     # the documented limit: a boundary INSIDE a merged token ('▁37\nThe') is split there, and this
     # tokenizer then prepends '▁' to the right half, as it does to every text
     x = tokenize_steps(tok, PROMPT, ["23 + 14 = 37\n", "The answer is 37"], sep, 10_000, mode="joined")
@@ -145,7 +157,9 @@ def test_train_and_score_see_the_same_ids(tmp_path):
 
     tok = gemma_like()
     tok.save_pretrained(tmp_path / "lm")  # saved with the step token: PRM.from_backbone keeps its id
-    build_model("llama", len(tok), 32, 1, 2, 256, tok.pad_token_id, tok.eos_token_id, seed=0).save_pretrained(tmp_path / "lm")
+    build_model("llama", len(tok), 32, 1, 2, 256, tok.pad_token_id, tok.eos_token_id, seed=0).save_pretrained(
+        tmp_path / "lm"
+    )
     prm = PRM.from_backbone(tmp_path / "lm", PRMConfig(step_tokenization="joined"))
     assert prm.bos_id == tok.bos_token_id
     row = {"id": "r", "prompt": PROMPT, "completions": ["Mia has 23 + 1", "4 = 37\n", "\n"], "labels": [1, 1, 0]}
@@ -176,7 +190,12 @@ def test_the_real_gemma_tokenizer():
     tok = AutoTokenizer.from_pretrained(REAL)
     tok.add_tokens([AddedToken("<step>", special=True, normalized=False)], special_tokens=True)
     sep = tok.convert_tokens_to_ids("<step>")
-    steps = ["Natalia sold 48/2 = 24 clips in May.\n", "\n", "Natalia sold 48+24 = 72 clips altogether.", " The answer is 72"]
+    steps = [
+        "Natalia sold 48/2 = 24 clips in May.\n",
+        "\n",
+        "Natalia sold 48+24 = 72 clips altogether.",
+        " The answer is 72",
+    ]
     x = tokenize_steps(tok, PROMPT, steps, sep, 512, bos_id=tok.bos_token_id, mode="joined")
     assert x.input_ids[0] == tok.bos_token_id and x.input_ids.count(tok.bos_token_id) == 1
     assert _steps_text(tok, x, sep) == steps

@@ -8,7 +8,6 @@ import torch
 import prmflow.prm.train
 from prmflow.prm import PRM, PRMConfig, TrainConfig, accumulate_grads, prepare_examples, train_prm
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models run fastest on one thread
 
 
@@ -18,10 +17,24 @@ def _rows() -> list[dict]:
     for i, (a, b) in enumerate([(23, 14), (6, 3), (12, 5), (40, 2)]):
         prompt = f"Question: Mia has {a} marbles. She finds {b} more. How many now?\nAnswer:\n"
         good, bad = a + b, a + b + 1
-        rows.append({"id": f"p{i}-good", "prompt": prompt, "completions": [f"{a} + {b} = {good}\n", f"The answer is {good}"],
-                     "labels": [True, True], "soft_labels": [0.75, 1.0]})
-        rows.append({"id": f"p{i}-bad", "prompt": prompt, "completions": [f"{a} + {b} = {bad}\n", f"The answer is {bad}"],
-                     "labels": [False, False], "soft_labels": [0.25, 0.0]})
+        rows.append(
+            {
+                "id": f"p{i}-good",
+                "prompt": prompt,
+                "completions": [f"{a} + {b} = {good}\n", f"The answer is {good}"],
+                "labels": [True, True],
+                "soft_labels": [0.75, 1.0],
+            }
+        )
+        rows.append(
+            {
+                "id": f"p{i}-bad",
+                "prompt": prompt,
+                "completions": [f"{a} + {b} = {bad}\n", f"The answer is {bad}"],
+                "labels": [False, False],
+                "soft_labels": [0.25, 0.0],
+            }
+        )
     return rows
 
 
@@ -183,13 +196,18 @@ def test_frozen_checkpoints_hold_the_heads_and_resume_exactly(fresh_prm, tmp_pat
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_prm(fresh_prm(), _rows(), _cfg(freeze_backbone=True, cache_features=True), tmp_path / "r", on_step=kill_at_4)
+        train_prm(
+            fresh_prm(), _rows(), _cfg(freeze_backbone=True, cache_features=True), tmp_path / "r", on_step=kill_at_4
+        )
     from safetensors import safe_open
 
     with safe_open(str(tmp_path / "r" / "checkpoints" / "step-4" / "model.safetensors"), "pt") as f:
         assert all(k.split(".")[1] in ("net", "init_weight", "init_bias") for k in f.keys())  # no backbone tensor
     resumed = fresh_prm()
-    assert train_prm(resumed, _rows(), _cfg(freeze_backbone=True, cache_features=True), tmp_path / "r")["resumed_from"] == 4
+    assert (
+        train_prm(resumed, _rows(), _cfg(freeze_backbone=True, cache_features=True), tmp_path / "r")["resumed_from"]
+        == 4
+    )
     for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
 

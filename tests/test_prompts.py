@@ -18,11 +18,19 @@ GSM8K_TRAIN = Path(__file__).resolve().parents[2] / "shared/data/gsm8k/train.jso
 NO_GSM8K = pytest.mark.skipif(not GSM8K_TRAIN.is_file(), reason=f"GSM8K not found at {GSM8K_TRAIN}")
 REPO = Path(__file__).resolve().parents[1]
 # the converted Gemma-3-270M base (the real profile's policy), or a developer's copy of it
-GEMMA_DIR = next((d for d in (REPO / "models/real-policy", REPO.parent / "main/models/real-policy-tmp")
-                  if (d / "tokenizer.json").is_file()), REPO / "models/real-policy")
+GEMMA_DIR = next(
+    (
+        d
+        for d in (REPO / "models/real-policy", REPO.parent / "main/models/real-policy-tmp")
+        if (d / "tokenizer.json").is_file()
+    ),
+    REPO / "models/real-policy",
+)
 
-CHAT = ("{{ bos_token }}{% for m in messages %}<start_of_turn>{{ m['role'] }}\n{{ m['content'] }}<end_of_turn>\n"
-        "{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
+CHAT = (
+    "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ m['role'] }}\n{{ m['content'] }}<end_of_turn>\n"
+    "{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
 
 
 def tiny_tokenizer(adds_bos, chat_template=None, bos=True):
@@ -34,8 +42,9 @@ def tiny_tokenizer(adds_bos, chat_template=None, bos=True):
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     if adds_bos:
         tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
-    out = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>",
-                                  **({"bos_token": "<bos>"} if bos else {}))
+    out = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", **({"bos_token": "<bos>"} if bos else {})
+    )
     if chat_template:
         out.chat_template = chat_template
     return out
@@ -55,14 +64,25 @@ def test_synthetic_template_is_format_prompt_byte_for_byte():
 
 
 def test_config_validation():
-    for kw, field in [({"template": "jinja"}, "template"), ({"few_shot": -1}, "few_shot"),
-                      ({"user_template": "no slot"}, "user_template"), ({"answer_line": "x"}, "answer_line")]:
+    for kw, field in [
+        ({"template": "jinja"}, "template"),
+        ({"few_shot": -1}, "few_shot"),
+        ({"user_template": "no slot"}, "user_template"),
+        ({"answer_line": "x"}, "answer_line"),
+    ]:
         with pytest.raises(ValueError, match=field):
             PromptConfig(**kw)
 
 
-EXAMPLES = [{"id": f"e{i}", "problem": f"Tom has {i} cats and gets 2 more. How many?",
-             "solution": f"{i} + 2 = <<{i}+2={i + 2}>>{i + 2}", "answer": str(i + 2)} for i in range(3)]
+EXAMPLES = [
+    {
+        "id": f"e{i}",
+        "problem": f"Tom has {i} cats and gets 2 more. How many?",
+        "solution": f"{i} + 2 = <<{i}+2={i + 2}>>{i + 2}",
+        "answer": str(i + 2),
+    }
+    for i in range(3)
+]
 
 
 def test_few_shot_examples_are_checked():
@@ -83,12 +103,14 @@ def test_chat_path(adds_bos):
     cfg = PromptConfig(template="auto", system_prompt="Be brief.", few_shot=1)
     p = build_prompt("Ann has 4 pens. How many?", cfg, tok, examples=EXAMPLES)
     assert p.template == "chat" and p.stop == ()
-    body = ("<start_of_turn>system\nBe brief.<end_of_turn>\n"
-            f"<start_of_turn>user\n{EXAMPLES[0]['problem']}\nPlease reason step by step, and put your final answer "
-            "after 'The answer is'.<end_of_turn>\n"
-            "<start_of_turn>assistant\n0 + 2 = 2\nThe answer is 2<end_of_turn>\n"
-            "<start_of_turn>user\nAnn has 4 pens. How many?\nPlease reason step by step, and put your final answer "
-            "after 'The answer is'.<end_of_turn>\n<start_of_turn>model\n")
+    body = (
+        "<start_of_turn>system\nBe brief.<end_of_turn>\n"
+        f"<start_of_turn>user\n{EXAMPLES[0]['problem']}\nPlease reason step by step, and put your final answer "
+        "after 'The answer is'.<end_of_turn>\n"
+        "<start_of_turn>assistant\n0 + 2 = 2\nThe answer is 2<end_of_turn>\n"
+        "<start_of_turn>user\nAnn has 4 pens. How many?\nPlease reason step by step, and put your final answer "
+        "after 'The answer is'.<end_of_turn>\n<start_of_turn>model\n"
+    )
     # the template wrote "<bos>"; a tokenizer that adds BOS itself gets the text without it
     assert p.text == (body if adds_bos else "<bos>" + body)
     ids = tok(p.text, add_special_tokens=True)["input_ids"]

@@ -75,8 +75,18 @@ def _worker_node_ids(cluster) -> set[str]:
 
 
 def _gen_cfg(model, **kw) -> GenerateConfig:
-    base = dict(model=str(model), n=2, max_new_tokens=24, batch_size=8, top_logprobs=2, tree_problems=3,
-                tree_max_branches=2, tree_threshold=0.5, num_shards=1, task_retries=0)
+    base = dict(
+        model=str(model),
+        n=2,
+        max_new_tokens=24,
+        batch_size=8,
+        top_logprobs=2,
+        tree_problems=3,
+        tree_max_branches=2,
+        tree_threshold=0.5,
+        num_shards=1,
+        task_retries=0,
+    )
     return GenerateConfig(**{**base, **kw})
 
 
@@ -99,21 +109,27 @@ def thread_generation(tiny_model_dir, tmp_path_factory):
     return _generate(_gen_cfg(tiny_model_dir), tmp / "ckpt", tmp, "thread")
 
 
-def test_generate_and_label_on_ray_give_the_thread_runners_bytes(ray_cluster, tiny_model_dir, tmp_path,
-                                                                 thread_generation):
+def test_generate_and_label_on_ray_give_the_thread_runners_bytes(
+    ray_cluster, tiny_model_dir, tmp_path, thread_generation
+):
     from tasks.label import label_sharded
     from tasks.segment import segment
 
-    data, out = _generate(_gen_cfg(tiny_model_dir, num_shards=4, **_on_ray(ray_cluster)), tmp_path / "ckpt",
-                          tmp_path, "ray")
+    data, out = _generate(
+        _gen_cfg(tiny_model_dir, num_shards=4, **_on_ray(ray_cluster)), tmp_path / "ckpt", tmp_path, "ray"
+    )
     assert data == thread_generation[0]
     assert out["info"] == {"shards_run": 4, "shards_skipped": 0}
     # 2 worker nodes of 1 CPU, 4 shards of 1 CPU submitted at once: both nodes ran shards (the head none)
     assert {s["node"] for s in out["shards"]} == _worker_node_ids(ray_cluster)
 
     _, gen = thread_generation
-    rows = segment.fn(SegmentConfig(strategy="fixed", entropy_threshold=0.5, max_len=6), gen["samples"] + gen["tree"])["rows"]
-    base = dict(model=str(tiny_model_dir), num_rollouts=2, max_new_tokens=12, batch_size=16, chunk_size=4, task_retries=0)
+    rows = segment.fn(SegmentConfig(strategy="fixed", entropy_threshold=0.5, max_len=6), gen["samples"] + gen["tree"])[
+        "rows"
+    ]
+    base = dict(
+        model=str(tiny_model_dir), num_rollouts=2, max_new_tokens=12, batch_size=16, chunk_size=4, task_retries=0
+    )
     labeled = {}
     for name, kw in {"thread": {"num_shards": 1}, "ray": {"num_shards": 3, **_on_ray(ray_cluster)}}.items():
         got, info = label_sharded(LabelConfig(**base, **kw), rows, ANSWERS, str(tmp_path / f"label-{name}"))
@@ -139,8 +155,12 @@ def test_unreachable_ray_address_fails_fast_naming_address_and_param(tiny_model_
     address = f"127.0.0.1:{port}"
     t0 = time.monotonic()
     with pytest.raises(ConnectionError, match=rf"generate\.ray_address: no Ray cluster answers at '{address}'"):
-        _generate(_gen_cfg(tiny_model_dir, num_shards=2, task_runner="ray", ray_address=address),
-                  tmp_path / "ckpt", tmp_path, "x")
+        _generate(
+            _gen_cfg(tiny_model_dir, num_shards=2, task_runner="ray", ray_address=address),
+            tmp_path / "ckpt",
+            tmp_path,
+            "x",
+        )
     assert time.monotonic() - t0 < 15
     with pytest.raises(ConnectionError, match=r"label\.ray_address: .*'ray://127\.0\.0\.1:1'"):
         runners.check_reachable("ray://127.0.0.1:1", "label.ray_address", timeout=2)
@@ -188,8 +208,11 @@ def _recorded_running(client, since: float) -> set[int]:
     from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
 
     runs = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="generate-shard-")))
-    return {int(r.name.rsplit("-", 1)[1]) for r in runs
-            if r.start_time and r.start_time.timestamp() >= since and r.state_type and r.state_type.value == "RUNNING"}
+    return {
+        int(r.name.rsplit("-", 1)[1])
+        for r in runs
+        if r.start_time and r.start_time.timestamp() >= since and r.state_type and r.state_type.value == "RUNNING"
+    }
 
 
 def test_worker_node_killed_mid_stage_retries_its_shard_on_the_survivor(ray_cluster, tiny_model_dir, tmp_path):
@@ -239,7 +262,9 @@ def test_worker_node_killed_mid_stage_retries_its_shard_on_the_survivor(ray_clus
             return
         if workers != {n.node_id: _shard_workers(n) for n in ray_cluster.worker_nodes}:
             return
-        finished_before_kill.update({p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in root.glob("*/shard-*.jsonl")})
+        finished_before_kill.update(
+            {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in root.glob("*/shard-*.jsonl")}
+        )
         if sorted(finished_before_kill) != files:
             finished_before_kill.clear()
             return
@@ -267,8 +292,11 @@ def test_worker_node_killed_mid_stage_retries_its_shard_on_the_survivor(ray_clus
             assert (files[name].stat().st_ino, files[name].stat().st_mtime_ns) == stamp
         # a shard in flight on the killed node ran again (Ray resubmits it: Running twice, then Completed)
         states = _shard_states(since, 6)
-        rerun = {int(name.rsplit("-", 1)[1]) for name, st in states.items()
-                 if st.count("RUNNING") >= 2 and st[-1] == "COMPLETED"}
+        rerun = {
+            int(name.rsplit("-", 1)[1])
+            for name, st in states.items()
+            if st.count("RUNNING") >= 2 and st[-1] == "COMPLETED"
+        }
         lost = {i for i in rerun if f"shard-{i:04d}.jsonl" not in finished_before_kill}
         assert lost, states
         assert {out["shards"][i]["node"] for i in lost} <= survivor  # and ran again on the surviving node
@@ -290,8 +318,14 @@ def _active(tmp_path, params, name, **runner):
 
     params["active"].update(runner)
     (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(params))
-    active_flow(params=f"{name}.yaml", segments_path="segments.jsonl", problems_path="pool.jsonl",
-                eval_path="eval.jsonl", reports_dir=f"reports-{name}", state_root=f"ckpt-{name}")
+    active_flow(
+        params=f"{name}.yaml",
+        segments_path="segments.jsonl",
+        problems_path="pool.jsonl",
+        eval_path="eval.jsonl",
+        reports_dir=f"reports-{name}",
+        state_root=f"ckpt-{name}",
+    )
     out = tmp_path / f"reports-{name}" / "active"
     return (out / "summary.json").read_bytes(), (out / "curves.json").read_bytes()
 
@@ -307,7 +341,8 @@ def _without_work(summary: bytes) -> tuple[dict, int]:
 
 
 def test_active_on_ray_one_task_per_seed_gives_the_thread_runners_summary_and_curves(
-        ray_cluster, tiny_model_dir, tmp_path, mlflow_tmp, monkeypatch):
+    ray_cluster, tiny_model_dir, tmp_path, mlflow_tmp, monkeypatch
+):
     from mlflow.tracking import MlflowClient
     from test_active_loop import PROBLEMS as ACTIVE_PROBLEMS
     from test_active_loop import _evals, _pool
@@ -318,9 +353,21 @@ def test_active_on_ray_one_task_per_seed_gives_the_thread_runners_summary_and_cu
     io.write_jsonl(tmp_path / "pool.jsonl", ACTIVE_PROBLEMS.values())
     io.write_jsonl(tmp_path / "eval.jsonl", _evals())
     params = yaml.safe_load((REPO / "params.yaml").read_text())  # cache_features on: one cache per seed task
-    params["active"].update({"backbone": "policy", "seeds": [0, 1], "num_heads": 2, "max_len": 128, "pool_size": 0,
-                             "batch_size": 4, "micro_batch_size": 4, "eval_every": 1, "grad_steps": 1, "p": 0.6,
-                             "std_threshold": 0.05})
+    params["active"].update(
+        {
+            "backbone": "policy",
+            "seeds": [0, 1],
+            "num_heads": 2,
+            "max_len": 128,
+            "pool_size": 0,
+            "batch_size": 4,
+            "micro_batch_size": 4,
+            "eval_every": 1,
+            "grad_steps": 1,
+            "p": 0.6,
+            "std_threshold": 0.05,
+        }
+    )
 
     thread = _active(tmp_path, params, "thread")
     ray_out = _active(tmp_path, params, "ray", **_on_ray(ray_cluster))
@@ -337,7 +384,8 @@ def test_active_on_ray_one_task_per_seed_gives_the_thread_runners_summary_and_cu
     stage = [r for r in runs if r.data.tags.get("stage") == "active"][-1]
     nested = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == stage.info.run_id]
     assert sorted((r.data.tags["strategy"], r.data.tags["seed"]) for r in nested) == sorted(
-        (s, str(k)) for s in ("full", "active", "random") for k in (0, 1))
+        (s, str(k)) for s in ("full", "active", "random") for k in (0, 1)
+    )
     assert all(r.info.status == "FINISHED" and r.data.metrics["active/labels_spent"] > 0 for r in nested)
     nodes = {seed: {r.data.tags["ray_node"] for r in nested if r.data.tags["seed"] == seed} for seed in ("0", "1")}
     assert all(len(n) == 1 for n in nodes.values())

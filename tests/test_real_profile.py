@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO
 from test_pipeline import _copy_repo, _env
 
@@ -64,8 +63,14 @@ def real_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess
     env = _env(tmp)
     for cmd in (["dvc", "init", "--no-scm", "-q"], ["dvc", "config", "core.analytics", "false"]):
         subprocess.run(cmd, cwd=tmp, env=env, check=True, capture_output=True)
-    p = subprocess.run([sys.executable, "-m", "flows.pipeline", "--dvc", "real/dvc.yaml"], cwd=tmp, env=env,
-                       capture_output=True, text=True, timeout=2400)
+    p = subprocess.run(
+        [sys.executable, "-m", "flows.pipeline", "--dvc", "real/dvc.yaml"],
+        cwd=tmp,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=2400,
+    )
     return tmp, p
 
 

@@ -8,15 +8,13 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
+from conftest import REPO
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from prmflow.io import DataError
-
-from conftest import REPO
 
 WRITER = """
 import sys, time
@@ -37,8 +35,13 @@ def test_sigkill_during_write_leaves_no_partial_file(tmp_path, existing):
     if existing:  # a previous complete artifact must survive a killed rewrite untouched
         target.parent.mkdir()
         target.write_text('{"old":true}\n')
-    p = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], cwd=REPO, stdout=subprocess.PIPE, text=True,
-                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    p = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(target)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert p.stdout.readline().strip() == "writing"  # the writer is mid-stream
     time.sleep(0.2)
     p.send_signal(signal.SIGKILL)
@@ -53,13 +56,19 @@ def test_sigkill_during_write_leaves_no_partial_file(tmp_path, existing):
 
 # --------------------------------------------------------------------------- hostile input
 
+
 def _loaders():
     from prmflow.evaluate.processbench import load_processbench
     from prmflow.label.stepwise import load_stepwise
     from prmflow.synth.sources import load_gsm8k, load_math, load_problems
 
-    return {"gsm8k": load_gsm8k, "math": load_math, "problems": load_problems, "processbench": load_processbench,
-            "stepwise": load_stepwise}
+    return {
+        "gsm8k": load_gsm8k,
+        "math": load_math,
+        "problems": load_problems,
+        "processbench": load_processbench,
+        "stepwise": load_stepwise,
+    }
 
 
 JSON_VALUES = st.recursive(
@@ -67,12 +76,32 @@ JSON_VALUES = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12,
 )
-FIELDS = ["id", "question", "answer", "problem", "solution", "steps", "label", "final_answer_correct", "generator",
-          "prompt", "completions", "labels", "soft_labels", "unique_id"]
+FIELDS = [
+    "id",
+    "question",
+    "answer",
+    "problem",
+    "solution",
+    "steps",
+    "label",
+    "final_answer_correct",
+    "generator",
+    "prompt",
+    "completions",
+    "labels",
+    "soft_labels",
+    "unique_id",
+]
 ROWS = st.dictionaries(st.sampled_from(FIELDS), JSON_VALUES, max_size=8)
 LINES = st.lists(
-    st.one_of(ROWS.map(lambda r: json.dumps(r)), st.text(max_size=60), st.just(""), st.just("{"),
-              st.just('"just a string"'), st.just("[1, 2]")),
+    st.one_of(
+        ROWS.map(lambda r: json.dumps(r)),
+        st.text(max_size=60),
+        st.just(""),
+        st.just("{"),
+        st.just('"just a string"'),
+        st.just("[1, 2]"),
+    ),
     max_size=6,
 )
 

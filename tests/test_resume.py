@@ -68,7 +68,10 @@ def test_the_key_bytes_are_those_activeprm_saved_runs_were_keyed_by(tmp_path):
     (tmp_path / "d.jsonl").write_text("é\n")
     h = hashlib.sha256(json.dumps({"loop_version": 2, "lr": 0.001}, sort_keys=True).encode())
     h.update(b"d.jsonl" + "é\n".encode())
-    assert job_key({"loop_version": 2, "lr": 0.001, "seeds": [0]}, [tmp_path / "d.jsonl"], exclude=["seeds"]) == h.hexdigest()
+    assert (
+        job_key({"loop_version": 2, "lr": 0.001, "seeds": [0]}, [tmp_path / "d.jsonl"], exclude=["seeds"])
+        == h.hexdigest()
+    )
     parts = [2, {"b": 1, "a": "é"}, "oracle", ["x"], None]
     assert job_key(parts) == hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
@@ -119,7 +122,6 @@ def test_a_killed_write_leaves_no_half_checkpoint(tmp_path):
     proc.start()
     proc.join()
     assert not fresh.exists() and load_checkpoint(fresh, "k") is None
-
 
     def fail(d: Path) -> None:
         (d / "model.bin").write_bytes(b"half")

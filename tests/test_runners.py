@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO
 
 from prmflow.config import GenerateConfig, LabelConfig, load_params
 from prmflow.io import DataError
 from tasks import runners
-
-from conftest import REPO
 
 
 def _params_with(tmp_path: Path, section: str, **values) -> Path:
@@ -27,8 +26,11 @@ def _params_with(tmp_path: Path, section: str, **values) -> Path:
 def test_unknown_runner_names_file_line_and_param(tmp_path):
     path = _params_with(tmp_path, "label", task_runner="dask")
     line = next(i for i, s in enumerate(path.read_text().splitlines(), 1) if "task_runner: dask" in s)
-    with pytest.raises(DataError, match=rf"params.yaml:{line}: field 'label.task_runner': task_runner must be one of "
-                                        r"thread, ray \(label.task_runner\), got 'dask'"):
+    with pytest.raises(
+        DataError,
+        match=rf"params.yaml:{line}: field 'label.task_runner': task_runner must be one of "
+        r"thread, ray \(label.task_runner\), got 'dask'",
+    ):
         load_params(path)
 
 
@@ -52,8 +54,13 @@ def test_where_shards_run_is_not_part_of_the_job(tmp_path):
 
     problems = [{"id": "p1", "problem": "Q?", "answer": "1"}]
     here = job_dir(GenerateConfig(), problems, "r")
-    there = job_dir(GenerateConfig(task_runner="ray", ray_address="10.0.0.1:6379", num_cpus=2.0, num_gpus=1.0,
-                                   shard_storage="/mnt/x"), problems, "r")
+    there = job_dir(
+        GenerateConfig(
+            task_runner="ray", ray_address="10.0.0.1:6379", num_cpus=2.0, num_gpus=1.0, shard_storage="/mnt/x"
+        ),
+        problems,
+        "r",
+    )
     assert here == there
     assert job_dir(GenerateConfig(num_shards=3), problems, "r") == here  # nor does the shard count (same bytes)
     assert job_dir(GenerateConfig(n=3), problems, "r") != here  # a knob that matters still counts

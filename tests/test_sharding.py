@@ -70,8 +70,18 @@ PROBLEMS = [p.to_row() for p in generate_problems(7, seed=3)]
 
 
 def _gen_cfg(model, **kw) -> GenerateConfig:
-    base = dict(model=str(model), n=2, max_new_tokens=20, batch_size=8, top_logprobs=2, tree_problems=3,
-                tree_max_branches=2, tree_threshold=0.5, num_shards=1, task_retries=0)
+    base = dict(
+        model=str(model),
+        n=2,
+        max_new_tokens=20,
+        batch_size=8,
+        top_logprobs=2,
+        tree_problems=3,
+        tree_max_branches=2,
+        tree_threshold=0.5,
+        num_shards=1,
+        task_retries=0,
+    )
     return GenerateConfig(**{**base, **kw})
 
 
@@ -103,8 +113,9 @@ def test_generate_is_byte_identical_for_any_shard_count(tiny_model_dir, tmp_path
     assert seven == one
 
 
-def test_generate_crash_then_resume_redoes_only_missing_shards(tiny_model_dir, tmp_path, monkeypatch,
-                                                                straight_generation):
+def test_generate_crash_then_resume_redoes_only_missing_shards(
+    tiny_model_dir, tmp_path, monkeypatch, straight_generation
+):
     import tasks.generate as tg
 
     real = tg.sample_problems
@@ -171,8 +182,9 @@ ANSWERS = {p["id"]: p["answer"] for p in PROBLEMS}
 
 
 def _label_cfg(model, **kw) -> LabelConfig:
-    base = dict(model=str(model), num_rollouts=2, max_new_tokens=12, batch_size=16, chunk_size=3, num_shards=1,
-                task_retries=0)
+    base = dict(
+        model=str(model), num_rollouts=2, max_new_tokens=12, batch_size=16, chunk_size=3, num_shards=1, task_retries=0
+    )
     return LabelConfig(**{**base, **kw})
 
 
@@ -199,8 +211,9 @@ def test_label_is_byte_identical_for_any_shard_count(tiny_model_dir, segments, t
         assert info["rollouts_run"] == straight_labels[1]["rollouts_run"]
 
 
-def test_label_crash_then_resume_redoes_nothing_paid_for(tiny_model_dir, segments, tmp_path, monkeypatch,
-                                                          straight_labels):
+def test_label_crash_then_resume_redoes_nothing_paid_for(
+    tiny_model_dir, segments, tmp_path, monkeypatch, straight_labels
+):
     import tasks.label as tl
 
     real = tl.roll_out_chunk
@@ -233,7 +246,9 @@ def test_label_crash_then_resume_redoes_nothing_paid_for(tiny_model_dir, segment
 def test_omega_is_byte_identical_for_any_shard_count(tiny_model_dir, segments, tmp_path):
     rows = segments[:6]
     one, _ = _label(_label_cfg(tiny_model_dir, method="omega"), rows, tmp_path / "ckpt", tmp_path, "o1")
-    three, info = _label(_label_cfg(tiny_model_dir, method="omega", num_shards=3), rows, tmp_path / "ckpt", tmp_path, "o3")
+    three, info = _label(
+        _label_cfg(tiny_model_dir, method="omega", num_shards=3), rows, tmp_path / "ckpt", tmp_path, "o3"
+    )
     assert three == one and info["shards_run"] == 3
 
 

@@ -129,8 +129,13 @@ def test_own_rows_round_trip(tmp_path):
 
 
 def test_own_rows_keep_a_valid_source(tmp_path):
-    path = write(tmp_path, [{"id": "a", "problem": "P?", "answer": "1", "source": "gsm8k"},
-                            {"id": "b", "problem": "P?", "answer": "1", "source": "synthetic"}])
+    path = write(
+        tmp_path,
+        [
+            {"id": "a", "problem": "P?", "answer": "1", "source": "gsm8k"},
+            {"id": "b", "problem": "P?", "answer": "1", "source": "synthetic"},
+        ],
+    )
     assert [r["source"] for r in load_problems(path)] == ["gsm8k", "synthetic"]
     bad = write(tmp_path, [{"id": "a", "problem": "P?", "answer": "1", "source": "GSM8K"}], name="bad.jsonl")
     with raises_at(bad, 1, "source"):

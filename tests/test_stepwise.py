@@ -17,8 +17,16 @@ def rows():
     cost = LabelCost(rollouts=8, generated_tokens=40, forward_passes=12, prefill_tokens=30).to_dict()
     return [
         stepwise_row("a", PROMPT, STEPS, [False, False], [0.0, 0.0], cost, "omega", problem_id="synth-0"),
-        stepwise_row("b", PROMPT, ["23 + 14 = 37", "The answer is 37"], [True, True], None,
-                     LabelCost().to_dict(), "omega", problem_id="synth-0"),
+        stepwise_row(
+            "b",
+            PROMPT,
+            ["23 + 14 = 37", "The answer is 37"],
+            [True, True],
+            None,
+            LabelCost().to_dict(),
+            "omega",
+            problem_id="synth-0",
+        ),
         stepwise_row("c", PROMPT, STEPS, [True, False], [1, 0], cost, "mc", problem_id="synth-1"),
     ]
 
@@ -59,8 +67,9 @@ def test_stepwise_row_rejects_inconsistent_rows():
 
 def test_soft_labels_accepted_in_labels_and_soft_labels(tmp_path):
     # TRL also takes numbers in [0, 1] as labels; ints 0 and 1 are numbers too
-    path = write_lines(tmp_path / "soft.jsonl", [good(labels=[1.0, 0.5, 0], soft_labels=[1, 0.5, 0.0]),
-                                                 good(id="b", soft_labels=None)])
+    path = write_lines(
+        tmp_path / "soft.jsonl", [good(labels=[1.0, 0.5, 0], soft_labels=[1, 0.5, 0.0]), good(id="b", soft_labels=None)]
+    )
     loaded = load_stepwise(path)
     assert loaded[0]["labels"] == [1.0, 0.5, 0] and loaded[1]["soft_labels"] is None
 

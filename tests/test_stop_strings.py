@@ -14,16 +14,16 @@ import textwrap
 from dataclasses import replace
 
 import pytest
+from conftest import REPO, VLLM_PY, vllm_missing
 
 from prmflow.policy.base import Completion, SamplingConfig, apply_stop, cut_at_stop
 from prmflow.policy.hf_backend import TransformersBackend
-
-from conftest import REPO, VLLM_PY, vllm_missing
 
 PROMPTS = ["Question: Mia has 23 marbles.\nAnswer:\n", "Question: Leo\nAnswer:\n", "Question: x", "Q"]
 
 
 # ---------------------------------------------------------------------------- the rule
+
 
 def test_cut_keeps_tokens_starting_before_the_stop_string():
     # "ab|cd|e\nQ|uestion" : tokens 0..3 with spans (0,2) (2,4) (4,7) (7,15)
@@ -36,8 +36,14 @@ def test_cut_keeps_tokens_starting_before_the_stop_string():
 
 
 def test_apply_stop_clips_the_straddling_token_and_sets_finish_reason():
-    c = Completion("abcde\nQuestion", [1, 2, 3, 4], [(0, 2), (2, 4), (4, 7), (7, 14)], [0.1, 0.2, 0.3, 0.4],
-                   [[(1, -0.1)], [(2, -0.2)], [(3, -0.3)], [(4, -0.4)]], "length")
+    c = Completion(
+        "abcde\nQuestion",
+        [1, 2, 3, 4],
+        [(0, 2), (2, 4), (4, 7), (7, 14)],
+        [0.1, 0.2, 0.3, 0.4],
+        [[(1, -0.1)], [(2, -0.2)], [(3, -0.3)], [(4, -0.4)]],
+        "length",
+    )
     cut = apply_stop(c, ["\nQuestion"])
     assert cut.text == "abcde" and cut.token_ids == [1, 2, 3] and cut.entropy == [0.1, 0.2, 0.3]
     assert cut.offsets == [(0, 2), (2, 4), (4, 5)]  # spans still tile the kept text
@@ -54,6 +60,7 @@ def test_sampling_config_stop_validation():
 
 
 # ---------------------------------------------------------------------------- transformers
+
 
 def pick_stops(rows) -> tuple[str, ...]:
     """Two stop strings that occur in the middle of some sampled texts (several tokens long)."""
@@ -80,10 +87,16 @@ def test_transformers_stop_equals_cut_of_unstopped_sample(backend, temperature):
         for f, c in zip(row_f, row_s, strict=True):
             want = apply_stop(f, stops)
             n_cut += want is not f
-            assert (c.token_ids, c.text, c.offsets, c.finish_reason) == \
-                (want.token_ids, want.text, want.offsets, want.finish_reason)
+            assert (c.token_ids, c.text, c.offsets, c.finish_reason) == (
+                want.token_ids,
+                want.text,
+                want.offsets,
+                want.finish_reason,
+            )
             assert c.entropy == pytest.approx(want.entropy, abs=1e-5)
-            assert [[t for t, _ in tops] for tops in c.top_logprobs] == [[t for t, _ in tops] for tops in want.top_logprobs]
+            assert [[t for t, _ in tops] for tops in c.top_logprobs] == [
+                [t for t, _ in tops] for tops in want.top_logprobs
+            ]
             assert not any(x in c.text for x in stops)
     assert n_cut >= 2
     # stopped rows really stopped decoding (fewer tokens drawn), they were not merely cut afterwards
@@ -99,6 +112,7 @@ def test_transformers_empty_stop_is_the_default(backend):
 
 # ---------------------------------------------------------------------------- openai (fake server)
 
+
 def test_openai_sends_stop_and_cuts_the_returned_tokens(tiny_model_dir, monkeypatch):
     from test_openai_backend import FakeServer
 
@@ -111,10 +125,17 @@ def test_openai_sends_stop_and_cuts_the_returned_tokens(tiny_model_dir, monkeypa
 
     def vllm_like(body, n):  # a server that stopped on the token completing "Question:"
         tops = [{f"token_id:{t}": -0.5, "token_id:7": -1.5} for t in ids]
-        choice = {"index": 0, "text": "23 + 14 = 37\nThe answer is 37\n", "token_ids": ids,
-                  "finish_reason": "stop" if body.get("stop") else "length",
-                  "logprobs": {"tokens": [f"token_id:{t}" for t in ids], "top_logprobs": tops,
-                               "token_logprobs": [-0.5] * len(ids)}}
+        choice = {
+            "index": 0,
+            "text": "23 + 14 = 37\nThe answer is 37\n",
+            "token_ids": ids,
+            "finish_reason": "stop" if body.get("stop") else "length",
+            "logprobs": {
+                "tokens": [f"token_id:{t}" for t in ids],
+                "top_logprobs": tops,
+                "token_logprobs": [-0.5] * len(ids),
+            },
+        }
         return 200, {"choices": [choice], "usage": {"prompt_tokens": 3}}, {}
 
     server.behaviour = vllm_like
@@ -152,11 +173,18 @@ def test_vllm_stop_agrees_with_transformers(vllm_tiny_model, tmp_path):
     hf = TransformersBackend.from_pretrained(str(vllm_tiny_model), batch_size=8)
     greedy = SamplingConfig(temperature=0, max_new_tokens=24)
     stops = {"none": [], "picked": list(pick_stops(hf.generate(PROMPTS, 1, greedy))), "common": ["\nThe", " = "]}
-    (tmp_path / "spec.json").write_text(json.dumps({"model": str(vllm_tiny_model), "prompts": PROMPTS,
-                                                    "max_new": 24, "stops": stops}))
+    (tmp_path / "spec.json").write_text(
+        json.dumps({"model": str(vllm_tiny_model), "prompts": PROMPTS, "max_new": 24, "stops": stops})
+    )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([str(VLLM_PY), "-c", VLLM_SCRIPT, str(tmp_path / "spec.json"), str(tmp_path / "out.json")],
-                          capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
+    proc = subprocess.run(
+        [str(VLLM_PY), "-c", VLLM_SCRIPT, str(tmp_path / "spec.json"), str(tmp_path / "out.json")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=REPO,
+    )
     if proc.returncode != 0:
         pytest.fail(f"vLLM stop script failed (rc {proc.returncode}):\n{proc.stderr[-4000:]}")
     got = json.loads((tmp_path / "out.json").read_text())
@@ -165,7 +193,11 @@ def test_vllm_stop_agrees_with_transformers(vllm_tiny_model, tmp_path):
     for name, stop in stops.items():
         ref = hf.generate(PROMPTS, 1, replace(greedy, stop=tuple(stop)))
         for [v], [r], [f] in zip(got[name], ref, full, strict=True):
-            assert (v["token_ids"], v["text"], [tuple(o) for o in v["offsets"]], v["finish_reason"]) == \
-                (r.token_ids, r.text, r.offsets, r.finish_reason), name
+            assert (v["token_ids"], v["text"], [tuple(o) for o in v["offsets"]], v["finish_reason"]) == (
+                r.token_ids,
+                r.text,
+                r.offsets,
+                r.finish_reason,
+            ), name
             n_cut += apply_stop(f, stop) is not f
     assert n_cut >= 2  # some rows really ended on a stop string

@@ -14,11 +14,11 @@ from prmflow.summaries import (
     label_balance_problem,
     label_stats,
     numeric,
+    real_summary,
     segment_stats,
+    solve_rate_problem,
     step_lengths,
     token_entropies,
-    real_summary,
-    solve_rate_problem,
 )
 
 COST = {"rollouts": 8, "generated_tokens": 80, "forward_passes": 4, "prompt_tokens": 10}
@@ -50,19 +50,30 @@ def test_segment_stats_keep_the_calibration_last():
 
 @pytest.mark.parametrize("met, forced, warns", [(True, 0.5, False), (True, 0.51, True), (False, 0.0, True)])
 def test_calibration_warning(met, forced, warns):
-    cal = {"tau": 1.23456, "met": met, "forced_fraction": forced, "mean_steps": 3.0, "target_mean_steps": 4,
-           "note": "target out of reach"}
+    cal = {
+        "tau": 1.23456,
+        "met": met,
+        "forced_fraction": forced,
+        "mean_steps": 3.0,
+        "target_mean_steps": 4,
+        "note": "target out of reach",
+    }
     warning = calibration_warning(cal)
     assert (warning is not None) == warns
     if warns:  # tau to 4 significant digits, the note instead of the default reason
-        assert warning.startswith("calibrated threshold 1.235 gives 3.00 steps") and warning.endswith("target out of reach")
+        assert warning.startswith("calibrated threshold 1.235 gives 3.00 steps") and warning.endswith(
+            "target out of reach"
+        )
     assert calibration_warning(None) is None
 
 
 def test_numeric_and_entropies():
     # None, strings and nested dicts are no metrics; bools are ints, as MLflow has always logged them
     assert numeric({"n": 2, "f": 0.5, "none": None, "s": "x", "d": {"a": 1}, "b": True}, "x/") == {
-        "x/n": 2, "x/f": 0.5, "x/b": True}
+        "x/n": 2,
+        "x/f": 0.5,
+        "x/b": True,
+    }
     assert token_entropies([{"entropy": [0.1]}, {"entropy": []}, {"entropy": [0.2, 0.3]}]) == [0.1, 0.2, 0.3]
 
 
@@ -81,8 +92,10 @@ def test_label_stats_reports_quality_only_with_gold():
 
 
 def test_generate_stats_truncated_fraction():
-    rows = [{"entropy": [0.5, 2.0], "final_correct": True, "finish_reason": "stop", "token_ids": [1, 2]},
-            {"entropy": [0.1], "final_correct": False, "finish_reason": "length", "token_ids": [1]}]
+    rows = [
+        {"entropy": [0.5, 2.0], "final_correct": True, "finish_reason": "stop", "token_ids": [1, 2]},
+        {"entropy": [0.1], "final_correct": False, "finish_reason": "length", "token_ids": [1]},
+    ]
     s = generate_stats(rows, [], 1)
     assert s["solve_rate"] == 0.5 and s["truncated"] == 1 and s["truncated_fraction"] == 0.5
     assert s["frac_tokens_entropy_gt_1"] == pytest.approx(1 / 3)
@@ -111,8 +124,13 @@ def _reports(solve_rate=0.25, frac_true=0.3):
     return {
         "generate": {"solve_rate": solve_rate, "n_completions": 8, "truncated_fraction": 0.125, "mean_tokens": 90.0},
         "segment": {"threshold": 0.4, "mean_steps": 3.0, "mean_step_tokens": 30.0, "frac_one_step": 0.0},
-        "label": {"quality_n_steps": 24, "quality_n_solutions": 8, "frac_labels_true": frac_true,
-                  "cost_rollouts": 96, "cost_generated_tokens": 5000},
+        "label": {
+            "quality_n_steps": 24,
+            "quality_n_solutions": 8,
+            "frac_labels_true": frac_true,
+            "cost_rollouts": 96,
+            "cost_generated_tokens": 5000,
+        },
         "train": {"final_loss": 0.5, "losses": [1, 2]},
         "bon": {"ns": [1, 4], "n_problems": 6, "accuracy": {"majority": [0.1, 0.2], "prm_min": [0.1, 0.3]}},
     }

@@ -20,15 +20,14 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from prmflow.edu.entropy import token_entropy, topk_entropy, topk_entropy_upper
-from prmflow.policy.base import SamplingConfig
-
 from conftest import REPO, VLLM_PY
 from conftest import VLLM_K as K
 from conftest import VLLM_MAX_NEW as MAX_NEW
 from conftest import VLLM_PROMPTS as PROMPTS
 from conftest import VLLM_SEEDS as SEEDS
+
+from prmflow.edu.entropy import token_entropy, topk_entropy, topk_entropy_upper
+from prmflow.policy.base import SamplingConfig
 
 ATOL = 1e-3  # float32 engine vs float32 transformers: logprobs agree to ~1e-5; 1e-3 is slack for sums
 PREFIX_LEN = 5
@@ -39,12 +38,24 @@ def vllm_run(vllm_tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) ->
     """(model dir, the JSON written by tests/vllm_check.py under .venv-vllm)."""
     tmp = tmp_path_factory.mktemp("vllm")
     model_dir = vllm_tiny_model
-    spec = {"model": str(model_dir), "prompts": PROMPTS, "max_new_tokens": MAX_NEW, "entropy_top_k": K,
-            "seeds": SEEDS, "prefix_len": PREFIX_LEN}
+    spec = {
+        "model": str(model_dir),
+        "prompts": PROMPTS,
+        "max_new_tokens": MAX_NEW,
+        "entropy_top_k": K,
+        "seeds": SEEDS,
+        "prefix_len": PREFIX_LEN,
+    }
     (tmp / "spec.json").write_text(json.dumps(spec))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([str(VLLM_PY), str(REPO / "tests" / "vllm_check.py"), str(tmp / "spec.json"),
-                           str(tmp / "out.json")], capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
+    proc = subprocess.run(
+        [str(VLLM_PY), str(REPO / "tests" / "vllm_check.py"), str(tmp / "spec.json"), str(tmp / "out.json")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=REPO,
+    )
     if proc.returncode != 0:
         pytest.fail(f"tests/vllm_check.py failed (rc {proc.returncode}):\n{proc.stderr[-4000:]}")
     out = json.loads((tmp / "out.json").read_text())
@@ -111,8 +122,10 @@ def test_entropy_is_the_topk_estimate_within_its_bounds(vllm_run, hf):
                     gaps.append(h - hk)
                     n_checked += 1
     assert n_checked > 50
-    print(f"H - H_{K}: mean {sum(gaps) / len(gaps):.4f}, max {max(gaps):.4f} nats over {len(gaps)} tokens",
-          file=sys.stderr)
+    print(
+        f"H - H_{K}: mean {sum(gaps) / len(gaps):.4f}, max {max(gaps):.4f} nats over {len(gaps)} tokens",
+        file=sys.stderr,
+    )
 
 
 def test_seeded_samples_are_reproducible_and_distinct(vllm_run):

@@ -23,17 +23,24 @@ def rows(comps):  # list[list[Completion]] -> JSON rows
 def main(spec_path: str, out_path: str) -> None:
     spec = json.loads(open(spec_path).read())
     t0 = time.perf_counter()
+    import vllm
+
     from prmflow.policy.base import SamplingConfig
     from prmflow.policy.vllm_backend import VLLMBackend
-
-    import vllm
 
     out: dict = {"vllm_version": vllm.__version__, "timings": {"import_s": time.perf_counter() - t0}}
     t0 = time.perf_counter()
     # max_logprobs=-1 (no cap) lets the greedy run return the full distribution, to check the
     # logprobs themselves against transformers; entropy still uses the top `entropy_top_k` only
-    be = VLLMBackend(spec["model"], dtype="float32", seed=0, entropy_top_k=spec["entropy_top_k"], max_logprobs=-1,
-                     kv_cache_space_gb=1, max_model_len=256)
+    be = VLLMBackend(
+        spec["model"],
+        dtype="float32",
+        seed=0,
+        entropy_top_k=spec["entropy_top_k"],
+        max_logprobs=-1,
+        kv_cache_space_gb=1,
+        max_model_len=256,
+    )
     out["timings"]["engine_start_s"] = time.perf_counter() - t0
     V = be.vocab_size
     out["vocab_size"] = V
@@ -45,8 +52,9 @@ def main(spec_path: str, out_path: str) -> None:
         out["timings"][name + "_s"] = time.perf_counter() - t
         return r
 
-    greedy = timed("greedy", lambda: be.generate(prompts, 1, SamplingConfig(temperature=0, max_new_tokens=T,
-                                                                             top_logprobs=V)))
+    greedy = timed(
+        "greedy", lambda: be.generate(prompts, 1, SamplingConfig(temperature=0, max_new_tokens=T, top_logprobs=V))
+    )
     out["greedy"] = rows(greedy)
     out["prompt_ids"] = [be.encode(p) for p in prompts]
 
@@ -67,9 +75,12 @@ def main(spec_path: str, out_path: str) -> None:
     out["prefix_sampled"] = rows(be.generate_ids([prefix], 4, sample, seeds=[7]))
 
     out["token_logprobs"] = be.token_logprobs(out["prompt_ids"], [c.token_ids for [c] in greedy])
-    out["counters"] = {"forward_passes": be.forward_passes, "generated_tokens": be.generated_tokens,
-                       "prompt_tokens_encoded": be.prompt_tokens_encoded,
-                       "prompt_tokens_cached": be.prompt_tokens_cached}
+    out["counters"] = {
+        "forward_passes": be.forward_passes,
+        "generated_tokens": be.generated_tokens,
+        "prompt_tokens_encoded": be.prompt_tokens_encoded,
+        "prompt_tokens_cached": be.prompt_tokens_cached,
+    }
     with open(out_path, "w") as f:
         json.dump(out, f)
 

@@ -92,6 +92,7 @@ def _closure(module: str, root: Path) -> frozenset[Path]:
 def minimal_cover(files: set[Path]) -> list[str]:
     """The shortest list of repo paths covering exactly `files`: a folder where every module in
     it (and below) is in `files`, otherwise the files themselves."""
+
     def modules(d: Path) -> set[Path]:
         return {p for p in d.rglob("*.py") if "__pycache__" not in p.parts}
 
@@ -131,15 +132,15 @@ def expected_params(module: str, overlays: list[str], wdir: Path) -> dict[str, l
     out = {}
     for file in ["params.yaml", *overlays]:
         doc = yaml.safe_load((wdir / file).read_text())
-        out[file] = sorted(f"{s}.{k}" for s in sections for k in doc.get(s) or {}
-                           if k not in SPEED_ONLY.get(s, ()))
+        out[file] = sorted(f"{s}.{k}" for s in sections for k in doc.get(s) or {} if k not in SPEED_ONLY.get(s, ()))
     return out
 
 
 def stages(dvc_file: str) -> dict[str, tuple[dict, Path]]:
     doc = yaml.safe_load((ROOT / dvc_file).read_text())
-    return {name: (st, ((ROOT / dvc_file).parent / st.get("wdir", ".")).resolve())
-            for name, st in doc["stages"].items()}
+    return {
+        name: (st, ((ROOT / dvc_file).parent / st.get("wdir", ".")).resolve()) for name, st in doc["stages"].items()
+    }
 
 
 def params_deps(stage: dict) -> dict[str, list[str]]:
@@ -157,8 +158,12 @@ def expected(dvc_file: str, name: str) -> tuple[list[str], dict[str, list[str]]]
     """(code deps relative to the stage's wdir, params deps) that stage `name` must have."""
     st, wdir = stages(dvc_file)[name]
     module = entry(st["cmd"])
-    code = [str((ROOT / p).relative_to(wdir)) if (ROOT / p).is_relative_to(wdir) else
-            str(Path(*([".."] * len(wdir.relative_to(ROOT).parts))) / p) for p in minimal_cover(import_closure(module))]
+    code = [
+        str((ROOT / p).relative_to(wdir))
+        if (ROOT / p).is_relative_to(wdir)
+        else str(Path(*([".."] * len(wdir.relative_to(ROOT).parts))) / p)
+        for p in minimal_cover(import_closure(module))
+    ]
     overlays = [f for f in params_deps(st) if f != "params.yaml"]
     return code, expected_params(module, overlays, wdir)
 

@@ -88,9 +88,13 @@ def prefect_server(home: Path, env: dict[str, str], timeout: float = 120) -> Ite
     server_env = {**env, "PREFECT_HOME": str(home)}
     server_env.pop("PREFECT_API_URL", None)
     log = open(home.parent / "prefect-server.log", "w")  # closed below
-    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                             "--port", str(port)], env=server_env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=server_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -128,8 +132,12 @@ def build(dst: Path) -> str:
 
 def digests(repo: Path) -> dict[str, str]:
     """md5 of every file under the stage output folders, by path relative to `repo`."""
-    return {str(p.relative_to(repo)): hashlib.md5(p.read_bytes()).hexdigest()
-            for d in OUTPUTS for p in sorted((repo / d).rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(repo)): hashlib.md5(p.read_bytes()).hexdigest()
+        for d in OUTPUTS
+        for p in sorted((repo / d).rglob("*"))
+        if p.is_file()
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

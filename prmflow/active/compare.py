@@ -90,8 +90,9 @@ def final_f1(curve: Sequence[Mapping[str, Any]], window: int = 1) -> float | Non
     return s[-1] if s else None
 
 
-def summarize(runs: Mapping[str, Mapping[Any, Mapping[str, Any]]], match_fractions: Sequence[float] = (0.95, 1.0),
-              window: int = 1) -> dict[str, Any]:
+def summarize(
+    runs: Mapping[str, Mapping[Any, Mapping[str, Any]]], match_fractions: Sequence[float] = (0.95, 1.0), window: int = 1
+) -> dict[str, Any]:
     """Per strategy: final F1 and labels spent (mean/std over seeds) and, when `full` was run,
     the labels needed to reach each target of the module docstring, per seed and mean/std.
 
@@ -122,18 +123,36 @@ def summarize(runs: Mapping[str, Mapping[Any, Mapping[str, Any]]], match_fractio
                         continue
                     f0 = initial_f1(ref["curve"])
                     if ref_f1 <= f0:
-                        per_seed[str(seed)] = {"initial_f1": f0, "full_gain": ref_f1 - f0, "target_f1": None,
-                                               "labels": None, "fraction_of_full": None}
+                        per_seed[str(seed)] = {
+                            "initial_f1": f0,
+                            "full_gain": ref_f1 - f0,
+                            "target_f1": None,
+                            "labels": None,
+                            "fraction_of_full": None,
+                        }
                         continue
                     target = f0 + q * (ref_f1 - f0)
                     need = labels_to_reach(r["curve"], target, window)
-                    per_seed[str(seed)] = {"initial_f1": f0, "full_gain": ref_f1 - f0, "target_f1": target,
-                                           "labels": need, "full_labels": ref["labels_spent"],
-                                           "fraction_of_full": None if need is None else need / ref["labels_spent"]}
-                fm, fs = mean_std([v["fraction_of_full"] for v in per_seed.values() if v["fraction_of_full"] is not None])
-                entry["match"][str(q)] = {"per_seed": per_seed, "fraction_of_full": {
-                    "mean": fm, "std": fs, "reached": sum(v["labels"] is not None for v in per_seed.values()),
-                    "seeds": sum(v["target_f1"] is not None for v in per_seed.values())}}
+                    per_seed[str(seed)] = {
+                        "initial_f1": f0,
+                        "full_gain": ref_f1 - f0,
+                        "target_f1": target,
+                        "labels": need,
+                        "full_labels": ref["labels_spent"],
+                        "fraction_of_full": None if need is None else need / ref["labels_spent"],
+                    }
+                fm, fs = mean_std(
+                    [v["fraction_of_full"] for v in per_seed.values() if v["fraction_of_full"] is not None]
+                )
+                entry["match"][str(q)] = {
+                    "per_seed": per_seed,
+                    "fraction_of_full": {
+                        "mean": fm,
+                        "std": fs,
+                        "reached": sum(v["labels"] is not None for v in per_seed.values()),
+                        "seeds": sum(v["target_f1"] is not None for v in per_seed.values()),
+                    },
+                }
         out[strategy] = entry
     return out
 
@@ -162,13 +181,21 @@ def mean_curve(curves: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, 
         if any(p.get("f1") is None for p in pts):
             continue
         f1s = [float(p["f1"]) for p in pts]
-        out.append({"round": t, "labels_spent": statistics.fmean(float(p["labels_spent"]) for p in pts),
-                    "f1_mean": statistics.fmean(f1s), "f1_min": min(f1s), "f1_max": max(f1s)})
+        out.append(
+            {
+                "round": t,
+                "labels_spent": statistics.fmean(float(p["labels_spent"]) for p in pts),
+                "f1_mean": statistics.fmean(f1s),
+                "f1_min": min(f1s),
+                "f1_max": max(f1s),
+            }
+        )
     return out
 
 
-def paired_at_budget(runs: Mapping[str, Mapping[Any, Mapping[str, Any]]], window: int = 1,
-                     level: float = 0.95) -> dict[str, Any]:
+def paired_at_budget(
+    runs: Mapping[str, Mapping[Any, Mapping[str, Any]]], window: int = 1, level: float = 0.95
+) -> dict[str, Any]:
     """The per-seed differences of the module docstring, for the seeds where both strategies have
     a final F1; {name: {"per_seed": {seed: value}, **mean_ci}} (None for a pair not run).
 
@@ -184,20 +211,33 @@ def paired_at_budget(runs: Mapping[str, Mapping[Any, Mapping[str, Any]]], window
     def diff(a: str, b: str) -> dict[str, Any] | None:
         if a not in finals or b not in finals:
             return None
-        return _per_seed_ci({seed: None if f is None or (g := finals[b].get(seed)) is None else f - g
-                             for seed, f in finals[a].items()}, level)
+        return _per_seed_ci(
+            {seed: None if f is None or (g := finals[b].get(seed)) is None else f - g for seed, f in finals[a].items()},
+            level,
+        )
 
     fraction = None
     if "active" in runs and "full" in runs:
-        fraction = _per_seed_ci({seed: r["labels_spent"] / runs["full"][seed]["labels_spent"]
-                                 for seed, r in runs["active"].items()
-                                 if seed in runs["full"] and runs["full"][seed]["labels_spent"]}, level)
-    return {"window": window, "level": level, "active_minus_random": diff("active", "random"),
-            "active_minus_full": diff("active", "full"), "label_fraction": fraction}
+        fraction = _per_seed_ci(
+            {
+                seed: r["labels_spent"] / runs["full"][seed]["labels_spent"]
+                for seed, r in runs["active"].items()
+                if seed in runs["full"] and runs["full"][seed]["labels_spent"]
+            },
+            level,
+        )
+    return {
+        "window": window,
+        "level": level,
+        "active_minus_random": diff("active", "random"),
+        "active_minus_full": diff("active", "full"),
+        "label_fraction": fraction,
+    }
 
 
-def plateau_difference(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]],
-                       start: float = 0.5) -> float | None:
+def plateau_difference(
+    a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]], start: float = 0.5
+) -> float | None:
     """Mean of F1_a(t) - F1_b(t) over the rounds t > start * R both curves evaluated (module docstring);
     None when there are none.
 
@@ -217,8 +257,9 @@ def plateau_difference(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, 
     return statistics.fmean(fa[t] - fb[t] for t in rounds) if rounds else None
 
 
-def paired_plateau(runs: Mapping[str, Mapping[Any, Mapping[str, Any]]], start: float = 0.5,
-                   level: float = 0.95) -> dict[str, Any]:
+def paired_plateau(
+    runs: Mapping[str, Mapping[Any, Mapping[str, Any]]], start: float = 0.5, level: float = 0.95
+) -> dict[str, Any]:
     """Per seed, `plateau_difference` of active against random and against full, with mean and
     Student-t interval over seeds: {"start", "level", "active_minus_random", "active_minus_full"}
     (None for a pair not run)."""
@@ -226,11 +267,21 @@ def paired_plateau(runs: Mapping[str, Mapping[Any, Mapping[str, Any]]], start: f
     def diff(a: str, b: str) -> dict[str, Any] | None:
         if a not in runs or b not in runs:
             return None
-        return _per_seed_ci({seed: plateau_difference(r["curve"], runs[b][seed]["curve"], start)
-                             for seed, r in runs[a].items() if seed in runs[b]}, level)
+        return _per_seed_ci(
+            {
+                seed: plateau_difference(r["curve"], runs[b][seed]["curve"], start)
+                for seed, r in runs[a].items()
+                if seed in runs[b]
+            },
+            level,
+        )
 
-    return {"start": start, "level": level, "active_minus_random": diff("active", "random"),
-            "active_minus_full": diff("active", "full")}
+    return {
+        "start": start,
+        "level": level,
+        "active_minus_random": diff("active", "random"),
+        "active_minus_full": diff("active", "full"),
+    }
 
 
 def _per_seed_ci(values: Mapping[Any, float | None], level: float) -> dict[str, Any] | None:

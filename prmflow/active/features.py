@@ -74,8 +74,10 @@ class CachedHeads:
     def __init__(self, prm: PRM, cache: FeatureCache | None = None):
         trainable = [n for n, p in prm.backbone.named_parameters() if p.requires_grad]
         if trainable:
-            raise ValueError(f"CachedHeads needs a frozen backbone; {len(trainable)} backbone tensors are trainable "
-                             f"(e.g. {trainable[0]}); call prm.backbone.requires_grad_(False)")
+            raise ValueError(
+                f"CachedHeads needs a frozen backbone; {len(trainable)} backbone tensors are trainable "
+                f"(e.g. {trainable[0]}); call prm.backbone.requires_grad_(False)"
+            )
         self.prm = prm
         self.cache = cache if cache is not None else FeatureCache()
         self.cache.bind(backbone_digest(prm))
@@ -118,8 +120,9 @@ class CachedHeads:
         return torch.stack([head(x) for head in self.prm.heads]), pos.to(device)
 
     @torch.no_grad()
-    def score_batch(self, prompts: Sequence[str], steps_list: Sequence[Sequence[str]],
-                    batch_size: int = 16) -> list[StepScores]:
+    def score_batch(
+        self, prompts: Sequence[str], steps_list: Sequence[Sequence[str]], batch_size: int = 16
+    ) -> list[StepScores]:
         """`PRM.score_batch` from cached features (`batch_size` only bounds one head pass)."""
         if len(prompts) != len(steps_list):
             raise ValueError(f"{len(prompts)} prompts but {len(steps_list)} step lists")
@@ -131,8 +134,14 @@ class CachedHeads:
             probs = torch.sigmoid(self._logits(feats)[0].float()).cpu()  # (E, B, S)
             for b, x in enumerate(batch):
                 per_head = probs[:, b, : len(x.label_positions)]
-                out.append(StepScores(per_head.mean(0).tolist(), per_head.std(0, correction=0).tolist(),
-                                      per_head.tolist(), x.n_truncated_steps))
+                out.append(
+                    StepScores(
+                        per_head.mean(0).tolist(),
+                        per_head.std(0, correction=0).tolist(),
+                        per_head.tolist(),
+                        x.n_truncated_steps,
+                    )
+                )
         return out
 
     def accumulate_grads(self, group: Sequence[Example], batch_size: int) -> float:
@@ -148,7 +157,9 @@ class CachedHeads:
             targets = torch.zeros(pos.shape)
             for b, e in enumerate(mb):
                 targets[b, : len(e.targets)] = torch.tensor(e.targets)
-            bce_sum, _ = step_bce(logits.float(), pos, targets.to(pos.device), masks[:, i : i + batch_size].to(pos.device))
+            bce_sum, _ = step_bce(
+                logits.float(), pos, targets.to(pos.device), masks[:, i : i + batch_size].to(pos.device)
+            )
             loss = bce_sum / n_pairs
             if cfg.l2_to_init > 0:
                 loss = loss + cfg.l2_to_init * self.prm.sq_dist_to_init() / n_micro

@@ -77,8 +77,9 @@ correct, in \\boxed{{}} (for example \\boxed{{2}} or \\boxed{{-1}}). Write no ot
 
 _TOKENS = re.compile(r"\\boxed\{|\\[{}]|[{}]")
 _INDEX = re.compile(r"-1|0|[1-9][0-9]{0,8}")
-_CONCLUSION = re.compile(r"conclusion:[ \t]*(?:(correct)|incorrect at paragraph[ \t]+(0|[1-9][0-9]{0,8}))\.?",
-                         re.IGNORECASE)
+_CONCLUSION = re.compile(
+    r"conclusion:[ \t]*(?:(correct)|incorrect at paragraph[ \t]+(0|[1-9][0-9]{0,8}))\.?", re.IGNORECASE
+)
 _MAX_BOX = 64  # longer box contents are never an index (and are not copied)
 
 
@@ -161,9 +162,19 @@ class JudgeLabeler:
 
     name = "judge"
 
-    def __init__(self, base_url: str, model: str, *, api_key_env: str = "PRMFLOW_JUDGE_API_KEY",
-                 max_retries: int = 3, timeout: float = 60.0, max_tokens: int = 2048, backoff: float = 1.0,
-                 sleep: Callable[[float], None] = time.sleep, client: httpx.Client | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key_env: str = "PRMFLOW_JUDGE_API_KEY",
+        max_retries: int = 3,
+        timeout: float = 60.0,
+        max_tokens: int = 2048,
+        backoff: float = 1.0,
+        sleep: Callable[[float], None] = time.sleep,
+        client: httpx.Client | None = None,
+    ):
         if max_retries < 0 or timeout <= 0 or max_tokens < 1 or backoff < 0:
             raise ValueError("need max_retries >= 0, timeout > 0, max_tokens >= 1, backoff >= 0")
         self.url = base_url.rstrip("/") + "/chat/completions"
@@ -186,8 +197,12 @@ class JudgeLabeler:
         self.cost.calls += 1
         if not steps:
             return UNLABELED
-        payload = {"model": self.model, "temperature": 0, "max_tokens": self.max_tokens,
-                   "messages": [{"role": "user", "content": judge_prompt(str(row["problem"]), steps)}]}
+        payload = {
+            "model": self.model,
+            "temperature": 0,
+            "max_tokens": self.max_tokens,
+            "messages": [{"role": "user", "content": judge_prompt(str(row["problem"]), steps)}],
+        }
         for attempt in range(self.max_retries + 1):
             if attempt:
                 self.cost.retries += 1
@@ -227,8 +242,9 @@ class JudgeLabeler:
                 continue
             if resp.status_code >= 400:
                 hint = f" (is ${self.api_key_env} set right?)" if resp.status_code in (401, 403) else ""
-                raise JudgeError(self._redact(f"judge {self.url} returned HTTP {resp.status_code}{hint}: "
-                                              f"{resp.text[:300]!r}"))
+                raise JudgeError(
+                    self._redact(f"judge {self.url} returned HTTP {resp.status_code}{hint}: {resp.text[:300]!r}")
+                )
             return self._read(resp)
         raise JudgeUnavailable(self._redact(f"judge {self.url} failed {self.max_retries + 1} times (last: {last})"))
 

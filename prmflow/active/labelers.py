@@ -170,9 +170,16 @@ class MCLabeler:
 
     name = "mc"
 
-    def __init__(self, backend: Backend, num_rollouts: int, sampling: SamplingConfig, *,
-                 encode_text: Callable[[str], list[int]] | None = None, chunk_size: int = 64,
-                 exact_last: bool = True):
+    def __init__(
+        self,
+        backend: Backend,
+        num_rollouts: int,
+        sampling: SamplingConfig,
+        *,
+        encode_text: Callable[[str], list[int]] | None = None,
+        chunk_size: int = 64,
+        exact_last: bool = True,
+    ):
         self.backend, self.num_rollouts, self.sampling = backend, num_rollouts, sampling
         self.encode_text = encode_text or (lambda s: list(backend.tokenizer(s, add_special_tokens=False)["input_ids"]))
         self.chunk_size, self.exact_last = chunk_size, exact_last
@@ -189,12 +196,24 @@ class MCLabeler:
             token_ids += self.encode_text(s)
             ends.append(len(token_ids))
         real = is_real(row)
-        sol = Solution(id=str(row["id"]), prompt_ids=list(self.backend.encode(format_prompt(row["problem"]))),
-                       token_ids=token_ids, ends=ends, prefix_texts=[text[:e] for _, e in step_char_spans(steps)],
-                       answer=str(row["answer"]), final_correct=answer_verifier(str(row["answer"]), [text], real=real)(0, ""),
-                       finished=(extract_final_answer(text) if real else final_answer_text(text)) is not None)
-        out = mc_label_solutions(self.backend, [sol], self.num_rollouts, self.sampling,
-                                 chunk_size=self.chunk_size, exact_last=self.exact_last)[0]
+        sol = Solution(
+            id=str(row["id"]),
+            prompt_ids=list(self.backend.encode(format_prompt(row["problem"]))),
+            token_ids=token_ids,
+            ends=ends,
+            prefix_texts=[text[:e] for _, e in step_char_spans(steps)],
+            answer=str(row["answer"]),
+            final_correct=answer_verifier(str(row["answer"]), [text], real=real)(0, ""),
+            finished=(extract_final_answer(text) if real else final_answer_text(text)) is not None,
+        )
+        out = mc_label_solutions(
+            self.backend,
+            [sol],
+            self.num_rollouts,
+            self.sampling,
+            chunk_size=self.chunk_size,
+            exact_last=self.exact_last,
+        )[0]
         for k in ("rollouts", "generated_tokens", "forward_passes", "prefill_tokens"):
             setattr(self.cost, k, getattr(self.cost, k) + getattr(out.cost, k))
         labels = [hard_label(x) for x in out.soft_labels]

@@ -127,8 +127,9 @@ def select(strategy: str, confident: Sequence[bool], n_random: int, rng: random.
     return sorted(rng.sample(range(len(confident)), min(n_random, len(confident))))
 
 
-def processbench_f1(prm: StepScorer, rows: Sequence[Mapping[str, Any]], batch_size: int = 32,
-                    fallback_threshold: float = 0.5) -> dict[str, Any]:
+def processbench_f1(
+    prm: StepScorer, rows: Sequence[Mapping[str, Any]], batch_size: int = 32, fallback_threshold: float = 0.5
+) -> dict[str, Any]:
     """error_acc, correct_acc, f1 on subset `test` at the threshold calibrated on `calib`."""
     scores, _ = score_rows(prm, rows, batch_size=batch_size)
     try:
@@ -136,15 +137,29 @@ def processbench_f1(prm: StepScorer, rows: Sequence[Mapping[str, Any]], batch_si
     except ValueError:  # calib lacks correct or erroneous rows
         res = {**assess(rows, scores, threshold=fallback_threshold), "threshold_mode": f"fixed {fallback_threshold}"}
     m = res["subsets"].get("test") or {}
-    return {"f1": m.get("f1"), "error_acc": m.get("error_acc"), "correct_acc": m.get("correct_acc"),
-            "threshold": res["threshold"], "threshold_mode": res["threshold_mode"]}
+    return {
+        "f1": m.get("f1"),
+        "error_acc": m.get("error_acc"),
+        "correct_acc": m.get("correct_acc"),
+        "threshold": res["threshold"],
+        "threshold_mode": res["threshold_mode"],
+    }
 
 
-def run_active_learning(prm: PRM, pool: Sequence[Mapping[str, Any]], problems: Mapping[str, Mapping[str, Any]],
-                        labeler: Labeler, cfg: LoopConfig, run_dir: str | Path, *,
-                        eval_rows: Sequence[Mapping[str, Any]] | None = None, counts: Sequence[int] | None = None,
-                        on_round: Callable[[int, dict[str, Any]], None] | None = None,
-                        feature_cache: FeatureCache | None = None, progress: bool = False) -> dict[str, Any]:
+def run_active_learning(
+    prm: PRM,
+    pool: Sequence[Mapping[str, Any]],
+    problems: Mapping[str, Mapping[str, Any]],
+    labeler: Labeler,
+    cfg: LoopConfig,
+    run_dir: str | Path,
+    *,
+    eval_rows: Sequence[Mapping[str, Any]] | None = None,
+    counts: Sequence[int] | None = None,
+    on_round: Callable[[int, dict[str, Any]], None] | None = None,
+    feature_cache: FeatureCache | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Run (or resume) the loop of the module docstring on `prm` in place; returns the history.
 
     `pool` rows need `id`, `problem_id`, `prompt`, `steps` (`gold_labels` if present feeds the
@@ -173,26 +188,48 @@ def run_active_learning(prm: PRM, pool: Sequence[Mapping[str, Any]], problems: M
     if state is None:
         state = {"round": 0, "history": []}
         if eval_rows:
-            state["history"].append({"round": 0, "labels_spent": 0, "labeled": 0, "unlabeled": 0,
-                                     "cost": LabelerCost().to_dict(),
-                                     **processbench_f1(model, eval_rows, cfg.score_batch_size, cfg.eval_threshold)})
-    bar = tqdm(total=len(batches), initial=state["round"], desc=f"active {cfg.strategy} seed {cfg.seed}",
-               unit="round", disable=not progress)
+            state["history"].append(
+                {
+                    "round": 0,
+                    "labels_spent": 0,
+                    "labeled": 0,
+                    "unlabeled": 0,
+                    "cost": LabelerCost().to_dict(),
+                    **processbench_f1(model, eval_rows, cfg.score_batch_size, cfg.eval_threshold),
+                }
+            )
+    bar = tqdm(
+        total=len(batches),
+        initial=state["round"],
+        desc=f"active {cfg.strategy} seed {cfg.seed}",
+        unit="round",
+        disable=not progress,
+    )
     for t in range(state["round"] + 1, len(batches) + 1):
         batch = batches[t - 1]
         # 1. score (no grad) and judge confidence
         scored = model.score_batch([r["prompt"] for r in batch], [r["steps"] for r in batch], cfg.score_batch_size)
         unc = [solution_uncertainty(s.per_head, cfg.p, cfg.std_threshold) for s in scored]
         # 2.-3. select and label, or take both from a saved round
-        n_random = counts[t - 1] if counts is not None and t - 1 < len(counts) else round(cfg.select_fraction * len(batch))
+        n_random = (
+            counts[t - 1] if counts is not None and t - 1 < len(counts) else round(cfg.select_fraction * len(batch))
+        )
         chosen = select(cfg.strategy, [u.confident for u in unc], n_random, random.Random(cfg.seed * 1_000_003 + t))
-        saved = _label_round(run_dir / "labels" / f"round-{t:05d}.json", fingerprint, t,
-                             [batch[i] for i in chosen], problems, labeler)
+        saved = _label_round(
+            run_dir / "labels" / f"round-{t:05d}.json", fingerprint, t, [batch[i] for i in chosen], problems, labeler
+        )
         # 4. train on the labeled part only
         by_id = {str(r["id"]): r for r in batch}
-        rows = [{"id": rid, "prompt": by_id[rid]["prompt"], "completions": by_id[rid]["steps"],
-                 "labels": saved["results"][rid]["labels"]}
-                for rid in saved["selected"] if saved["results"][rid]["labels"] is not None]
+        rows = [
+            {
+                "id": rid,
+                "prompt": by_id[rid]["prompt"],
+                "completions": by_id[rid]["steps"],
+                "labels": saved["results"][rid]["labels"],
+            }
+            for rid in saved["selected"]
+            if saved["results"][rid]["labels"] is not None
+        ]
         losses = []
         if rows:
             examples = prepare_examples(prm, rows, "hard", prm.cfg.max_len)
@@ -207,16 +244,22 @@ def run_active_learning(prm: PRM, pool: Sequence[Mapping[str, Any]], problems: M
                 opt.step()
             prm.eval()
         # 5. record, evaluate, checkpoint
-        prev: dict[str, Any] = state["history"][-1] if state["history"] else {"labels_spent": 0, "labeled": 0, "unlabeled": 0,
-                                                               "cost": LabelerCost().to_dict()}
+        prev: dict[str, Any] = (
+            state["history"][-1]
+            if state["history"]
+            else {"labels_spent": 0, "labeled": 0, "unlabeled": 0, "cost": LabelerCost().to_dict()}
+        )
         n_lab = sum(res["labels"] is not None for res in saved["results"].values())
         record = {
-            "round": t, "batch": len(batch), "selected": len(saved["selected"]),
+            "round": t,
+            "batch": len(batch),
+            "selected": len(saved["selected"]),
             "selected_fraction": len(saved["selected"]) / len(batch),
             "confident_fraction": sum(u.confident for u in unc) / len(batch),
             "pseudo_label_acc": _pseudo_label_acc(batch, unc),
             "labels_spent": prev["labels_spent"] + len(saved["selected"]),
-            "labeled": prev["labeled"] + n_lab, "unlabeled": prev["unlabeled"] + len(saved["selected"]) - n_lab,
+            "labeled": prev["labeled"] + n_lab,
+            "unlabeled": prev["unlabeled"] + len(saved["selected"]) - n_lab,
             "cost": (LabelerCost(**prev["cost"]) + LabelerCost(**saved["cost"])).to_dict(),
             "loss": sum(losses) / len(losses) if losses else None,
         }
@@ -229,22 +272,36 @@ def run_active_learning(prm: PRM, pool: Sequence[Mapping[str, Any]], problems: M
         if on_round is not None:
             on_round(t, record)
         bar.update(1)
-        bar.set_postfix(labels=record["labels_spent"], **({"f1": f"{record['f1']:.3f}"} if record.get("f1") is not None else {}))
+        bar.set_postfix(
+            labels=record["labels_spent"], **({"f1": f"{record['f1']:.3f}"} if record.get("f1") is not None else {})
+        )
     bar.close()
     history = state["history"]
     last = history[-1] if history else {}
-    return {"history": history, "rounds": len(batches), "counts": [h["selected"] for h in history if h["round"] > 0],
-            "curve": [h for h in history if "f1" in h], "labels_spent": last.get("labels_spent", 0),
-            "labeled": last.get("labeled", 0), "unlabeled": last.get("unlabeled", 0),
-            "cost": last.get("cost", LabelerCost().to_dict()), "final_f1": next(
-                (h["f1"] for h in reversed(history) if "f1" in h), None)}
+    return {
+        "history": history,
+        "rounds": len(batches),
+        "counts": [h["selected"] for h in history if h["round"] > 0],
+        "curve": [h for h in history if "f1" in h],
+        "labels_spent": last.get("labels_spent", 0),
+        "labeled": last.get("labeled", 0),
+        "unlabeled": last.get("unlabeled", 0),
+        "cost": last.get("cost", LabelerCost().to_dict()),
+        "final_f1": next((h["f1"] for h in reversed(history) if "f1" in h), None),
+    }
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def _label_round(path: Path, fingerprint: str, t: int, chosen: Sequence[Mapping[str, Any]],
-                 problems: Mapping[str, Mapping[str, Any]], labeler: Labeler) -> dict[str, Any]:
+def _label_round(
+    path: Path,
+    fingerprint: str,
+    t: int,
+    chosen: Sequence[Mapping[str, Any]],
+    problems: Mapping[str, Mapping[str, Any]],
+    labeler: Labeler,
+) -> dict[str, Any]:
     """Labels of round t: what the saved file holds, plus (and saved after each) any still missing.
 
     A saved selection is authoritative, so a replayed round never pays twice."""
@@ -269,8 +326,11 @@ def _label_round(path: Path, fingerprint: str, t: int, chosen: Sequence[Mapping[
 
 def _pseudo_label_acc(batch: Sequence[Mapping[str, Any]], unc: Sequence[Any]) -> float | None:
     """Among confident solutions with gold labels: how often the pseudo first error is the gold one."""
-    hits = [u.first_error == first_error_of(r["gold_labels"][: len(u.pseudo_labels)])
-            for r, u in zip(batch, unc) if u.confident and r.get("gold_labels") is not None]
+    hits = [
+        u.first_error == first_error_of(r["gold_labels"][: len(u.pseudo_labels)])
+        for r, u in zip(batch, unc)
+        if u.confident and r.get("gold_labels") is not None
+    ]
     return sum(hits) / len(hits) if hits else None
 
 
@@ -287,8 +347,16 @@ def config_key(cfg: Any) -> dict[str, Any]:
 
 def _fingerprint(cfg: LoopConfig, prm: PRM, labeler: str, ids: Sequence[str], counts: Sequence[int] | None) -> str:
     # one JSON list, the bytes loop version 2 hashed, so its saved runs keep their fingerprints
-    return job_key([LOOP_VERSION, config_key(cfg), asdict(prm.cfg), labeler, list(ids),
-                    list(counts) if counts is not None else None])
+    return job_key(
+        [
+            LOOP_VERSION,
+            config_key(cfg),
+            asdict(prm.cfg),
+            labeler,
+            list(ids),
+            list(counts) if counts is not None else None,
+        ]
+    )
 
 
 _FRESH = "use a fresh run_dir"

@@ -37,7 +37,9 @@ def load_pool(path: str, problems: Mapping[str, Any], cap: int) -> list[dict[str
         if pid not in problems:
             raise line.error("problem_id", f"problem {pid!r} is not in the problems file")
         if steps:
-            rows.append({k: line.row[k] for k in ("id", "problem_id", "prompt", "steps", "gold_labels") if k in line.row})
+            rows.append(
+                {k: line.row[k] for k in ("id", "problem_id", "prompt", "steps", "gold_labels") if k in line.row}
+            )
             rows[-1]["id"] = rid
     rows.sort(key=lambda r: r["id"])
     return rows[:cap] if cap else rows
@@ -47,8 +49,15 @@ def load_eval(path: str, size: int, seed: int = 0) -> list[dict[str, Any]]:
     """Synthetic ProcessBench rows (with their `subset`); a seeded sample of `size` of them (0 = all)."""
     rows = []
     for line in io.iter_jsonl(path, allow_empty=True):  # a tiny config can leave it empty: no F1 then
-        rows.append({"id": line.get("id", str), "problem": line.get("problem", str), "steps": line.get("steps", list),
-                     "label": line.get("label", int), "subset": line.get("subset", str)})
+        rows.append(
+            {
+                "id": line.get("id", str),
+                "problem": line.get("problem", str),
+                "steps": line.get("steps", list),
+                "label": line.get("label", int),
+                "subset": line.get("subset", str),
+            }
+        )
     if size and size < len(rows):
         keep = set(random.Random(seed).sample(range(len(rows)), size))
         rows = [r for i, r in enumerate(rows) if i in keep]
@@ -65,8 +74,13 @@ def run_metrics(res: Mapping[str, Any], seconds: float) -> dict[str, float]:
     return {**final, "active/labels_spent": res["labels_spent"], "active/seconds": seconds}
 
 
-def stage_summary(runs: Runs, seconds: Mapping[str, Sequence[float]], match_fractions: Sequence[float],
-                  final_window: int, data: Mapping[str, Any]) -> dict[str, Any]:
+def stage_summary(
+    runs: Runs,
+    seconds: Mapping[str, Sequence[float]],
+    match_fractions: Sequence[float],
+    final_window: int,
+    data: Mapping[str, Any],
+) -> dict[str, Any]:
     """reports/active/summary.json: `summarize`'s per-strategy numbers plus the last evaluation's
     F1, seconds and labeler cost per run, `paired` (final F1 per seed at the budget active spent;
     random spends the same), `plateau` and `data` (`rounds` is added from the first run)."""
@@ -81,14 +95,19 @@ def stage_summary(runs: Runs, seconds: Mapping[str, Sequence[float]], match_frac
     return summary
 
 
-def data_summary(runs: Runs, pool: Sequence[Any], eval_rows: Sequence[Mapping[str, Any]], labeler: str,
-                 backbone_passes: int | None) -> dict[str, Any]:
+def data_summary(
+    runs: Runs, pool: Sequence[Any], eval_rows: Sequence[Mapping[str, Any]], labeler: str, backbone_passes: int | None
+) -> dict[str, Any]:
     """The summary's `data`: pool and eval sizes, rounds per run, labeler, backbone passes (None without a
     feature cache: solutions featurized by the frozen backbone for all runs together)."""
-    return {"pool": len(pool), "eval_rows": len(eval_rows),
-            "eval_test_rows": sum(r["subset"] == "test" for r in eval_rows),
-            "rounds": next(iter(next(iter(runs.values())).values()))["rounds"] if pool else 0,
-            "labeler": labeler, "backbone_passes": backbone_passes}
+    return {
+        "pool": len(pool),
+        "eval_rows": len(eval_rows),
+        "eval_test_rows": sum(r["subset"] == "test" for r in eval_rows),
+        "rounds": next(iter(next(iter(runs.values())).values()))["rounds"] if pool else 0,
+        "labeler": labeler,
+        "backbone_passes": backbone_passes,
+    }
 
 
 def curves(runs: Runs) -> dict[str, dict[str, Any]]:
@@ -111,8 +130,10 @@ def stage_metrics(summary: Mapping[str, Any], strategies: Sequence[str]) -> list
     `active/plateau/...` means."""
     out = []
     for s in strategies:
-        metrics = {f"active/{s}/final_f1_mean": summary[s]["final_f1"]["mean"],
-                   f"active/{s}/labels_spent_mean": summary[s]["labels_spent"]["mean"]}
+        metrics = {
+            f"active/{s}/final_f1_mean": summary[s]["final_f1"]["mean"],
+            f"active/{s}/labels_spent_mean": summary[s]["labels_spent"]["mean"],
+        }
         for q, m in summary[s].get("match", {}).items():
             metrics[f"active/{s}/labels_fraction_at_{q}"] = m["fraction_of_full"]["mean"]
         out.append({k: v for k, v in metrics.items() if v is not None})
@@ -126,8 +147,10 @@ def summary_lines(summary: Mapping[str, Any], strategies: Sequence[str]) -> list
     for s in strategies:
         m = summary[s]
         match = {q: v["fraction_of_full"]["mean"] for q, v in m.get("match", {}).items()}
-        lines.append(f"  {s:>6}: final F1 {m['final_f1']['mean']} +- {m['final_f1']['std']}, labels "
-                     f"{m['labels_spent']['mean']} +- {m['labels_spent']['std']}, labels/full to reach q of full's gain: {match}")
+        lines.append(
+            f"  {s:>6}: final F1 {m['final_f1']['mean']} +- {m['final_f1']['std']}, labels "
+            f"{m['labels_spent']['mean']} +- {m['labels_spent']['std']}, labels/full to reach q of full's gain: {match}"
+        )
     for name in ("paired", "plateau"):
         for k, v in summary[name].items():
             if isinstance(v, dict):

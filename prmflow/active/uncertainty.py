@@ -64,8 +64,9 @@ class Uncertainty:
         return next((k for k, ok in enumerate(self.pseudo_labels) if not ok), -1)
 
 
-def solution_uncertainty(per_head: Sequence[Sequence[float]] | torch.Tensor, p: float = 0.9,
-                         std_threshold: float = 0.01) -> Uncertainty:
+def solution_uncertainty(
+    per_head: Sequence[Sequence[float]] | torch.Tensor, p: float = 0.9, std_threshold: float = 0.01
+) -> Uncertainty:
     """Apply the rule of the module docstring to one solution's `(num_heads, num_steps)` probabilities.
 
     Exactly at the thresholds counts as confident (`>= p`, `<= 1 - p`, `<= std_threshold`):

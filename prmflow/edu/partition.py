@@ -123,8 +123,14 @@ def anchors(entropy: Sequence[float], threshold: float) -> list[int]:
     return [t for t, h in enumerate(entropy) if h > threshold]
 
 
-def boundaries(entropy: Sequence[float], threshold: float, min_len: int, max_len: int,
-               offsets: Offsets | None = None, blocked: Iterable[int] | None = None) -> list[int]:
+def boundaries(
+    entropy: Sequence[float],
+    threshold: float,
+    min_len: int,
+    max_len: int,
+    offsets: Offsets | None = None,
+    blocked: Iterable[int] | None = None,
+) -> list[int]:
     """Step starts for the anchors of `entropy` at tau = threshold, by rules 1-5.
 
     >>> H = [0.1, 1.5, 0.2, 0.3, 2.0, 0.1]          # anchors at 1 and 4
@@ -143,14 +149,26 @@ def boundaries(entropy: Sequence[float], threshold: float, min_len: int, max_len
     return _place(len(entropy), anchors(entropy, threshold), min_len, max_len, offsets, blocked)
 
 
-def _place(n: int, wanted: Iterable[int], min_len: int, max_len: int, offsets: Offsets | None,
-           blocked: Iterable[int] | None = None) -> list[int]:
+def _place(
+    n: int,
+    wanted: Iterable[int],
+    min_len: int,
+    max_len: int,
+    offsets: Offsets | None,
+    blocked: Iterable[int] | None = None,
+) -> list[int]:
     """Rules 1-5 in one scan over n tokens."""
     return _place_kinds(n, wanted, min_len, max_len, offsets, blocked)[0]
 
 
-def _place_kinds(n: int, wanted: Iterable[int], min_len: int, max_len: int, offsets: Offsets | None,
-                 blocked: Iterable[int] | None = None) -> tuple[list[int], list[bool]]:
+def _place_kinds(
+    n: int,
+    wanted: Iterable[int],
+    min_len: int,
+    max_len: int,
+    offsets: Offsets | None,
+    blocked: Iterable[int] | None = None,
+) -> tuple[list[int], list[bool]]:
     """Rules 1-5 in one scan; also whether each boundary after token 0 was forced by max_len
     alone (a boundary that a wanted one also asked for counts as wanted)."""
     if n == 0:
@@ -241,8 +259,9 @@ def _after_newlines(text: str, offsets: Offsets) -> list[int]:
     return wanted
 
 
-def partition(text: str, offsets: Offsets, entropy: Sequence[float], cfg: PartitionConfig,
-              threshold: float | None = None) -> Segmentation:
+def partition(
+    text: str, offsets: Offsets, entropy: Sequence[float], cfg: PartitionConfig, threshold: float | None = None
+) -> Segmentation:
     """Cut one completion into steps. `threshold` overrides cfg.entropy_threshold (fixed, calibrated).
 
     Tokens "2", " +", " 3", " =", " 5", "\\n", "So", " 5"; anchors (H > 1.0) at 2 and 4:
@@ -286,8 +305,14 @@ def partition(text: str, offsets: Offsets, entropy: Sequence[float], cfg: Partit
 
     chars = [0] + [offsets[s][0] for s in starts[1:]] + [len(text)] if n else []
     spans = list(zip(chars, chars[1:]))
-    return Segmentation(starts=starts, ends=starts[1:] + [n] if n else [], spans=spans,
-                        steps=[text[a:b] for a, b in spans], anchors=found, threshold=tau)
+    return Segmentation(
+        starts=starts,
+        ends=starts[1:] + [n] if n else [],
+        spans=spans,
+        steps=[text[a:b] for a, b in spans],
+        anchors=found,
+        threshold=tau,
+    )
 
 
 # --------------------------------------------------------------------------- calibration
@@ -296,8 +321,14 @@ COUNTS = ("auto", "all", "anchors")
 Blocked = Sequence[Iterable[int]] | None
 
 
-def mean_steps(entropies: Sequence[Sequence[float]], threshold: float, min_len: int, max_len: int | None,
-               offsets: Sequence[Offsets] | None = None, blocked: Blocked = None) -> float:
+def mean_steps(
+    entropies: Sequence[Sequence[float]],
+    threshold: float,
+    min_len: int,
+    max_len: int | None,
+    offsets: Sequence[Offsets] | None = None,
+    blocked: Blocked = None,
+) -> float:
     """Mean number of steps per non-empty solution at tau = threshold (rules 1-5).
 
     max_len None counts the steps the anchors alone make (no forced cuts: rule 4 off).
@@ -306,9 +337,14 @@ def mean_steps(entropies: Sequence[Sequence[float]], threshold: float, min_len: 
     return _sample_stats(entropies, threshold, min_len, max_len, offsets, blocked)[0]
 
 
-def _sample_stats(entropies: Sequence[Sequence[float]], threshold: float, min_len: int, max_len: int | None,
-                  offsets: Sequence[Offsets | None] | None,
-                  blocked: Sequence[Iterable[int] | None] | None) -> tuple[float, int, int]:
+def _sample_stats(
+    entropies: Sequence[Sequence[float]],
+    threshold: float,
+    min_len: int,
+    max_len: int | None,
+    offsets: Sequence[Offsets | None] | None,
+    blocked: Sequence[Iterable[int] | None] | None,
+) -> tuple[float, int, int]:
     """(mean steps per non-empty solution, boundaries after token 0, of which forced by max_len)."""
     offsets = offsets if offsets is not None else [None] * len(entropies)
     blocked = blocked if blocked is not None else [None] * len(entropies)
@@ -353,9 +389,18 @@ class Calibration:
     """non-empty solutions in the sample"""
 
 
-def calibrate(entropies: Sequence[Sequence[float]], target_mean_steps: float, min_len: int, max_len: int,
-              offsets: Sequence[Offsets] | None = None, *, blocked: Blocked = None, count: str = "auto",
-              max_forced_fraction: float = 0.5, tolerance: float = 0.5) -> Calibration:
+def calibrate(
+    entropies: Sequence[Sequence[float]],
+    target_mean_steps: float,
+    min_len: int,
+    max_len: int,
+    offsets: Sequence[Offsets] | None = None,
+    *,
+    blocked: Blocked = None,
+    count: str = "auto",
+    max_forced_fraction: float = 0.5,
+    tolerance: float = 0.5,
+) -> Calibration:
     """Fit tau so that the mean number of steps per solution of a sample is closest to the target.
 
     What is counted (`count`):
@@ -420,15 +465,18 @@ def calibrate(entropies: Sequence[Sequence[float]], target_mean_steps: float, mi
     taus = _candidates(entropies)
 
     def fit(cap: int | None) -> int:
-        return _bisect(taus, target_mean_steps,
-                       lambda tau: _sample_stats(entropies, tau, min_len, cap, offsets, blocked)[0])
+        return _bisect(
+            taus, target_mean_steps, lambda tau: _sample_stats(entropies, tau, min_len, cap, offsets, blocked)[0]
+        )
 
     counted, note = ("anchors" if count == "anchors" else "all"), ""
     k = fit(None if counted == "anchors" else max_len)
     steps, cuts, forced = _sample_stats(entropies, taus[k], min_len, max_len, offsets, blocked)
     if count == "auto" and cuts and forced / cuts > max_forced_fraction:
-        note = (f"max_len={max_len} forced {forced / cuts:.0%} of the cuts at the classic fit "
-                f"(tau {taus[k]:.4g}, {steps:.2f} steps); fitted the anchors' steps instead")
+        note = (
+            f"max_len={max_len} forced {forced / cuts:.0%} of the cuts at the classic fit "
+            f"(tau {taus[k]:.4g}, {steps:.2f} steps); fitted the anchors' steps instead"
+        )
         counted = "anchors"
         k = fit(None)
         steps, cuts, forced = _sample_stats(entropies, taus[k], min_len, max_len, offsets, blocked)
@@ -439,15 +487,29 @@ def calibrate(entropies: Sequence[Sequence[float]], target_mean_steps: float, mi
         what = "anchor steps" if counted == "anchors" else "steps"
         note = (note + "; " if note else "") + (
             f"target {target_mean_steps} not met: the closest tau ({taus[k]:.4g}) gives {achieved:.2f} {what} "
-            f"per solution (tolerance {tolerance})")
+            f"per solution (tolerance {tolerance})"
+        )
     n = sum(1 for h in entropies if len(h))
-    return Calibration(tau=taus[k], target_mean_steps=target_mean_steps, counted=counted, mean_steps=steps,
-                       anchor_mean_steps=anchor_steps, forced_fraction=forced / cuts if cuts else 0.0, met=met,
-                       note=note, n_solutions=n)
+    return Calibration(
+        tau=taus[k],
+        target_mean_steps=target_mean_steps,
+        counted=counted,
+        mean_steps=steps,
+        anchor_mean_steps=anchor_steps,
+        forced_fraction=forced / cuts if cuts else 0.0,
+        met=met,
+        note=note,
+        n_solutions=n,
+    )
 
 
-def calibrate_threshold(entropies: Sequence[Sequence[float]], target_mean_steps: float, min_len: int,
-                        max_len: int, offsets: Sequence[Offsets] | None = None) -> float:
+def calibrate_threshold(
+    entropies: Sequence[Sequence[float]],
+    target_mean_steps: float,
+    min_len: int,
+    max_len: int,
+    offsets: Sequence[Offsets] | None = None,
+) -> float:
     """The tau of `calibrate` (count `auto`): mean steps per solution over a sample closest to
     `target_mean_steps`, forced cuts included unless they dominate.
 
@@ -520,8 +582,10 @@ def _check_offsets(text: str, offsets: Offsets) -> None:
     prev_end = 0
     for i, (s, e) in enumerate(offsets):
         if not prev_end <= s <= e <= len(text):
-            raise ValueError(f"offset of token {i} is ({s}, {e}): spans must be in order, within "
-                             f"the text ({len(text)} chars) and not overlap (previous end {prev_end})")
+            raise ValueError(
+                f"offset of token {i} is ({s}, {e}): spans must be in order, within "
+                f"the text ({len(text)} chars) and not overlap (previous end {prev_end})"
+            )
         prev_end = e
 
 
@@ -539,9 +603,13 @@ if __name__ == "__main__":
     print("tokens:", " ".join(f"{p!r}:{h}" for p, h in zip(pieces, entropy)))
     sample = [entropy, entropy[:8], [0.3, 1.4, 0.2, 0.9, 1.8, 0.1]]
     tau = calibrate_threshold(sample, 3.0, min_len=2, max_len=64)
-    for cfg in [PartitionConfig(), PartitionConfig(strategy="percentile", percentile=85),
-                PartitionConfig(strategy="calibrated", entropy_threshold=tau),
-                PartitionConfig(strategy="newline", min_len=1), PartitionConfig(strategy="chunk", chunk_len=5)]:
+    for cfg in [
+        PartitionConfig(),
+        PartitionConfig(strategy="percentile", percentile=85),
+        PartitionConfig(strategy="calibrated", entropy_threshold=tau),
+        PartitionConfig(strategy="newline", min_len=1),
+        PartitionConfig(strategy="chunk", chunk_len=5),
+    ]:
         seg = partition(text, offsets, entropy, cfg)
         tau_s = "-" if seg.threshold is None else f"{seg.threshold:.2f}"
         print(f"\n{cfg.strategy} (tau {tau_s}, anchors {seg.anchors}, starts {seg.starts})")

@@ -36,8 +36,16 @@ class EDUSample:
     """trees grown"""
 
 
-def edu_guided_sample(backend: Backend, prompt_ids: list[int], n: int, cfg: TreeConfig, sampling: SamplingConfig,
-                      seed: int, keep: Callable[[Tree, int], bool] | None = None, max_trunks: int = 0) -> EDUSample:
+def edu_guided_sample(
+    backend: Backend,
+    prompt_ids: list[int],
+    n: int,
+    cfg: TreeConfig,
+    sampling: SamplingConfig,
+    seed: int,
+    keep: Callable[[Tree, int], bool] | None = None,
+    max_trunks: int = 0,
+) -> EDUSample:
     """Up to `n` candidates from EDU trees (see module docstring). max_trunks 0 means n."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")

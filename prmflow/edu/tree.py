@@ -94,8 +94,14 @@ class Tree:
     def to_row(self, decimals: int = 5) -> dict[str, Any]:
         return {
             "nodes": [
-                {"parent": n.parent, "branch_pos": n.branch_pos, "token_ids": n.token_ids,
-                 "entropy": [round(h, decimals) for h in n.entropy], "depth": n.depth, "finish_reason": n.finish_reason}
+                {
+                    "parent": n.parent,
+                    "branch_pos": n.branch_pos,
+                    "token_ids": n.token_ids,
+                    "entropy": [round(h, decimals) for h in n.entropy],
+                    "depth": n.depth,
+                    "finish_reason": n.finish_reason,
+                }
                 for n in self.nodes
             ],
             "generated_tokens": self.generated_tokens,
@@ -122,8 +128,15 @@ def branch_points(node: Node, cfg: TreeConfig, skip_first: bool) -> list[tuple[i
     return out
 
 
-def grow_tree(backend: Backend, prompt_ids: Sequence[int], trunk: Completion, cfg: TreeConfig,
-              sampling: SamplingConfig, seed: int, keep: Callable[[Tree, int], bool] | None = None) -> Tree:
+def grow_tree(
+    backend: Backend,
+    prompt_ids: Sequence[int],
+    trunk: Completion,
+    cfg: TreeConfig,
+    sampling: SamplingConfig,
+    seed: int,
+    keep: Callable[[Tree, int], bool] | None = None,
+) -> Tree:
     """Grow an EDU tree from a sampled `trunk` (which must carry top_logprobs >= cfg.top_k).
 
     Breadth first: all branches of one depth are generated in one batched backend call.
@@ -132,8 +145,9 @@ def grow_tree(backend: Backend, prompt_ids: Sequence[int], trunk: Completion, cf
     """
     if sampling.top_logprobs < cfg.top_k:
         sampling = replace(sampling, top_logprobs=cfg.top_k)
-    tree = Tree([Node(-1, 0, list(trunk.token_ids), list(trunk.entropy), list(trunk.top_logprobs), 0,
-                      trunk.finish_reason)])
+    tree = Tree(
+        [Node(-1, 0, list(trunk.token_ids), list(trunk.entropy), list(trunk.top_logprobs), 0, trunk.finish_reason)]
+    )
     frontier = [0]
     for depth in range(1, cfg.max_depth + 1):
         requests: list[tuple[int, int, int]] = []  # (parent node, position in parent's own tokens, alt token)
@@ -152,15 +166,26 @@ def grow_tree(backend: Backend, prompt_ids: Sequence[int], trunk: Completion, cf
             prefixes.append(list(prompt_ids) + tree.full_tokens(idx)[:n_shared] + [alt])
         # a branch may grow to the trunk's token budget counted from its shared prefix
         sub = replace(sampling, max_new_tokens=max(1, sampling.max_new_tokens - min(shared) - 1))
-        outs = backend.generate_ids(prefixes, 1, sub, seeds=[seed * 7919 + depth * 1009 + k for k in range(len(requests))])
+        outs = backend.generate_ids(
+            prefixes, 1, sub, seeds=[seed * 7919 + depth * 1009 + k for k in range(len(requests))]
+        )
         frontier = []
         for (idx, pos, alt), n_shared, out in zip(requests, shared, outs, strict=True):
             c = out[0]
             parent = tree.nodes[idx]
             h_alt = parent.entropy[pos]  # the same distribution produced the alternative token
             top_alt = parent.top_logprobs[pos] if pos < len(parent.top_logprobs) else []
-            tree.nodes.append(Node(idx, n_shared, [alt] + c.token_ids, [h_alt] + c.entropy, [top_alt] + c.top_logprobs,
-                                   depth, c.finish_reason))
+            tree.nodes.append(
+                Node(
+                    idx,
+                    n_shared,
+                    [alt] + c.token_ids,
+                    [h_alt] + c.entropy,
+                    [top_alt] + c.top_logprobs,
+                    depth,
+                    c.finish_reason,
+                )
+            )
             tree.generated_tokens += 1 + len(c.token_ids)
             if keep is not None and not keep(tree, len(tree.nodes) - 1):
                 tree.nodes[-1].pruned = True

@@ -20,8 +20,9 @@ def all_ones(n_steps: int) -> list[float]:
     return [1.0] * n_steps
 
 
-def _per_span(values: Sequence[float], offsets: Sequence[tuple[int, int]],
-              spans: Sequence[tuple[int, int]], what: str) -> list[list[float]]:
+def _per_span(
+    values: Sequence[float], offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]], what: str
+) -> list[list[float]]:
     """The values of the tokens that start inside each char span (offsets ascending)."""
     if len(values) != len(offsets):
         raise ValueError(f"{len(values)} {what} values but {len(offsets)} token offsets")
@@ -39,8 +40,9 @@ def _per_span(values: Sequence[float], offsets: Sequence[tuple[int, int]],
     return out
 
 
-def likelihood_step_scores(logprobs: Sequence[float], offsets: Sequence[tuple[int, int]],
-                           spans: Sequence[tuple[int, int]]) -> list[float]:
+def likelihood_step_scores(
+    logprobs: Sequence[float], offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]
+) -> list[float]:
     """exp(min log p) of the tokens that start inside each step's char span (1.0 if none).
 
     >>> likelihood_step_scores([-0.1, -2.0, 0.0], [(0, 2), (2, 4), (4, 6)], [(0, 4), (4, 6)])
@@ -49,8 +51,9 @@ def likelihood_step_scores(logprobs: Sequence[float], offsets: Sequence[tuple[in
     return [math.exp(min(lp, default=0.0)) for lp in _per_span(logprobs, offsets, spans, "log-prob")]
 
 
-def entropy_step_scores(entropy: Sequence[float], offsets: Sequence[tuple[int, int]],
-                        spans: Sequence[tuple[int, int]]) -> list[float]:
+def entropy_step_scores(
+    entropy: Sequence[float], offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]
+) -> list[float]:
     """exp(-max entropy) of the tokens that start inside each step's char span.
 
     A step with no token of its own (cannot happen for non-empty lines) scores 1.0.

@@ -199,8 +199,10 @@ def bon_accuracy(
             classes = [c["answer_class"] for c in cands]
             for j, k in enumerate(classes):
                 if k is not None and not (isinstance(k, int) and 0 <= k <= j and classes[k] == k):
-                    raise ValueError(f"{where}: candidate {j}: answer_class {k!r} is not the index of its "
-                                     "class's first member (use answer_classes)")
+                    raise ValueError(
+                        f"{where}: candidate {j}: answer_class {k!r} is not the index of its "
+                        "class's first member (use answer_classes)"
+                    )
             right = [bool(c["correct"]) for c in cands]
             answers = [None if k is None else str(k) for k in classes]  # vote keys
             key_right = {a: right[int(a)] for a in answers if a is not None}
@@ -226,7 +228,12 @@ def bon_accuracy(
 
 
 def _correct(
-    method: str, n: int, answers: list[str | None], right: list[bool], agg: dict[str, list[float]], how: str,
+    method: str,
+    n: int,
+    answers: list[str | None],
+    right: list[bool],
+    agg: dict[str, list[float]],
+    how: str,
     key_right: dict[str, bool],
 ) -> bool:
     """Whether `method` picks a right answer from the first n candidates of one problem

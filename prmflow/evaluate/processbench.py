@@ -35,7 +35,6 @@ import numpy as np
 
 from prmflow.io import Line, check_unique_ids, iter_jsonl
 
-
 # --------------------------------------------------------------------------- loading
 
 

@@ -19,16 +19,18 @@ from prmflow.synth import format_prompt
 
 
 class StepScorer(Protocol):
-    def score_batch(self, prompts: Sequence[str], steps_list: Sequence[Sequence[str]], batch_size: int = 16) -> list[Any]:
-        ...
+    def score_batch(
+        self, prompts: Sequence[str], steps_list: Sequence[Sequence[str]], batch_size: int = 16
+    ) -> list[Any]: ...
 
 
 def prm_steps(steps: Sequence[str], sep: str = "\n") -> list[str]:
     return [s + sep for s in steps[:-1]] + list(steps[-1:])
 
 
-def score_rows(prm: StepScorer, rows: Sequence[Mapping[str, Any]], batch_size: int = 16,
-               sep: str = "\n") -> tuple[dict[str, list[float]], dict[str, Any]]:
+def score_rows(
+    prm: StepScorer, rows: Sequence[Mapping[str, Any]], batch_size: int = 16, sep: str = "\n"
+) -> tuple[dict[str, list[float]], dict[str, Any]]:
     """PRM scores per row id (one per step), plus truncation counts.
 
     Steps cut for context (from the end) repeat the last kept score, so every step has a score;
@@ -38,14 +40,22 @@ def score_rows(prm: StepScorer, rows: Sequence[Mapping[str, Any]], batch_size: i
     out = prm.score_batch(prompts, [prm_steps(r["steps"], sep) for r in rows], batch_size=batch_size)
     scores = {r["id"]: s.head_mean_padded() for r, s in zip(rows, out, strict=True)}
     stds = {r["id"]: list(s.head_std) for r, s in zip(rows, out, strict=True)}
-    info = {"truncated_rows": sum(s.n_truncated_steps > 0 for s in out),
-            "truncated_steps": sum(s.n_truncated_steps for s in out), "head_std": stds}
+    info = {
+        "truncated_rows": sum(s.n_truncated_steps > 0 for s in out),
+        "truncated_steps": sum(s.n_truncated_steps for s in out),
+        "head_std": stds,
+    }
     return scores, info
 
 
-def score_rows_by_length(prm: Any, rows: Sequence[Mapping[str, Any]], batch_size: int = 16, sep: str = "\n",
-                         max_len: int | None = None, progress: bool = False
-                         ) -> tuple[dict[str, list[float]], dict[str, Any]]:
+def score_rows_by_length(
+    prm: Any,
+    rows: Sequence[Mapping[str, Any]],
+    batch_size: int = 16,
+    sep: str = "\n",
+    max_len: int | None = None,
+    progress: bool = False,
+) -> tuple[dict[str, list[float]], dict[str, Any]]:
     """`score_rows` for long real rows: length-sorted batches, a max_len of your choice, and rows
     that cannot be scored skipped and reported instead of aborting the run.
 
@@ -90,18 +100,25 @@ def score_rows_by_length(prm: Any, rows: Sequence[Mapping[str, Any]], batch_size
                 probs = torch.sigmoid(prm(ids, attn, steps).float()).cpu()  # (E, B, T)
                 for b, (r, x) in enumerate(chunk):
                     per_head = probs[:, b, x.label_positions]  # (E, kept steps)
-                    out[r["id"]] = StepScores(per_head.mean(0).tolist(), per_head.std(0, correction=0).tolist(),
-                                              per_head.tolist(), x.n_truncated_steps)
+                    out[r["id"]] = StepScores(
+                        per_head.mean(0).tolist(),
+                        per_head.std(0, correction=0).tolist(),
+                        per_head.tolist(),
+                        x.n_truncated_steps,
+                    )
                 bar.update(len(chunk))
     finally:
         bar.close()
         prm.train(was_training)
     order = [r["id"] for r in rows if r["id"] in out]  # input order in the returned mappings
-    info = {"truncated_rows": sum(out[i].n_truncated_steps > 0 for i in order),
-            "truncated_steps": sum(out[i].n_truncated_steps for i in order),
-            "truncated_ids": [i for i in order if out[i].n_truncated_steps > 0],
-            "skipped": skipped, "max_len": limit,
-            "head_std": {i: list(out[i].head_std) for i in order}}
+    info = {
+        "truncated_rows": sum(out[i].n_truncated_steps > 0 for i in order),
+        "truncated_steps": sum(out[i].n_truncated_steps for i in order),
+        "truncated_ids": [i for i in order if out[i].n_truncated_steps > 0],
+        "skipped": skipped,
+        "max_len": limit,
+        "head_std": {i: list(out[i].head_std) for i in order},
+    }
     return {i: out[i].head_mean_padded() for i in order}, info
 
 
@@ -127,8 +144,13 @@ def usable_counts(rows: Sequence[Mapping[str, Any]], info: Mapping[str, Any]) ->
     return out
 
 
-def assess(rows: Sequence[Mapping[str, Any]], scores: Mapping[str, Sequence[float]], *,
-           threshold: float | None = None, calibrate_on: str | None = None) -> dict[str, Any]:
+def assess(
+    rows: Sequence[Mapping[str, Any]],
+    scores: Mapping[str, Sequence[float]],
+    *,
+    threshold: float | None = None,
+    calibrate_on: str | None = None,
+) -> dict[str, Any]:
     """ProcessBench metrics at a fixed `threshold`, or at the F1-maximising threshold fitted on
     the rows of subset `calibrate_on` and then applied to the OTHER subsets (exactly one of the two).
 
@@ -145,9 +167,14 @@ def assess(rows: Sequence[Mapping[str, Any]], scores: Mapping[str, Sequence[floa
     calib = [r for r in rows if r["subset"] == calibrate_on]
     rest = [r for r in rows if r["subset"] != calibrate_on]
     if not calib:
-        raise ValueError(f"no rows in calibration subset '{calibrate_on}' (subsets: {sorted({r['subset'] for r in rows})})")
+        raise ValueError(
+            f"no rows in calibration subset '{calibrate_on}' (subsets: {sorted({r['subset'] for r in rows})})"
+        )
     if not rest:
         raise ValueError(f"every row is in the calibration subset '{calibrate_on}': nothing left to evaluate")
     thr, f1 = calibrate_threshold([r["label"] for r in calib], [scores[r["id"]] for r in calib])
-    return {**evaluate_subsets(rest, scores, thr), "threshold_mode": f"calibrated on {calibrate_on}",
-            "calibration_f1": f1}
+    return {
+        **evaluate_subsets(rest, scores, thr),
+        "threshold_mode": f"calibrated on {calibrate_on}",
+        "calibration_f1": f1,
+    }

@@ -26,8 +26,9 @@ from prmflow.policy.evaluate import grade
 from prmflow.synth import split_steps
 
 
-def processbench_rows(problems: Sequence[Mapping[str, Any]], completions: Sequence[Sequence[str]],
-                      generator: str) -> tuple[list[dict[str, Any]], int]:
+def processbench_rows(
+    problems: Sequence[Mapping[str, Any]], completions: Sequence[Sequence[str]], generator: str
+) -> tuple[list[dict[str, Any]], int]:
     """ProcessBench rows for every (problem, completion); returns (rows, number left out)."""
     rows, left_out = [], 0
     for p, texts in zip(problems, completions, strict=True):
@@ -35,13 +36,23 @@ def processbench_rows(problems: Sequence[Mapping[str, Any]], completions: Sequen
             steps = split_steps(text)
             g = grade(p, text)
             if g.first_error is None:
-                raise ValueError(f"problem {p['id']!r} is real text (source {p.get('source')!r}): no step-level "
-                                 "truth to build a synthetic ProcessBench row from")
+                raise ValueError(
+                    f"problem {p['id']!r} is real text (source {p.get('source')!r}): no step-level "
+                    "truth to build a synthetic ProcessBench row from"
+                )
             if not steps or g.first_error >= len(steps):
                 left_out += 1
                 continue
-            rows.append({"id": f"{p['id']}/{j}", "generator": generator, "problem": p["problem"], "steps": steps,
-                         "final_answer_correct": g.final_correct, "label": g.first_error})
+            rows.append(
+                {
+                    "id": f"{p['id']}/{j}",
+                    "generator": generator,
+                    "problem": p["problem"],
+                    "steps": steps,
+                    "final_answer_correct": g.final_correct,
+                    "label": g.first_error,
+                }
+            )
     return rows, left_out
 
 

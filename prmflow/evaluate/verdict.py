@@ -52,8 +52,13 @@ def problem_kind(problems: Sequence[Mapping[str, Any]], where: str = "<problems>
     kinds = {is_synthetic(p) for p in problems}
     if len(kinds) > 1:
         first_real = next(i for i, p in enumerate(problems) if not is_synthetic(p))
-        raise DataError(where, first_real + 1, "source", "eval problems mix synthetic and real rows "
-                        f"(first real row: source {problems[first_real].get('source')!r}); use one kind per stage")
+        raise DataError(
+            where,
+            first_real + 1,
+            "source",
+            "eval problems mix synthetic and real rows "
+            f"(first real row: source {problems[first_real].get('source')!r}); use one kind per stage",
+        )
     return "real" if kinds == {False} else SYNTHETIC
 
 
@@ -86,8 +91,9 @@ def answer_correct(problem: Mapping[str, Any], text: str) -> bool:
     return grade(problem, text).final_correct
 
 
-def verified_candidates(problem: Mapping[str, Any], texts: Sequence[str],
-                        step_scores: Sequence[Sequence[float]]) -> list[dict[str, Any]]:
+def verified_candidates(
+    problem: Mapping[str, Any], texts: Sequence[str], step_scores: Sequence[Sequence[float]]
+) -> list[dict[str, Any]]:
     r"""Best-of-N candidates of one real problem in `bon_accuracy`'s verified mode: each text's
     `answer` (`final_answer`), `correct` (`answer_correct`), `answer_class` (`answer_classes`
     over `answers_equal`) and its `step_scores`.
@@ -103,5 +109,7 @@ def verified_candidates(problem: Mapping[str, Any], texts: Sequence[str],
         raise ValueError(f"{len(texts)} texts but {len(step_scores)} step score lists")
     answers = [final_answer(problem, t) for t in texts]
     classes = answer_classes(answers, answers_equal)
-    return [{"text": t, "answer": a, "correct": answer_correct(problem, t), "answer_class": k, "step_scores": list(s)}
-            for t, a, k, s in zip(texts, answers, classes, step_scores, strict=True)]
+    return [
+        {"text": t, "answer": a, "correct": answer_correct(problem, t), "answer_class": k, "step_scores": list(s)}
+        for t, a, k, s in zip(texts, answers, classes, step_scores, strict=True)
+    ]

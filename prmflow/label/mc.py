@@ -139,8 +139,10 @@ def mc_estimates(
     completions = backend.generate_ids(prefixes, num_rollouts, sampling, seeds=seeds)
     after = _counters(backend)
     if len(completions) != len(prefixes) or any(len(row) != num_rollouts for row in completions):
-        raise ValueError(f"backend returned {[len(r) for r in completions]} completions, "
-                         f"expected {num_rollouts} for each of {len(prefixes)} prefixes")
+        raise ValueError(
+            f"backend returned {[len(r) for r in completions]} completions, "
+            f"expected {num_rollouts} for each of {len(prefixes)} prefixes"
+        )
 
     estimates = []
     generated = 0
@@ -202,7 +204,7 @@ def final_answer_text(text: str) -> str | None:
     i = text.rfind(ANSWER_PREFIX)
     if i < 0:
         return last_boxed(text)
-    tail = text[i + len(ANSWER_PREFIX):].splitlines()
+    tail = text[i + len(ANSWER_PREFIX) :].splitlines()
     line = tail[0] if tail else ""
     boxed = last_boxed(line)
     return boxed if boxed is not None else line

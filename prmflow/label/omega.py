@@ -106,8 +106,14 @@ def omega_labels(
 
     def mc_at(k: int) -> float:
         nonlocal cost
-        (est,), probe_cost = mc_estimates(backend, [step_prefixes[k]], lambda _, text: verify(k, text),
-                                          num_rollouts, sampling, seeds=[sampling.seed + k])
+        (est,), probe_cost = mc_estimates(
+            backend,
+            [step_prefixes[k]],
+            lambda _, text: verify(k, text),
+            num_rollouts,
+            sampling,
+            seeds=[sampling.seed + k],
+        )
         estimates[k] = est
         cost += probe_cost
         return est.soft_label

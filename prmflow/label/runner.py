@@ -72,8 +72,9 @@ def _is_exact(sol: Solution, k: int, exact_last: bool) -> bool:
     return exact_last and sol.finished and k == len(sol.ends) - 1
 
 
-def plan_prefixes(solutions: Sequence[Solution], *, exact_last: bool = True,
-                  done: Collection[str] = ()) -> tuple[Todo, dict[str, str]]:
+def plan_prefixes(
+    solutions: Sequence[Solution], *, exact_last: bool = True, done: Collection[str] = ()
+) -> tuple[Todo, dict[str, str]]:
     """Which prefixes need rollouts, each once, in a fixed order (solution order, then step
     order), skipping those in `done`; and the owner (first solution needing it) of every prefix."""
     todo: Todo = {}
@@ -99,21 +100,37 @@ def chunk_keys(keys: Sequence[str], chunk_size: int) -> list[list[str]]:
     return [list(keys[i : i + chunk_size]) for i in range(0, len(keys), chunk_size)]
 
 
-def roll_out_chunk(backend: Backend, items: Sequence[tuple[str, Sequence[int], str, str]], num_rollouts: int,
-                   sampling: SamplingConfig, *, real: bool = False) -> dict[str, tuple[StepEstimate, LabelCost]]:
+def roll_out_chunk(
+    backend: Backend,
+    items: Sequence[tuple[str, Sequence[int], str, str]],
+    num_rollouts: int,
+    sampling: SamplingConfig,
+    *,
+    real: bool = False,
+) -> dict[str, tuple[StepEstimate, LabelCost]]:
     """One backend call: MC estimates of the (key, prefix ids, prefix text, answer) items, each
     with its share of the call's cost. A prefix's rollouts depend only on (seed, prefix).
     `real`: the answers are real problems' (prmflow.answers' final-answer verdict)."""
     verifiers = [answer_verifier(answer, [text], real=real) for _, _, text, answer in items]
-    estimates, cost = mc_estimates(backend, [list(ids) for _, ids, _, _ in items],
-                                   lambda i, text: verifiers[i](0, text), num_rollouts, sampling,
-                                   seeds=[prefix_seed(sampling.seed, k) for k, _, _, _ in items])
+    estimates, cost = mc_estimates(
+        backend,
+        [list(ids) for _, ids, _, _ in items],
+        lambda i, text: verifiers[i](0, text),
+        num_rollouts,
+        sampling,
+        seeds=[prefix_seed(sampling.seed, k) for k, _, _, _ in items],
+    )
     share = _split_cost(cost, estimates)
     return {k: (est, c) for (k, _, _, _), est, c in zip(items, estimates, share, strict=True)}
 
 
-def assemble(solutions: Sequence[Solution], estimates: dict[str, tuple[StepEstimate, LabelCost]],
-             owner: dict[str, str], *, exact_last: bool = True) -> list[Labeled]:
+def assemble(
+    solutions: Sequence[Solution],
+    estimates: dict[str, tuple[StepEstimate, LabelCost]],
+    owner: dict[str, str],
+    *,
+    exact_last: bool = True,
+) -> list[Labeled]:
     """Labels of every solution from the estimates of all its prefixes; a prefix's cost goes to
     its owner (see `plan_prefixes`), whoever paid for it and in whatever process."""
     memo = {k: est for k, (est, _) in estimates.items()}
@@ -137,11 +154,18 @@ def assemble(solutions: Sequence[Solution], estimates: dict[str, tuple[StepEstim
     return out
 
 
-def mc_label_solutions(backend: Backend, solutions: Sequence[Solution], num_rollouts: int, sampling: SamplingConfig,
-                       *, chunk_size: int = 64, exact_last: bool = True,
-                       done: dict[str, tuple[StepEstimate, LabelCost]] | None = None,
-                       on_chunk: Callable[[dict[str, tuple[StepEstimate, LabelCost]]], None] | None = None,
-                       progress: Callable[[int], None] | None = None) -> list[Labeled]:
+def mc_label_solutions(
+    backend: Backend,
+    solutions: Sequence[Solution],
+    num_rollouts: int,
+    sampling: SamplingConfig,
+    *,
+    chunk_size: int = 64,
+    exact_last: bool = True,
+    done: dict[str, tuple[StepEstimate, LabelCost]] | None = None,
+    on_chunk: Callable[[dict[str, tuple[StepEstimate, LabelCost]]], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[Labeled]:
     """Soft MC labels for every step of every solution (see module docstring)."""
     estimates: dict[str, tuple[StepEstimate, LabelCost]] = dict(done or {})
     # 1. which prefixes need rollouts, in a deterministic order, each once

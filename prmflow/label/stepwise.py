@@ -24,6 +24,7 @@ from typing import Any
 
 from prmflow.io import Line, check_unique_ids, iter_jsonl
 
+
 def select_solutions(rows: Sequence[Mapping[str, Any]], max_solutions: int, how: str = "first") -> list[Any]:
     """At most `max_solutions` rows (0 = all), in their order. `first` keeps the first ones;
     `balanced` keeps up to half right (`final_correct`) and fills the rest with wrong ones (or the
@@ -46,8 +47,16 @@ def select_solutions(rows: Sequence[Mapping[str, Any]], max_solutions: int, how:
     return [r for i, r in enumerate(rows) if i in keep]
 
 
-def stepwise_row(id: str, prompt: str, completions: list[str], labels: list[bool],  # noqa: A002 (TRL's name)
-                 soft_labels: list[float] | None, cost: dict[str, Any], source: str, **extra: Any) -> dict[str, Any]:
+def stepwise_row(
+    id: str,
+    prompt: str,
+    completions: list[str],
+    labels: list[bool],
+    soft_labels: list[float] | None,
+    cost: dict[str, Any],
+    source: str,
+    **extra: Any,
+) -> dict[str, Any]:
     """One TRL stepwise row plus our fields, then any `extra` columns.
 
     >>> stepwise_row("p0", "Q: 1+1?\\n", ["1 + 1 = 2", "The answer is 2"], [True, True], [1, 0.5],

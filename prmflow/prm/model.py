@@ -94,6 +94,7 @@ def head_data_mask(example_ids: Sequence[str], num_heads: int, keep: float, seed
     >>> head_data_mask(["p0", "p1"], num_heads=2, keep=1.0, seed=0).all().item()   # keep = 1: no mask
     True
     """
+
     def u(h: int, i: str) -> float:
         digest = hashlib.blake2b(f"{seed}/{h}/{i}".encode(), digest_size=8).digest()
         return int.from_bytes(digest, "big") / 2**64
@@ -104,8 +105,9 @@ def head_data_mask(example_ids: Sequence[str], num_heads: int, keep: float, seed
 # --------------------------------------------------------------------------- loss
 
 
-def step_bce(logits: torch.Tensor, label_positions: torch.Tensor, targets: torch.Tensor,
-             head_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def step_bce(
+    logits: torch.Tensor, label_positions: torch.Tensor, targets: torch.Tensor, head_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The BCE sum over the unmasked (head, step) pairs P, and |P|. Padded positions are -1.
 
     logits (E, B, T), label_positions (B, S), targets (B, S) in [0, 1], head_mask (E, B) bool.
@@ -119,8 +121,14 @@ def step_bce(logits: torch.Tensor, label_positions: torch.Tensor, targets: torch
     return torch.where(pairs, bce, torch.zeros_like(bce)).sum(), pairs.sum()
 
 
-def step_loss(logits: torch.Tensor, label_positions: torch.Tensor, targets: torch.Tensor, head_mask: torch.Tensor,
-              sq_dist_to_init: torch.Tensor | float = 0.0, l2_to_init: float = 0.0) -> torch.Tensor:
+def step_loss(
+    logits: torch.Tensor,
+    label_positions: torch.Tensor,
+    targets: torch.Tensor,
+    head_mask: torch.Tensor,
+    sq_dist_to_init: torch.Tensor | float = 0.0,
+    l2_to_init: float = 0.0,
+) -> torch.Tensor:
     """L = (1/|P|) sum_P BCE(z, y) + l2_to_init * sum_h ||theta_h - theta_h^0||^2 (module docstring).
 
     `sq_dist_to_init` is `PRM.sq_dist_to_init()`. With no unmasked pair the BCE term is 0.
@@ -139,8 +147,9 @@ CHUNK_ELEMENTS = 1 << 24
 (a 262k vocabulary is then 64 positions at a time, not all 512 at once)"""
 
 
-def lm_step_features(lm_logits: torch.Tensor | LogitsAt, input_ids: torch.Tensor, steps: torch.Tensor,
-                     exclude_id: int | None = None) -> torch.Tensor:
+def lm_step_features(
+    lm_logits: torch.Tensor | LogitsAt, input_ids: torch.Tensor, steps: torch.Tensor, exclude_id: int | None = None
+) -> torch.Tensor:
     """f_k (module docstring) of every step of every row of a batch WITHOUT separators. -> (B, S, 3).
 
     lm_logits (B, T, V) from the LM on input_ids (B, T); steps (B, T) is k at the tokens of
@@ -201,8 +210,10 @@ class LogitsAt:
         T = input_ids.shape[1]
         ref = self.lm(input_ids=input_ids[:1], attention_mask=attention_mask[:1], logits_to_keep=1).logits[0, -1]
         if not torch.allclose(self(T - 1, T)[0, 0].float(), ref.float(), rtol=1e-3, atol=1e-3):
-            raise RuntimeError(f"{type(self.lm).__name__} post-processes its logits in a way LogitsAt does not "
-                               f"reproduce; lm_features on it needs its full logits (raise CHUNK_ELEMENTS)")
+            raise RuntimeError(
+                f"{type(self.lm).__name__} post-processes its logits in a way LogitsAt does not "
+                f"reproduce; lm_features on it needs its full logits (raise CHUNK_ELEMENTS)"
+            )
 
 
 ONE_PASS_LOGITS = 1 << 26
@@ -221,15 +232,17 @@ class Head(torch.nn.Module):
         if head_hidden == 0:
             self.net: torch.nn.Module = torch.nn.Linear(hidden_size, 1)
         else:
-            self.net = torch.nn.Sequential(torch.nn.Linear(hidden_size, head_hidden), torch.nn.GELU(),
-                                           torch.nn.Linear(head_hidden, 1))
+            self.net = torch.nn.Sequential(
+                torch.nn.Linear(hidden_size, head_hidden), torch.nn.GELU(), torch.nn.Linear(head_hidden, 1)
+            )
         for name, p in self.net.named_parameters():  # theta_h^0, saved and moved with the head
             self.register_buffer("init_" + name.replace(".", "_"), p.detach().clone())
 
     def sq_dist_to_init(self) -> torch.Tensor:
         """||theta_h - theta_h^0||^2 over all of the head's weights and biases."""
-        return sum(((p - getattr(self, "init_" + n.replace(".", "_"))) ** 2).sum()
-                   for n, p in self.net.named_parameters())
+        return sum(
+            ((p - getattr(self, "init_" + n.replace(".", "_"))) ** 2).sum() for n, p in self.net.named_parameters()
+        )
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.net(hidden).squeeze(-1)  # (B, T)
@@ -290,8 +303,9 @@ class PRM(torch.nn.Module):
                 return tid
         return 0  # any id: padded positions are masked and never read
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                steps: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, steps: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """input_ids, attention_mask (B, T) -> logits (E, B, T) at every position.
 
         `steps` (B, T) from `tokenization.step_index` is required with `cfg.lm_features`.
@@ -341,7 +355,9 @@ class PRM(torch.nn.Module):
 
     def sq_dist_to_init(self) -> torch.Tensor:
         """sum_h ||theta_h - theta_h^0||^2, the L2-to-init term before its coefficient."""
-        return cast(torch.Tensor, sum(cast(Head, head).sq_dist_to_init() for head in self.heads))  # num_heads >= 1: a Tensor
+        return cast(
+            torch.Tensor, sum(cast(Head, head).sq_dist_to_init() for head in self.heads)
+        )  # num_heads >= 1: a Tensor
 
     @property
     def bos_id(self) -> int | None:
@@ -349,14 +365,22 @@ class PRM(torch.nn.Module):
         return self.tokenizer.bos_token_id if self.cfg.add_bos else None
 
     def tokenize(self, prompt: str, steps: Sequence[str], max_len: int | None = None) -> TokenizedSteps:
-        return tokenize_steps(self.tokenizer, prompt, steps, self.step_token_id, max_len or self.cfg.max_len,
-                              bos_id=self.bos_id, mode=self.cfg.step_tokenization)
+        return tokenize_steps(
+            self.tokenizer,
+            prompt,
+            steps,
+            self.step_token_id,
+            max_len or self.cfg.max_len,
+            bos_id=self.bos_id,
+            mode=self.cfg.step_tokenization,
+        )
 
     # ----------------------------------------------------------------------- scoring
 
     @torch.no_grad()
-    def score_batch(self, prompts: Sequence[str], steps_list: Sequence[Sequence[str]],
-                    batch_size: int = 16) -> list[StepScores]:
+    def score_batch(
+        self, prompts: Sequence[str], steps_list: Sequence[Sequence[str]], batch_size: int = 16
+    ) -> list[StepScores]:
         """Score every kept step of every solution (eval mode, right-padded batches, no grad).
 
         Steps cut from the end for context get no score: head_mean, head_std and each per_head
@@ -365,7 +389,7 @@ class PRM(torch.nn.Module):
         """
         if len(prompts) != len(steps_list):
             raise ValueError(f"{len(prompts)} prompts but {len(steps_list)} step lists")
-        was_training, device = self.training, next(self.parameters()).device
+        was_training = self.training
         self.eval()
         out: list[StepScores] = []
         try:
@@ -376,8 +400,14 @@ class PRM(torch.nn.Module):
                 probs = torch.sigmoid(self(ids, attn, steps).float()).cpu()  # (E, B, T)
                 for b, x in enumerate(batch):
                     per_head = probs[:, b, x.label_positions]  # (E, kept steps)
-                    out.append(StepScores(per_head.mean(0).tolist(), per_head.std(0, correction=0).tolist(),
-                                          per_head.tolist(), x.n_truncated_steps))
+                    out.append(
+                        StepScores(
+                            per_head.mean(0).tolist(),
+                            per_head.std(0, correction=0).tolist(),
+                            per_head.tolist(),
+                            x.n_truncated_steps,
+                        )
+                    )
         finally:
             self.train(was_training)
         return out
@@ -398,8 +428,12 @@ class PRM(torch.nn.Module):
         """
         tokenizer = AutoTokenizer.from_pretrained(path_or_name)
         backbone = _auto(cfg).from_pretrained(path_or_name, **backbone_kwargs)
-        ref = BackboneRef(path=str(path_or_name), weights_sha256=weights_digest(backbone),
-                          tokenizer_sha256=tokenizer_digest(tokenizer), dtype=dtype_name(backbone))
+        ref = BackboneRef(
+            path=str(path_or_name),
+            weights_sha256=weights_digest(backbone),
+            tokenizer_sha256=tokenizer_digest(tokenizer),
+            dtype=dtype_name(backbone),
+        )
         add_step_token(tokenizer, backbone, cfg.step_token)
         prm = cls(backbone, tokenizer, copy.deepcopy(cfg))
         prm.backbone_ref = dataclasses.replace(ref, step_token_id=prm.step_token_id, vocab_size=len(tokenizer))
@@ -445,8 +479,10 @@ class PRM(torch.nn.Module):
         if (path / BACKBONE_REF_NAME).is_file():
             prm = cls._from_ref(path, cfg, backbone, **backbone_kwargs)
         elif backbone is not None:
-            raise ValueError(f"{path} holds its own (trained) backbone; from_pretrained(backbone=...) is for a PRM "
-                             f"saved with a pointer to a frozen one")
+            raise ValueError(
+                f"{path} holds its own (trained) backbone; from_pretrained(backbone=...) is for a PRM "
+                f"saved with a pointer to a frozen one"
+            )
         else:
             prm = cls(_auto(cfg).from_pretrained(path, **backbone_kwargs), AutoTokenizer.from_pretrained(path), cfg)
         prm.heads.load_state_dict(load_file(path / HEADS_NAME))
@@ -457,30 +493,39 @@ class PRM(torch.nn.Module):
         ref = BackboneRef(**json.loads((path / BACKBONE_REF_NAME).read_text()))
         src = str(backbone if backbone is not None else ref.path)
         local = resolve_backbone(src, path)
-        where = (f"{src!r} (recorded in {path / BACKBONE_REF_NAME}; a relative path resolves against the first "
-                 f"ancestor of the PRM dir that holds it, else the working directory {Path.cwd()})")
+        where = (
+            f"{src!r} (recorded in {path / BACKBONE_REF_NAME}; a relative path resolves against the first "
+            f"ancestor of the PRM dir that holds it, else the working directory {Path.cwd()})"
+        )
         if not local.exists() and (Path(src).is_absolute() or src.startswith(".")):
             raise FileNotFoundError(f"{path}: its backbone {where} does not exist")
         want_dtype = backbone_kwargs.pop("dtype", None)
         try:
             tokenizer = AutoTokenizer.from_pretrained(local if local.exists() else src)
-            model = _auto(cfg).from_pretrained(local if local.exists() else src, dtype=getattr(torch, ref.dtype),
-                                               **backbone_kwargs)
+            model = _auto(cfg).from_pretrained(
+                local if local.exists() else src, dtype=getattr(torch, ref.dtype), **backbone_kwargs
+            )
         except OSError as e:
             raise FileNotFoundError(f"{path}: its backbone {where} could not be loaded: {e}") from None
-        for what, got, saved in (("weights", weights_digest(model), ref.weights_sha256),
-                                 ("tokenizer", tokenizer_digest(tokenizer), ref.tokenizer_sha256)):
+        for what, got, saved in (
+            ("weights", weights_digest(model), ref.weights_sha256),
+            ("tokenizer", tokenizer_digest(tokenizer), ref.tokenizer_sha256),
+        ):
             if got != saved:
-                raise ValueError(f"{path}: the backbone {where} has changed since this PRM was trained: its {what} "
-                                 f"sha256 is {got[:16]}..., the PRM was trained on {saved[:16]}... The heads read "
-                                 f"that backbone's hidden states, so retrain the PRM on it, or pass "
-                                 f"from_pretrained(backbone=...) the original checkpoint")
+                raise ValueError(
+                    f"{path}: the backbone {where} has changed since this PRM was trained: its {what} "
+                    f"sha256 is {got[:16]}..., the PRM was trained on {saved[:16]}... The heads read "
+                    f"that backbone's hidden states, so retrain the PRM on it, or pass "
+                    f"from_pretrained(backbone=...) the original checkpoint"
+                )
         with torch.random.fork_rng(devices=[]):  # resizing the embeddings draws rows: leave the caller's RNG alone
             add_step_token(tokenizer, model, cfg.step_token)
         prm = cls(model if want_dtype is None else model.to(want_dtype), tokenizer, cfg)
         if (prm.step_token_id, len(tokenizer)) != (ref.step_token_id, ref.vocab_size):
-            raise ValueError(f"{path}: the step token got id {prm.step_token_id} in a vocabulary of {len(tokenizer)}, "
-                             f"but id {ref.step_token_id} of {ref.vocab_size} when the PRM was trained")
+            raise ValueError(
+                f"{path}: the step token got id {prm.step_token_id} in a vocabulary of {len(tokenizer)}, "
+                f"but id {ref.step_token_id} of {ref.vocab_size} when the PRM was trained"
+            )
         prm.backbone_ref, prm._pristine = ref, weights_digest(prm.backbone) if want_dtype is None else None
         return prm
 

@@ -60,8 +60,16 @@ class TokenizedSteps(NamedTuple):
     """prompt tokens (BOS included) kept at the start of input_ids (the steps begin right after them)"""
 
 
-def tokenize_steps(tokenizer: Any, prompt: str, steps: Sequence[str], step_token_id: int,
-                   max_len: int, *, bos_id: int | None = None, mode: str = "pieces") -> TokenizedSteps:
+def tokenize_steps(
+    tokenizer: Any,
+    prompt: str,
+    steps: Sequence[str],
+    step_token_id: int,
+    max_len: int,
+    *,
+    bos_id: int | None = None,
+    mode: str = "pieces",
+) -> TokenizedSteps:
     """input_ids = [bos_id] + tokens(prompt) + sum_k [tokens(step_k) + [step_token_id]]; the label
     of step k sits on its separator (module docstring for `mode`).
 
@@ -97,7 +105,7 @@ def tokenize_steps(tokenizer: Any, prompt: str, steps: Sequence[str], step_token
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     bos = [] if bos_id is None else [bos_id]
     if bos and getattr(tokenizer, "bos_token", None) and prompt.startswith(tokenizer.bos_token):
-        prompt = prompt[len(tokenizer.bos_token):]  # a rendered chat template's BOS text: the id is added once, below
+        prompt = prompt[len(tokenizer.bos_token) :]  # a rendered chat template's BOS text: the id is added once, below
     if mode == "pieces":
         pieces = tokenizer([prompt, *steps], add_special_tokens=False, split_special_tokens=True)["input_ids"]
         prompt_ids, step_ids = list(pieces[0]), [list(s) for s in pieces[1:]]
@@ -113,8 +121,10 @@ def tokenize_steps(tokenizer: Any, prompt: str, steps: Sequence[str], step_token
     if step_ids and n_keep == 0:
         first = len(step_ids[0]) + 1
         if first > budget:
-            raise ValueError(f"the first step is {first + len(bos)} tokens with its separator"
-                             f"{' and BOS' if bos else ''}, over max_len={max_len}")
+            raise ValueError(
+                f"the first step is {first + len(bos)} tokens with its separator"
+                f"{' and BOS' if bos else ''}, over max_len={max_len}"
+            )
         n_keep = 1
         n_cut = len(prompt_ids) - (budget - first)
     else:
@@ -144,8 +154,10 @@ def _joined_pieces(tokenizer: Any, prompt: str, steps: Sequence[str]) -> tuple[l
         ends.append(pos)  # segment j = text[ends[j-1]:ends[j]]
     text = "".join(texts)
     if not getattr(tokenizer, "is_fast", False):
-        raise ValueError(f"step_tokenization 'joined' needs a fast tokenizer (character offsets); "
-                         f"{type(tokenizer).__name__} is not one, use 'pieces'")
+        raise ValueError(
+            f"step_tokenization 'joined' needs a fast tokenizer (character offsets); "
+            f"{type(tokenizer).__name__} is not one, use 'pieces'"
+        )
     enc = tokenizer(text, add_special_tokens=False, split_special_tokens=True, return_offsets_mapping=True)
     out: list[list[int]] = [[] for _ in texts]
 
@@ -160,7 +172,9 @@ def _joined_pieces(tokenizer: Any, prompt: str, steps: Sequence[str]) -> tuple[l
         bounds = [s, *cuts, e]  # the token crosses a step boundary: tokenize its parts on their own
         for a, b in zip(bounds, bounds[1:]):
             if a < b:
-                out[segment(a)] += tokenizer(text[a:b], add_special_tokens=False, split_special_tokens=True)["input_ids"]
+                out[segment(a)] += tokenizer(text[a:b], add_special_tokens=False, split_special_tokens=True)[
+                    "input_ids"
+                ]
     return out[0], out[1:]
 
 

@@ -43,7 +43,7 @@ from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 
 from prmflow.options import TrainOptions
-from prmflow.prm.model import PRM, TokenizedSteps, collate, head_data_mask, step_bce
+from prmflow.prm.model import PRM, TokenizedSteps, head_data_mask, step_bce
 from prmflow.prm.parallel import Processes
 from prmflow.resume import STATE_FILE, job_key, load_checkpoint, save_checkpoint
 from prmflow.schedule import lr_at
@@ -88,8 +88,9 @@ class Example:
     targets: list[float]
 
 
-def prepare_examples(prm: PRM, rows: Sequence[dict[str, Any]], label_type: str, max_len: int,
-                     skipped: list[str] | None = None) -> list[Example]:
+def prepare_examples(
+    prm: PRM, rows: Sequence[dict[str, Any]], label_type: str, max_len: int, skipped: list[str] | None = None
+) -> list[Example]:
     """Tokenize rows; targets are `labels` (hard, 0/1) or `soft_labels` (soft, [0, 1]).
 
     A row without "id" is called "row-{index}" (the ActPRM head mask hashes the id). A row whose
@@ -167,9 +168,15 @@ def accumulate_grads(prm: PRM, group: Sequence[Example], batch_size: int, procs:
     return total
 
 
-def train_prm(prm: PRM, rows: Sequence[dict[str, Any]], cfg: TrainConfig, out_dir: str | Path,
-              on_step: Callable[[int, dict[str, float]], None] | None = None, resume: bool = True,
-              procs: Processes | None = None) -> dict[str, Any]:
+def train_prm(
+    prm: PRM,
+    rows: Sequence[dict[str, Any]],
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+    resume: bool = True,
+    procs: Processes | None = None,
+) -> dict[str, Any]:
     """Train `prm` in place on TRL stepwise rows; returns a summary.
 
     `on_step(step, {"train/loss", "train/lr", "train/grad_norm"})` runs after each optimizer step
@@ -191,9 +198,11 @@ def train_prm(prm: PRM, rows: Sequence[dict[str, Any]], cfg: TrainConfig, out_di
         raise ValueError(f"no training rows ({len(skipped)} of {len(rows)} skipped: first step over max_len={max_len})")
     truncation = truncation_report(examples, skipped)
     if truncation["truncated_rows"] or skipped:
-        print(f"train prm: max_len={max_len} truncated {truncation['truncated_rows']} of {len(examples)} rows "
-              f"({truncation['truncated_fraction']:.1%}; {truncation['truncated_steps']} steps lost their label) and "
-              f"skipped {len(skipped)} whose first step alone is longer{': ' + ', '.join(skipped[:5]) if skipped else ''}")
+        print(
+            f"train prm: max_len={max_len} truncated {truncation['truncated_rows']} of {len(examples)} rows "
+            f"({truncation['truncated_fraction']:.1%}; {truncation['truncated_steps']} steps lost their label) and "
+            f"skipped {len(skipped)} whose first step alone is longer{': ' + ', '.join(skipped[:5]) if skipped else ''}"
+        )
     group_size = cfg.batch_size * cfg.grad_accum
     total = cfg.steps or max(1, math.ceil(cfg.epochs * len(examples) / group_size))
     if cfg.freeze_backbone:
@@ -244,8 +253,9 @@ def train_prm(prm: PRM, rows: Sequence[dict[str, Any]], cfg: TrainConfig, out_di
         loss = procs.sum(loss)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or math.inf))
         if not math.isfinite(grad_norm):
-            raise FloatingPointError(f"optimizer step {step + 1}: non-finite gradient norm "
-                                     f"on rows {[e.id for e in group]}")
+            raise FloatingPointError(
+                f"optimizer step {step + 1}: non-finite gradient norm on rows {[e.id for e in group]}"
+            )
         opt.step()
         state["step"], state["examples_seen"] = step + 1, (step + 1) * group_size
         state["losses"].append(loss)
@@ -292,8 +302,10 @@ def truncation_report(examples: Sequence[Example], skipped: Sequence[str] = ()) 
 
 def _wrap_lora(backbone: torch.nn.Module, r: int) -> PeftModel:
     if importlib.util.find_spec("peft") is None:
-        raise ImportError("TrainConfig.lora_r > 0 needs the `peft` package, which is not installed "
-                          "(pip install peft), or set lora_r = 0 for full fine-tuning")
+        raise ImportError(
+            "TrainConfig.lora_r > 0 needs the `peft` package, which is not installed "
+            "(pip install peft), or set lora_r = 0 for full fine-tuning"
+        )
     from peft import LoraConfig, get_peft_model
 
     return get_peft_model(backbone, LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear"))
@@ -308,20 +320,25 @@ def _fingerprint(cfg: TrainConfig, prm: PRM, examples: Sequence[Example]) -> str
 
 
 def _latest_checkpoint(ckpt_dir: Path) -> Path | None:
-    found = [(int(m.group(1)), p) for p in ckpt_dir.glob("step-*")
-             if (m := re.fullmatch(r"step-(\d+)", p.name)) and (p / STATE_FILE).is_file()]
+    found = [
+        (int(m.group(1)), p)
+        for p in ckpt_dir.glob("step-*")
+        if (m := re.fullmatch(r"step-(\d+)", p.name)) and (p / STATE_FILE).is_file()
+    ]
     return max(found)[1] if found else None
 
 
-def _save_checkpoint(ckpt_dir: Path, prm: torch.nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any],
-                     fingerprint: str, keep: int) -> None:
+def _save_checkpoint(
+    ckpt_dir: Path, prm: torch.nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any], fingerprint: str, keep: int
+) -> None:
     def write_files(tmp: Path) -> None:
         save_model(prm, str(tmp / "model.safetensors"))
         torch.save(opt.state_dict(), tmp / "optimizer.pt")
         torch.save(torch.get_rng_state(), tmp / "rng.pt")
 
-    save_checkpoint(ckpt_dir / f"step-{state['step']}", fingerprint, {**state, "python_rng": random.getstate()},
-                    write_files)
+    save_checkpoint(
+        ckpt_dir / f"step-{state['step']}", fingerprint, {**state, "python_rng": random.getstate()}, write_files
+    )
     old = sorted((int(p.name.split("-")[1]), p) for p in ckpt_dir.glob("step-*") if re.fullmatch(r"step-\d+", p.name))
     for _, p in old[:-keep]:
         shutil.rmtree(p, ignore_errors=True)

@@ -24,7 +24,7 @@ import os
 import random
 import re
 
-from prmflow.io import DataError, Line, check_unique_ids, iter_jsonl
+from prmflow.io import Line, check_unique_ids, iter_jsonl
 
 SOURCES = ("synthetic", "gsm8k", "math")
 """values of a row's optional `source` field (see prmflow.answers.is_real)"""
