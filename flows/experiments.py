@@ -25,14 +25,19 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
 
 from prefect import flow
 
 from prmflow import experiment_report as rep
-from prmflow import io, plots, tracking
+from prmflow import io, tracking
 from prmflow.config import ExperimentsConfig, LabelConfig, LabelQualityConfig, SegmentConfig, TrainConfig, load_section
-from tasks.experiments import budget_subset, label_efficiency, label_with, problem_subset, train_and_score
+from tasks.experiments import (
+    collect_active_learning,
+    collect_edu_sampling,
+    run_data_efficiency,
+    run_label_efficiency,
+    run_threshold_ablation,
+)
 
 SMOKE = {
     "seeds": [0, 1],
@@ -42,105 +47,6 @@ SMOKE = {
     "ablation_problems": 4,
     "static_rollouts": 2,
 }
-
-
-def run_label_efficiency(
-    cfg: ExperimentsConfig,
-    lq: LabelQualityConfig,
-    pool: list[dict[str, Any]],
-    samples: list[dict[str, Any]],
-    tree: list[dict[str, Any]],
-    out: Path,
-) -> dict[str, Any]:
-    answers = {p["id"]: p["answer"] for p in pool}
-    per_seed = {}
-    for seed in cfg.seeds:
-        problems = problem_subset(pool, cfg.label_problems, seed)
-        per_seed[seed] = label_efficiency(
-            lq, rep.by_problem(samples, problems), rep.by_problem(tree, problems), answers, seed
-        )
-        for scheme, r in per_seed[seed].items():
-            tracking.arm_run("label_efficiency", scheme, seed, {"problems": len(problems)}, r)
-    section = rep.label_efficiency(per_seed, cfg.level)
-    plots.label_efficiency(section["numbers"], out / "experiments" / "label_efficiency.png")
-    return section
-
-
-def run_data_efficiency(
-    cfg: ExperimentsConfig,
-    seg_cfg: SegmentConfig,
-    label_cfg: LabelConfig,
-    train_cfg: TrainConfig,
-    edu_rows: list[dict[str, Any]],
-    samples: list[dict[str, Any]],
-    pool: list[dict[str, Any]],
-    pb_rows: list[dict[str, Any]],
-    out: Path,
-) -> dict[str, Any]:
-    answers = {p["id"]: p["answer"] for p in pool}
-    static_cfg = replace(label_cfg, num_rollouts=cfg.static_rollouts)
-    static_rows, static_stats = label_with(
-        replace(seg_cfg, strategy="newline"), static_cfg, samples, answers, "checkpoints/experiments/label"
-    )
-    edu: dict[float, dict[int, dict[str, Any]]] = {f: {} for f in cfg.data_fractions}
-    static: dict[int, dict[str, Any]] = {}
-    for seed in cfg.seeds:
-        for f in cfg.data_fractions:
-            edu[f][seed] = train_and_score(train_cfg, budget_subset(edu_rows, f, seed), pb_rows, seed)
-            tracking.arm_run("data_efficiency", f"edu@{f:g}", seed, {"fraction": f, "labels": "edu"}, edu[f][seed])
-        static[seed] = train_and_score(train_cfg, static_rows, pb_rows, seed)
-        tracking.arm_run("data_efficiency", "static@1", seed, {"fraction": 1.0, "labels": "newline_mc"}, static[seed])
-    section = rep.data_efficiency(edu, static, cfg.level)
-    section["numbers"]["static_labels"] = static_stats
-    plots.data_efficiency(section["numbers"], cfg.data_fractions, out / "experiments" / "data_efficiency.png")
-    return section
-
-
-def run_threshold_ablation(
-    cfg: ExperimentsConfig,
-    seg_cfg: SegmentConfig,
-    label_cfg: LabelConfig,
-    train_cfg: TrainConfig,
-    samples: list[dict[str, Any]],
-    pool: list[dict[str, Any]],
-    pb_rows: list[dict[str, Any]],
-    out: Path,
-) -> dict[str, Any]:
-    answers = {p["id"]: p["answer"] for p in pool}
-    arms = {f"fixed@{t:g}": replace(seg_cfg, strategy="fixed", entropy_threshold=t) for t in cfg.thresholds}
-    arms["calibrated"] = replace(seg_cfg, strategy="calibrated")
-    per_arm: dict[str, dict[int, dict[str, Any]]] = {a: {} for a in arms}
-    for seed in cfg.seeds:
-        gens = rep.by_problem(samples, problem_subset(pool, cfg.ablation_problems, 1000 + seed))
-        for arm, scfg in arms.items():
-            rows, stats = label_with(
-                scfg, replace(label_cfg, seed=seed), gens, answers, "checkpoints/experiments/label"
-            )
-            per_arm[arm][seed] = {**stats, **train_and_score(train_cfg, rows, pb_rows, seed)}
-            tracking.arm_run(
-                "threshold_ablation",
-                arm,
-                seed,
-                {"strategy": scfg.strategy, "entropy_threshold": scfg.entropy_threshold},
-                per_arm[arm][seed],
-            )
-    section = rep.threshold_ablation(per_arm, cfg.level)
-    plots.threshold_ablation(section["numbers"], cfg.thresholds, out / "experiments")
-    return section
-
-
-def collect_active_learning(cfg: ExperimentsConfig, reports: Path) -> dict[str, Any]:
-    summary = io.read_json(reports / "active" / "summary.json")
-    for strat, seed, metrics in rep.active_arms(summary):
-        tracking.arm_run("active_learning", strat, seed, {}, metrics)
-    return rep.active_learning(summary, cfg.level)
-
-
-def collect_edu_sampling(cfg: ExperimentsConfig, reports: Path) -> dict[str, Any]:
-    pedu = io.read_json(reports / "eval" / "edu_sampling.json")
-    for arm, i, metrics in rep.edu_sampling_arms(pedu):
-        tracking.arm_run("edu_sampling", arm, i, {"n": pedu["n"]}, metrics)
-    return rep.edu_sampling(pedu, cfg.level)
 
 
 @flow(name="experiments", log_prints=True)

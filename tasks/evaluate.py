@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from prmflow import io, plots
 from prmflow.config import EvaluateConfig
+from prmflow.evaluate import report
 from prmflow.evaluate.baselines import entropy_step_scores, likelihood_step_scores
-from prmflow.evaluate.bon import answer_classes
-from prmflow.evaluate.processbench import load_processbench
-from prmflow.evaluate.scoring import score_rows, score_rows_by_length
+from prmflow.evaluate.bon import answer_classes, bon_accuracy
+from prmflow.evaluate.processbench import f1_curve, load_processbench
+from prmflow.evaluate.scoring import score_rows, score_rows_by_length, usable_counts
+from prmflow.evaluate.synthetic import balance, processbench_rows, split_subsets
 from prmflow.evaluate.verdict import answer_correct, answers_equal, final_answer, verified_candidates
+from prmflow.io import DataError
 from prmflow.policy import load_backend
 from prmflow.policy.base import Completion, SamplingConfig
 from prmflow.prm import PRM
@@ -268,3 +273,117 @@ def pedu_compare(
         d = [e - s for e, s in zip(per_seed["p_edu"][k], per_seed["standard"][k], strict=True)]
         out[f"{k}_delta"] = {"per_seed": d, **mean_std(d)}
     return out
+
+
+# --------------------------------------------------------------------------- the stage's steps
+
+
+def named_processbench(cfg: EvaluateConfig, out: Path) -> dict:
+    """Score the named ProcessBench files; write processbench_files.json and its predictions.
+    A file left with no scored row (every first step over max_len) fails."""
+    rows = load_named_processbench(cfg)
+    scores, info = prm_scores_by_length(cfg, rows)
+    counts = usable_counts(rows, info)
+    for s in info["skipped"]:
+        print(f"  skipped {s['id']} ({s['subset']}): {s['reason']}")
+    for name, path in cfg.processbench_files.items():
+        if counts[name]["scored"] == 0:
+            raise DataError(
+                path,
+                None,
+                "steps",
+                f"0 usable rows: all {counts[name]['rows']} have a first step over "
+                f"max_len={info['max_len']} tokens (raise evaluate.processbench_max_len)",
+            )
+    scored = [r for r in rows if r["id"] in scores]
+    results = report.named_results(
+        scored, scores, cfg.processbench_calibrate, cfg.threshold, cfg.calib_fraction, cfg.seed
+    )
+    named = report.named_report(results, cfg.processbench_files, counts, info, cfg.processbench_step_sep)
+    io.write_json(out / "processbench_files.json", named)
+    io.write_jsonl(out / "processbench_files_predictions.jsonl", report.prediction_rows(results["prm"]))
+    for line in report.named_lines(results["prm"], counts):
+        print(line)
+    return named
+
+
+def synthetic_processbench(cfg: EvaluateConfig, pb_problems: list, data_dir: str, out: Path) -> dict:
+    """The synthetic ProcessBench and its scorers (module docstring, 1-2); returns the summary."""
+    comps = sample(cfg, pb_problems, cfg.samples_per_problem, "processbench")
+    all_rows, left_out = processbench_rows(pb_problems, [[c.text for c in cs] for cs in comps], "prmflow-policy")
+    by_id = {f"{p['id']}/{j}": c for p, cs in zip(pb_problems, comps, strict=True) for j, c in enumerate(cs)}
+    rows = split_subsets(balance(all_rows, cfg.correct_fraction, cfg.seed), cfg.calib_fraction, cfg.seed)
+    io.write_jsonl(Path(data_dir) / "synthetic_processbench.jsonl", rows)
+
+    scores_prm, info = prm_scores(cfg, rows)
+    scorers = {
+        "prm": (scores_prm, {"calibrate_on": "calib"}),
+        "prm_fixed": (scores_prm, {"threshold": cfg.threshold}),
+        "all_ones": (report.ones_scores(rows), {"threshold": cfg.threshold}),
+        "entropy": (entropy_scores(rows, by_id), {"calibrate_on": "calib"}),
+        "likelihood": (likelihood_scores(cfg, rows, by_id), {"calibrate_on": "calib"}),
+    }
+    results = {
+        name: report.assess_or_fixed(rows, scores, how, cfg.threshold) for name, (scores, how) in scorers.items()
+    }
+    summary = report.synthetic_summary(results, rows, len(all_rows), left_out, info)
+    io.write_json(out / "synthetic_processbench.json", summary)
+    io.write_jsonl(out / "predictions.jsonl", report.prediction_rows(results["prm"]))
+    test = [r for r in rows if r["subset"] == "test"]
+    if test:
+        curves = {
+            name: f1_curve(
+                [r["label"] for r in test], [scorers[name][0][r["id"]] for r in test], [i / 50 for i in range(51)]
+            )
+            for name in ("prm", "entropy", "likelihood")
+        }
+        plots.f1_vs_threshold(curves, {n: summary[n]["threshold"] for n in curves}, out / "f1_threshold.png")
+    else:
+        print(
+            f"WARNING: the synthetic ProcessBench has no test rows ({len(rows)} rows from {len(all_rows)} solutions "
+            "after balancing correct and erroneous ones): its metrics are None"
+        )
+    return summary
+
+
+def best_of_n(
+    cfg: EvaluateConfig,
+    problems: list[dict[str, Any]],
+    real: bool,
+    prompt_cfg: PromptConfig,
+    examples: list[dict[str, Any]],
+    data_dir: str,
+    out: Path,
+) -> tuple[dict[str, Any], str | None]:
+    """Best-of-N on `problems` (real ones: verified answers, votes over verified-equivalence
+    classes); writes bon.json and bon.png. Returns the report and why it is meaningless (a zero
+    oracle), or None."""
+    completions = sample(cfg, problems, cfg.bon_max_n, "bon", prompt_cfg, examples)
+    cands = (bon_candidates_verified if real else bon_candidates)(cfg, problems, completions)
+    if real:
+        io.write_jsonl(Path(data_dir) / "bon_candidates.jsonl", cands)
+    bon, meaningless = report.bon_report(
+        bon_accuracy(cands, ns=report.bon_ns(cfg.bon_max_n)), cands, real, cfg.allow_zero_oracle
+    )
+    if meaningless and cfg.allow_zero_oracle:
+        print(f"WARNING: {meaningless}")
+    io.write_json(out / "bon.json", bon)
+    plots.bon_curves(bon, out / "bon.png")
+    for line in report.bon_lines(bon):
+        print(line)
+    return bon, meaningless
+
+
+def edu_sampling(
+    cfg: EvaluateConfig,
+    problems: list[dict[str, Any]],
+    prompt_cfg: PromptConfig,
+    examples: list[dict[str, Any]],
+    out: Path,
+) -> dict[str, Any]:
+    """EDU-guided sampling (P-EDU) vs standard sampling at equal N; writes edu_sampling.json and .png."""
+    pedu = pedu_compare(cfg, problems, prompt_cfg, examples)
+    io.write_json(out / "edu_sampling.json", pedu)
+    plots.accuracy_vs_tokens(pedu, out / "edu_sampling.png")
+    print(report.pedu_line(pedu, cfg.pedu_n, cfg.pedu_seeds))
+    return pedu
