@@ -31,10 +31,10 @@ run: $(STAMP)
 # .venv-vllm (`make vllm-env`, 2.5 GB); without it they skip, and the last line says so.
 test: $(STAMP) lint
 	@echo "make test: every test, about 16 min on 2 cores ($$(date -u +%H:%M:%S) UTC)"
-	$(BIN)/python -m pytest -q; rc=$$?; $(VLLM_NOTICE); exit $$rc
+	@$(BIN)/python -m pytest -q; rc=$$?; $(VLLM_NOTICE); exit $$rc
 
 test-fast: $(STAMP) lint
-	$(BIN)/python -m pytest -q -m "not slow"; rc=$$?; $(VLLM_NOTICE); exit $$rc
+	@$(BIN)/python -m pytest -q -m "not slow"; rc=$$?; $(VLLM_NOTICE); exit $$rc
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -294,7 +294,7 @@ def test_bad_named_file_is_a_clear_error(stage, tmp_path):
 
 
 def test_named_file_with_no_usable_row_fails(stage, tmp_path, monkeypatch):
-    import flows.evaluate as fe
+    import tasks.evaluate as fe
     from prmflow.config import EvaluateConfig
 
     root, _ = stage
@@ -312,7 +312,7 @@ def test_named_file_with_no_usable_row_fails(stage, tmp_path, monkeypatch):
 
 
 def test_named_files_calibrate_on_one_subset(stage, tmp_path, monkeypatch):
-    import flows.evaluate as fe
+    import tasks.evaluate as fe
     from prmflow.config import EvaluateConfig
     from prmflow.evaluate.processbench import calibrate_threshold
 
