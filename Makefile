@@ -26,11 +26,11 @@ run: $(STAMP)
 	# dvc repro, with every stage's MLflow run nested under one parent run
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m flows.pipeline --dvc
 
-# Lint, type check, then every test: about 18 min on 2 cores (the slow tier, @pytest.mark.slow, runs
-# real pipeline stages; `make test-fast` leaves it out, about 6 min). The vLLM engine tests need
+# Lint, type check, then every test: about 19 min on 2 cores (the slow tier, @pytest.mark.slow, runs
+# real pipeline stages; `make test-fast` leaves it out). The vLLM engine tests need
 # .venv-vllm (`make vllm-env`, 2.5 GB); without it they skip, and the last line says so.
 test: $(STAMP) lint
-	@echo "make test: every test, about 16 min on 2 cores ($$(date -u +%H:%M:%S) UTC)"
+	@echo "make test: every test, about 19 min on 2 cores (started $$(date -u +%H:%M:%S) UTC)"
 	@$(BIN)/python -m pytest -q; rc=$$?; $(VLLM_NOTICE); exit $$rc
 
 test-fast: $(STAMP) lint
@@ -47,7 +47,7 @@ VLLM_NOTICE = test -f .venv-vllm/.installed || printf '\n%s\n%s\n%s\n' \
 	'!!! (tests/test_vllm_backend.py, test_active_judge_vllm.py, test_openai_backend.py)'
 
 # The whole default DAG (dvc repro) on the tiny profile params-smoke.yaml, in a temp copy of the
-# repo: about 2 min. Prints every output's md5 (tools/smoke.py).
+# repo: about 2.5 min. Prints every output's md5 (tools/smoke.py).
 smoke: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m tools.smoke
 
