@@ -10,6 +10,21 @@ from test_active_loop import PROBLEMS, _evals, _pool
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
+TINY_ACTIVE = {
+    "seeds": [0, 1],
+    "num_heads": 2,
+    "max_len": 128,
+    "pool_size": 0,
+    "batch_size": 4,
+    "micro_batch_size": 4,
+    "eval_every": 1,
+    "grad_steps": 1,
+    "p": 0.6,
+    "std_threshold": 0.05,
+}
+"""the active section on the tiny pool: 2 seeds, 2 heads, rounds of 4 (tests/test_ray.py runs it too)"""
+
+
 def test_active_flow(tmp_path, mlflow_tmp, tiny_model_dir, monkeypatch):
     from mlflow.tracking import MlflowClient
     from prefect.testing.utilities import prefect_test_harness
@@ -23,21 +38,7 @@ def test_active_flow(tmp_path, mlflow_tmp, tiny_model_dir, monkeypatch):
     io.write_jsonl(tmp_path / "pool.jsonl", PROBLEMS.values())
     io.write_jsonl(tmp_path / "eval.jsonl", _evals())
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["active"].update(
-        {
-            "backbone": str(tiny_model_dir),
-            "seeds": [0, 1],
-            "num_heads": 2,
-            "max_len": 128,
-            "pool_size": 0,
-            "batch_size": 4,
-            "micro_batch_size": 4,
-            "eval_every": 1,
-            "grad_steps": 1,
-            "p": 0.6,
-            "std_threshold": 0.05,
-        }
-    )
+    params["active"].update({"backbone": str(tiny_model_dir), **TINY_ACTIVE})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
 
     paths = {

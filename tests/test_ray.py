@@ -344,6 +344,7 @@ def test_active_on_ray_one_task_per_seed_gives_the_thread_runners_summary_and_cu
     ray_cluster, tiny_model_dir, tmp_path, mlflow_tmp, monkeypatch
 ):
     from mlflow.tracking import MlflowClient
+    from test_active_flow import TINY_ACTIVE
     from test_active_loop import PROBLEMS as ACTIVE_PROBLEMS
     from test_active_loop import _evals, _pool
 
@@ -353,21 +354,7 @@ def test_active_on_ray_one_task_per_seed_gives_the_thread_runners_summary_and_cu
     io.write_jsonl(tmp_path / "pool.jsonl", ACTIVE_PROBLEMS.values())
     io.write_jsonl(tmp_path / "eval.jsonl", _evals())
     params = yaml.safe_load((REPO / "params.yaml").read_text())  # cache_features on: one cache per seed task
-    params["active"].update(
-        {
-            "backbone": "policy",
-            "seeds": [0, 1],
-            "num_heads": 2,
-            "max_len": 128,
-            "pool_size": 0,
-            "batch_size": 4,
-            "micro_batch_size": 4,
-            "eval_every": 1,
-            "grad_steps": 1,
-            "p": 0.6,
-            "std_threshold": 0.05,
-        }
-    )
+    params["active"].update({"backbone": "policy", **TINY_ACTIVE})
 
     thread = _active(tmp_path, params, "thread")
     ray_out = _active(tmp_path, params, "ray", **_on_ray(ray_cluster))
